@@ -1,0 +1,278 @@
+package rqgo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxBlock is the longest an idle worker waits in Redis before looking
+// again, for scheduled jobs coming due. It stays under go-redis's default
+// read timeout (3s).
+const maxBlock = time.Second
+
+// fetchLoop takes jobs while slots are free, blocking in Redis when there
+// are none, until ctx ends or, in burst mode, the work runs out.
+func (w *Worker) fetchLoop(ctx context.Context) {
+	backoff := RetryPolicy{Base: 50 * time.Millisecond, Cap: 5 * time.Second}
+	failures := 0
+	for ctx.Err() == nil {
+		free := int64(w.opts.Concurrency) - w.inflight.Load()
+		if free <= 0 {
+			select {
+			case <-ctx.Done():
+			case <-w.freed:
+			}
+			continue
+		}
+		jobs, next, err := w.fetch(ctx, int(free))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			d := backoff.Ceiling(failures)
+			w.log.Warn("fetching jobs failed; retrying", "err", err, "in", d)
+			sleepCtx(ctx, d)
+			continue
+		}
+		failures = 0
+		if len(jobs) == int(free) || (len(jobs) > 0 && w.opts.Burst) {
+			continue
+		}
+		if w.opts.Burst && len(jobs) == 0 {
+			if w.burstDone() {
+				return
+			}
+			w.waitBurst(ctx, next)
+			continue
+		}
+		w.block(ctx, next)
+	}
+}
+
+func (w *Worker) burstDone() bool {
+	return w.inflight.Load() == 0 && time.Now().UnixMilli() > w.retryDue.Load()
+}
+
+// waitBurst waits, in burst mode, for a running job to end or the next
+// retry this worker scheduled to come due.
+func (w *Worker) waitBurst(ctx context.Context, next time.Time) {
+	d := maxBlock
+	if due := w.retryDue.Load(); due > 0 {
+		d = min(d, time.Until(time.UnixMilli(due))+time.Millisecond)
+	}
+	if !next.IsZero() {
+		d = min(d, time.Until(next)+time.Millisecond)
+	}
+	t := time.NewTimer(max(d, time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-w.freed:
+	case <-t.C:
+	}
+}
+
+// fetch runs dequeue.lua on the queues in priority order until it has up to
+// n jobs, and starts a handler for each. It returns the earliest time a
+// scheduled job of these queues comes due.
+func (w *Worker) fetch(ctx context.Context, n int) ([]*Job, time.Time, error) {
+	var (
+		jobs []*Job
+		next time.Time
+	)
+	lease := w.opts.Lease.Milliseconds()
+	for _, q := range w.queues {
+		res, err := dequeueScript.Run(ctx, w.rdb,
+			[]string{q.k.pending(), q.k.active(), q.k.scheduled(), q.k.seq(), q.k.wake(), q.k.jobPrefix()},
+			n, lease, w.id).Slice()
+		if err != nil {
+			return jobs, next, fmt.Errorf("dequeue from %q: %w", q.name, err)
+		}
+		if len(res) == 0 || len(res)%2 != 1 {
+			return jobs, next, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
+		}
+		if ms, _ := res[0].(int64); ms > 0 {
+			if t := time.UnixMilli(ms); next.IsZero() || t.Before(next) {
+				next = t
+			}
+		}
+		for i := 1; i < len(res); i += 2 {
+			id, _ := res[i].(string)
+			h, ok := flatToMap(res[i+1])
+			j, derr := decodeJob(h)
+			if !ok {
+				derr = fmt.Errorf("%w %q: unreadable hash", ErrMalformedJob, id)
+			}
+			// The id and queue the job was fetched by are the ones that count.
+			j.ID, j.Queue = id, q.name
+			w.start(q, j, derr)
+			jobs = append(jobs, j)
+		}
+		n -= (len(res) - 1) / 2
+		if n <= 0 {
+			break
+		}
+	}
+	return jobs, next, nil
+}
+
+// block waits in Redis until a job is enqueued to one of the worker's
+// queues, the next scheduled job comes due, maxBlock passes, or ctx ends.
+func (w *Worker) block(ctx context.Context, next time.Time) {
+	d := maxBlock
+	if !next.IsZero() {
+		d = min(d, time.Until(next))
+	}
+	if d < time.Millisecond {
+		return
+	}
+	// BLPOP takes fractional seconds (Redis ≥ 6); go-redis's BLPop would
+	// round a wait under a second up to one.
+	args := make([]any, 0, len(w.queues)+3)
+	args = append(args, "BLPOP", w.wakeKey())
+	for _, q := range w.queues {
+		args = append(args, q.k.wake())
+	}
+	args = append(args, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+	stop := context.AfterFunc(ctx, func() {
+		// Wake this worker's own BLPOP so shutdown does not wait for it.
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
+			p.LPush(c, w.wakeKey(), "stop")
+			p.PExpire(c, w.wakeKey(), 10*time.Second)
+			return nil
+		})
+	})
+	defer stop()
+	err := w.rdb.Do(ctx, args...).Err()
+	if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
+		w.log.Warn("waiting for jobs failed", "err", err)
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+func (w *Worker) wakeKey() string { return workerKey(w.opts.Prefix, w.id) + ":wake" }
+
+// run is one attempt of a job on this worker.
+type run struct {
+	job     *Job
+	q       workerQueue
+	cancel  context.CancelCauseFunc
+	renewed time.Time // last successful lease renewal (worker clock)
+	lost    bool      // lease lost or released: write nothing for this run
+	done    bool      // the handler returned
+}
+
+// outcome is a finished handler's verdict, waiting to be written.
+type outcome struct {
+	r      *run
+	result json.RawMessage
+	err    error
+	delay  int64 // fail.lua's ARGV[4]: retry delay ms, -1 = fail now
+}
+
+var errTimeout = errors.New("rqgo: job timeout")
+
+// start runs the handler for j in a goroutine; bad is a reason the job
+// cannot run at all (a malformed hash).
+func (w *Worker) start(q workerQueue, j *Job, bad error) {
+	w.inflight.Add(1)
+	timeout := j.Timeout
+	if timeout <= 0 {
+		timeout = w.opts.Timeout
+	}
+	ctx, cancel := context.WithCancelCause(w.handlerBase)
+	r := &run{job: j, q: q, cancel: cancel, renewed: time.Now()}
+	w.mu.Lock()
+	w.running[r] = struct{}{}
+	w.mu.Unlock()
+	go func() {
+		tctx, stop := context.WithTimeoutCause(ctx, timeout, errTimeout)
+		defer stop()
+		var (
+			result any
+			err    = bad
+		)
+		if err == nil {
+			result, err = w.call(tctx, j)
+		}
+		if context.Cause(tctx) == errTimeout {
+			// Past its deadline the attempt fails, whatever the handler said.
+			if err != nil {
+				err = fmt.Errorf("timeout after %s: %w", timeout, err)
+			} else {
+				err = fmt.Errorf("timeout after %s", timeout)
+			}
+		}
+		o := w.judge(r, result, err, bad != nil)
+		w.mu.Lock()
+		r.done = true
+		w.mu.Unlock()
+		w.outcomes <- o
+	}()
+}
+
+// call runs the job's handler, turning a panic into an error that carries
+// the stack.
+func (w *Worker) call(ctx context.Context, j *Job) (result any, err error) {
+	h := w.handler(j.Func)
+	if h == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownFunc, j.Func)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return h.ProcessJob(ctx, j)
+}
+
+// judge turns a handler's return values into what fail.lua or ack.lua writes.
+func (w *Worker) judge(r *run, result any, err error, malformed bool) *outcome {
+	o := &outcome{r: r}
+	if err == nil {
+		raw, merr := json.Marshal(result)
+		if merr == nil {
+			o.result = raw
+			return o
+		}
+		err = SkipRetry(fmt.Errorf("result does not encode to JSON: %w", merr))
+	}
+	o.err = err
+	j := r.job
+	var skip *skipRetryError
+	var after *RetryAfterError
+	switch {
+	case malformed, errors.As(err, &skip), errors.Is(err, ErrUnknownFunc), j.Attempt > j.MaxRetries:
+		o.delay = -1
+	case errors.As(err, &after):
+		o.delay = max(after.Delay.Milliseconds(), 0)
+	default:
+		policy := w.opts.Retry
+		if j.Backoff != "" {
+			if p, perr := parseRetryPolicy(j.Backoff); perr == nil {
+				policy = p
+			}
+		}
+		o.delay = policy.Delay(j.Attempt).Milliseconds()
+	}
+	return o
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

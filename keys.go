@@ -1,0 +1,87 @@
+package rqgo
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+)
+
+// SchemaVersion is the version of the Redis key schema and job hash fields
+// documented in the README. It changes only when a key or field changes
+// meaning; additions keep it.
+const SchemaVersion = 1
+
+// DefaultPrefix is the key prefix used when none is configured.
+const DefaultPrefix = "rqgo"
+
+// keys builds every key name of one queue. Each key carries the queue's
+// hash tag, so all keys one script touches live in one Cluster slot.
+type keys struct {
+	base string // "<prefix>:{<queue>}:"
+}
+
+func newKeys(prefix, queue string) keys {
+	return keys{base: prefix + ":{" + queue + "}:"}
+}
+
+func (k keys) job(id string) string { return k.base + "job:" + id }
+func (k keys) jobPrefix() string    { return k.base + "job:" }
+func (k keys) pending() string      { return k.base + "pending" }
+func (k keys) active() string       { return k.base + "active" }
+func (k keys) scheduled() string    { return k.base + "scheduled" }
+func (k keys) finished() string     { return k.base + "finished" }
+func (k keys) failed() string       { return k.base + "failed" }
+func (k keys) canceled() string     { return k.base + "canceled" }
+func (k keys) seq() string          { return k.base + "seq" }
+func (k keys) wake() string         { return k.base + "wake" }
+func (k keys) reaper() string       { return k.base + "reaper" }
+
+// queuesKey is the set of known queue names.
+func queuesKey(prefix string) string { return prefix + ":queues" }
+
+// workersKey is the set of worker ids; workerKey holds one worker's
+// description and expires unless its heartbeat renews it.
+func workersKey(prefix string) string      { return prefix + ":workers" }
+func workerKey(prefix, id string) string   { return prefix + ":worker:" + id }
+func validatePrefix(prefix string) error   { return validateName("prefix", prefix) }
+func validateQueueName(name string) error  { return validateName("queue name", name) }
+func validateFuncName(name string) error   { return validateToken("function name", name) }
+func validateJobID(id string) error        { return validateToken("job id", id) }
+func isSpaceOrControl(r rune) bool         { return unicode.IsSpace(r) || unicode.IsControl(r) }
+func containsSpaceOrControl(s string) bool { return strings.IndexFunc(s, isSpaceOrControl) >= 0 }
+func invalid(what, v, why string) error    { return fmt.Errorf("%w: %s %q %s", ErrInvalid, what, v, why) }
+func tooLong(what, v string, max int) error {
+	return invalid(what, v, fmt.Sprintf("is longer than %d bytes", max))
+}
+
+const maxNameLen = 200
+
+// validateName checks a name that becomes part of key names: no braces (they
+// would break the hash tag), colons (the separator), whitespace or control
+// characters.
+func validateName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
+	}
+	if len(name) > maxNameLen {
+		return tooLong(what, name, maxNameLen)
+	}
+	if strings.ContainsAny(name, "{}:") || containsSpaceOrControl(name) {
+		return invalid(what, name, "must not contain braces, colons, whitespace or control characters")
+	}
+	return nil
+}
+
+// validateToken checks a function name or job id.
+func validateToken(what, v string) error {
+	if v == "" {
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
+	}
+	if len(v) > maxNameLen {
+		return tooLong(what, v, maxNameLen)
+	}
+	if containsSpaceOrControl(v) {
+		return invalid(what, v, "must not contain whitespace or control characters")
+	}
+	return nil
+}

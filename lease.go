@@ -1,0 +1,348 @@
+package rqgo
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxErrorLen bounds the error text kept in a job hash (a panic's stack can
+// be long).
+const maxErrorLen = 16 << 10
+
+var errShutdown = errors.New("rqgo: worker shut down")
+
+// scriptCall is one script invocation in a pipelined batch.
+type scriptCall struct {
+	s    *redis.Script
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+}
+
+// runScripts sends the calls in one round trip. A call Redis answers with
+// NOSCRIPT (its script cache is empty, e.g. after a restart) is sent again
+// with the script's source.
+func runScripts(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) {
+	if len(calls) == 1 {
+		c := calls[0]
+		c.cmd = c.s.Run(ctx, rdb, c.keys, c.args...)
+		return
+	}
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range calls {
+			c.cmd = c.s.EvalSha(ctx, p, c.keys, c.args...)
+		}
+		return nil
+	})
+	for _, c := range calls {
+		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+			c.cmd = c.s.Run(ctx, rdb, c.keys, c.args...)
+		}
+	}
+}
+
+// ackLoop writes handlers' outcomes, batching whatever is ready into one
+// round trip and retrying writes that failed, until stop is closed; then it
+// makes one last attempt for what is left.
+func (w *Worker) ackLoop(ctx context.Context, stop <-chan struct{}) {
+	var (
+		retry    []*outcome
+		failures int
+		timer    = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	backoff := RetryPolicy{Base: 50 * time.Millisecond, Cap: 2 * time.Second}
+	for {
+		batch := retry
+		select {
+		case o := <-w.outcomes:
+			batch = append(batch, o)
+		case <-timer.C:
+		case <-stop:
+			batch = w.drainOutcomes(batch)
+			c, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if left := w.settle(c, batch); len(left) > 0 {
+				w.log.Warn("could not record outcomes before stopping; their leases will expire and they will run again", "jobs", len(left))
+			}
+			cancel()
+			return
+		}
+		batch = w.drainOutcomes(batch)
+		c, cancel := context.WithTimeout(ctx, w.opts.Lease)
+		retry = w.settle(c, batch)
+		cancel()
+		if len(retry) == 0 {
+			failures = 0
+			continue
+		}
+		failures++
+		timer.Reset(backoff.Ceiling(failures))
+	}
+}
+
+func (w *Worker) drainOutcomes(batch []*outcome) []*outcome {
+	for len(batch) < 512 {
+		select {
+		case o := <-w.outcomes:
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// settle records outcomes with ack.lua and fail.lua in one round trip and
+// returns those that could not be written (Redis unreachable).
+func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome) {
+	calls := make([]*scriptCall, 0, len(batch))
+	todo := batch[:0:0]
+	for _, o := range batch {
+		if w.isLost(o.r) {
+			w.finish(o.r)
+			continue
+		}
+		j, k := o.r.job, o.r.q.k
+		if o.err == nil {
+			calls = append(calls, &scriptCall{s: ackScript,
+				keys: []string{k.job(j.ID), k.active(), k.finished()},
+				args: []any{j.ID, j.token, []byte(o.result), ttlMillis(w.opts.ResultTTL)}})
+		} else {
+			msg := o.err.Error()
+			if len(msg) > maxErrorLen {
+				msg = msg[:maxErrorLen] + "…"
+			}
+			calls = append(calls, &scriptCall{s: failScript,
+				keys: []string{k.job(j.ID), k.active(), k.scheduled(), k.failed(), k.pending(), k.wake()},
+				args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL)}})
+		}
+		todo = append(todo, o)
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	runScripts(ctx, w.rdb, calls)
+	for i, o := range todo {
+		j := o.r.job
+		res, err := calls[i].cmd.Int()
+		log := w.log.With("queue", j.Queue, "job_id", j.ID, "func", j.Func, "attempt", j.Attempt)
+		switch {
+		case err != nil:
+			if !w.isLost(o.r) {
+				log.Warn("recording job outcome failed; will retry", "err", err)
+				retry = append(retry, o)
+				continue
+			}
+		case res == 0:
+			log.Warn("lease lost before the outcome was recorded; another attempt owns the job now")
+		case o.err == nil:
+			log.Debug("job finished")
+		case res == 1:
+			if o.delay > 0 {
+				w.noteRetry(time.Now().Add(time.Duration(o.delay) * time.Millisecond))
+			}
+			log.Info("job attempt failed; will retry", "err", o.err, "in", time.Duration(o.delay)*time.Millisecond)
+		default:
+			log.Warn("job failed", "err", o.err)
+		}
+		w.finish(o.r)
+	}
+	return retry
+}
+
+func (w *Worker) noteRetry(t time.Time) {
+	ms := t.UnixMilli()
+	for {
+		cur := w.retryDue.Load()
+		if ms <= cur || w.retryDue.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
+
+func (w *Worker) isLost(r *run) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return r.lost
+}
+
+// finish frees the run's slot.
+func (w *Worker) finish(r *run) {
+	w.mu.Lock()
+	delete(w.running, r)
+	w.mu.Unlock()
+	w.inflight.Add(-1)
+	select {
+	case w.freed <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeatLoop renews leases every Lease/3 and reaps expired leases of the
+// worker's queues every reapEvery, until ctx ends.
+func (w *Worker) heartbeatLoop(ctx context.Context) {
+	renew := time.NewTicker(w.opts.Lease / 3)
+	defer renew.Stop()
+	reap := time.NewTicker(w.reapEvery)
+	defer reap.Stop()
+	w.reap(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew.C:
+			w.renew(ctx)
+		case <-reap.C:
+			w.reap(ctx)
+		}
+	}
+}
+
+// renew extends the leases of every running job in one round trip (one
+// extend.lua call per queue) and refreshes the worker's presence key. Jobs
+// whose lease is lost, or could not be renewed for a whole lease, have their
+// handlers canceled with [ErrLeaseLost].
+func (w *Worker) renew(ctx context.Context) {
+	byQueue := map[string][]*run{}
+	w.mu.Lock()
+	for r := range w.running {
+		if !r.lost && !r.done {
+			byQueue[r.q.name] = append(byQueue[r.q.name], r)
+		}
+	}
+	w.mu.Unlock()
+
+	lease := w.opts.Lease
+	c, cancel := context.WithTimeout(ctx, lease/3)
+	defer cancel()
+	calls := make([]*scriptCall, 0, len(byQueue))
+	groups := make([][]*run, 0, len(byQueue))
+	for _, runs := range byQueue {
+		q := runs[0].q
+		args := make([]any, 0, 1+2*len(runs))
+		args = append(args, lease.Milliseconds())
+		for _, r := range runs {
+			args = append(args, r.job.ID, r.job.token)
+		}
+		calls = append(calls, &scriptCall{s: extendScript, keys: []string{q.k.active(), q.k.jobPrefix()}, args: args})
+		groups = append(groups, runs)
+	}
+	if err := w.rdb.Set(c, workerKey(w.opts.Prefix, w.id), w.info(), lease).Err(); err != nil {
+		w.log.Warn("worker heartbeat failed", "err", err)
+	}
+	if len(calls) == 0 {
+		return
+	}
+	start := time.Now()
+	runScripts(c, w.rdb, calls)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, call := range calls {
+		lost, err := call.cmd.StringSlice()
+		if err != nil {
+			for _, r := range groups[i] {
+				if !r.lost && time.Since(r.renewed) > lease {
+					w.loseLocked(r)
+				}
+			}
+			w.log.Warn("renewing leases failed", "queue", groups[i][0].q.name, "err", err)
+			continue
+		}
+		gone := make(map[string]bool, len(lost))
+		for _, id := range lost {
+			gone[id] = true
+		}
+		for _, r := range groups[i] {
+			if gone[r.job.ID] {
+				w.loseLocked(r)
+			} else {
+				r.renewed = start
+			}
+		}
+	}
+}
+
+func (w *Worker) loseLocked(r *run) {
+	if r.lost {
+		return
+	}
+	r.lost = true
+	r.cancel(ErrLeaseLost)
+	w.log.Warn("lease lost; handler canceled", "queue", r.q.name, "job_id", r.job.ID, "func", r.job.Func)
+}
+
+// reap runs reap.lua on every queue of the worker in one round trip.
+func (w *Worker) reap(ctx context.Context) {
+	c, cancel := context.WithTimeout(ctx, max(w.reapEvery, time.Second))
+	defer cancel()
+	calls := make([]*scriptCall, len(w.queues))
+	for i, q := range w.queues {
+		calls[i] = &scriptCall{s: reapScript,
+			keys: []string{q.k.active(), q.k.pending(), q.k.failed(), q.k.reaper(), q.k.wake(), q.k.jobPrefix(), q.k.finished(), q.k.canceled()},
+			args: []any{w.reapEvery.Milliseconds(), 1000, ttlMillis(w.opts.FailureTTL)}}
+	}
+	runScripts(c, w.rdb, calls)
+	for i, call := range calls {
+		res, err := call.cmd.Int64Slice()
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("reaping expired leases failed", "queue", w.queues[i].name, "err", err)
+			}
+			continue
+		}
+		if len(res) == 3 && (res[0] > 0 || res[1] > 0) {
+			w.log.Warn("recovered jobs whose lease expired", "queue", w.queues[i].name, "requeued", res[0], "failed", res[1])
+		}
+	}
+}
+
+// drain waits up to ShutdownTimeout for running handlers, then cancels the
+// rest and puts their jobs straight back in their queues with release.lua.
+func (w *Worker) drain(ctx context.Context, stopHandlers context.CancelCauseFunc) {
+	if w.inflight.Load() > 0 {
+		w.log.Info("shutting down; waiting for running jobs", "running", w.inflight.Load(), "grace", w.opts.ShutdownTimeout)
+	}
+	grace := time.NewTimer(w.opts.ShutdownTimeout)
+	defer grace.Stop()
+	for w.inflight.Load() > 0 {
+		select {
+		case <-w.freed:
+			continue
+		case <-grace.C:
+		}
+		break
+	}
+	var unfinished []*run
+	w.mu.Lock()
+	for r := range w.running {
+		if !r.lost && !r.done {
+			r.lost = true
+			unfinished = append(unfinished, r)
+		}
+	}
+	w.mu.Unlock()
+	stopHandlers(errShutdown)
+	if len(unfinished) == 0 {
+		return
+	}
+	calls := make([]*scriptCall, len(unfinished))
+	for i, r := range unfinished {
+		k := r.q.k
+		calls[i] = &scriptCall{s: releaseScript,
+			keys: []string{k.job(r.job.ID), k.active(), k.pending(), k.wake()},
+			args: []any{r.job.ID, r.job.token}}
+	}
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	runScripts(c, w.rdb, calls)
+	released := 0
+	for _, call := range calls {
+		if n, err := call.cmd.Int(); err == nil && n == 1 {
+			released++
+		}
+	}
+	w.log.Warn("grace period over; returned unfinished jobs to their queues", "released", released, "unfinished", len(unfinished))
+}

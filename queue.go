@@ -1,0 +1,422 @@
+package rqgo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultMaxArgsSize is the largest encoded args payload Enqueue accepts
+// unless [WithMaxArgsSize] says otherwise.
+const DefaultMaxArgsSize = 512 << 10
+
+// Queue enqueues jobs into one named queue and reads and operates on its
+// jobs. A Queue is safe for concurrent use; it holds no connection of its
+// own, only the client it was given.
+type Queue struct {
+	name        string
+	rdb         redis.UniversalClient
+	prefix      string
+	k           keys
+	maxArgsSize int
+	err         error       // invalid name or option: every call returns it
+	known       atomic.Bool // the name is in the <prefix>:queues set
+}
+
+// QueueOption configures a [Queue].
+type QueueOption func(*Queue)
+
+// WithPrefix sets the key prefix (default [DefaultPrefix]). Workers must use
+// the same prefix.
+func WithPrefix(prefix string) QueueOption {
+	return func(q *Queue) { q.prefix = prefix }
+}
+
+// WithMaxArgsSize sets the largest encoded args payload, in bytes, that
+// Enqueue accepts (default [DefaultMaxArgsSize]).
+func WithMaxArgsSize(n int) QueueOption {
+	return func(q *Queue) { q.maxArgsSize = n }
+}
+
+// NewQueue returns the queue called name on rdb. It does no I/O. An invalid
+// name or option is reported by every later call, wrapping [ErrInvalid].
+func NewQueue(name string, rdb redis.UniversalClient, opts ...QueueOption) *Queue {
+	q := &Queue{name: name, rdb: rdb, prefix: DefaultPrefix, maxArgsSize: DefaultMaxArgsSize}
+	for _, o := range opts {
+		o(q)
+	}
+	q.err = errors.Join(validateQueueName(name), validatePrefix(q.prefix))
+	if q.maxArgsSize <= 0 {
+		q.err = errors.Join(q.err, fmt.Errorf("%w: max args size %d is not positive", ErrInvalid, q.maxArgsSize))
+	}
+	if rdb == nil {
+		q.err = errors.Join(q.err, fmt.Errorf("%w: nil Redis client", ErrInvalid))
+	}
+	q.k = newKeys(q.prefix, name)
+	return q
+}
+
+// Name returns the queue's name.
+func (q *Queue) Name() string { return q.name }
+
+// Enqueue is [Queue.EnqueueContext] with [context.Background].
+func (q *Queue) Enqueue(fn string, args any, opts ...EnqueueOption) (*Job, error) {
+	return q.EnqueueContext(context.Background(), fn, args, opts...)
+}
+
+// EnqueueContext adds a job that calls the function registered as fn with
+// args, encoded as JSON (a [json.RawMessage] or []byte is taken as JSON
+// as it is). It is one round trip to Redis. The returned Job has its id,
+// status (queued or scheduled) and creation time.
+func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ...EnqueueOption) (*Job, error) {
+	j, argv, err := q.prepare(fn, args, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := q.remember(ctx); err != nil {
+		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
+	}
+	res, err := enqueueScript.Run(ctx, q.rdb, []string{q.k.job(j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, argv...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
+	}
+	return finishEnqueue(j, res)
+}
+
+func finishEnqueue(j *Job, res []int64) (*Job, error) {
+	if len(res) != 2 {
+		return nil, fmt.Errorf("rqgo: enqueue %q: unexpected reply %v", j.Func, res)
+	}
+	switch res[0] {
+	case 0:
+		return nil, fmt.Errorf("%w: %q in queue %q", ErrJobExists, j.ID, j.Queue)
+	case 2:
+		j.Status = StatusScheduled
+	default:
+		j.Status = StatusQueued
+		j.EnqueuedAt = msTime(res[1])
+	}
+	j.CreatedAt = msTime(res[1])
+	return j, nil
+}
+
+// remember adds the queue's name to the set of known queues, once per Queue.
+func (q *Queue) remember(ctx context.Context) error {
+	if q.known.Load() {
+		return nil
+	}
+	if err := q.rdb.SAdd(ctx, queuesKey(q.prefix), q.name).Err(); err != nil {
+		return err
+	}
+	q.known.Store(true)
+	return nil
+}
+
+// prepare validates a job and builds the enqueue script's arguments.
+func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any, error) {
+	if q.err != nil {
+		return nil, nil, q.err
+	}
+	if err := validateFuncName(fn); err != nil {
+		return nil, nil, err
+	}
+	o := enqueueOptions{maxRetries: DefaultMaxRetries}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, nil, o.err
+	}
+	raw, err := encodeArgs(args)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: args of %q do not encode to JSON: %v", ErrInvalid, fn, err)
+	}
+	if len(raw) > q.maxArgsSize {
+		return nil, nil, fmt.Errorf("%w: args of %q are %d bytes, over the %d-byte limit", ErrInvalid, fn, len(raw), q.maxArgsSize)
+	}
+	if o.id == "" {
+		o.id = newID()
+	} else if err := validateJobID(o.id); err != nil {
+		return nil, nil, err
+	}
+	j := &Job{ID: o.id, Queue: q.name, Func: fn, Args: raw, MaxRetries: o.maxRetries, Timeout: o.timeout}
+	var at int64
+	if !o.at.IsZero() {
+		at = o.at.UnixMilli()
+		j.ScheduledAt = o.at
+	}
+	argv := []any{o.id, at, o.delay.Milliseconds(),
+		fID, o.id, fQueue, q.name, fFunc, fn, fArgs, string(raw), fAttempt, 0, fMaxRetries, o.maxRetries}
+	if o.timeout > 0 {
+		argv = append(argv, fTimeout, max(o.timeout.Milliseconds(), 1))
+	}
+	if o.policy != nil {
+		j.Backoff = o.policy.encode()
+		argv = append(argv, fBackoff, j.Backoff)
+	}
+	if o.resultTTL != nil {
+		j.ResultTTL, j.hasResultTTL = *o.resultTTL, true
+		argv = append(argv, fResultTTL, ttlMillis(*o.resultTTL))
+	}
+	if o.failureTTL != nil {
+		j.FailureTTL, j.hasFailureTTL = *o.failureTTL, true
+		argv = append(argv, fFailureTTL, ttlMillis(*o.failureTTL))
+	}
+	return j, argv, nil
+}
+
+func encodeArgs(args any) (json.RawMessage, error) {
+	switch a := args.(type) {
+	case json.RawMessage:
+		if !json.Valid(a) {
+			return nil, errors.New("invalid JSON")
+		}
+		return a, nil
+	case []byte:
+		if !json.Valid(a) {
+			return nil, errors.New("invalid JSON")
+		}
+		return a, nil
+	}
+	return json.Marshal(args)
+}
+
+// newID returns a random job id: 20 hex digits (80 random bits).
+func newID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:]) // never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// FetchJob reads the job with the given id. It returns [ErrJobNotFound] when
+// there is none, and the job with an error wrapping [ErrMalformedJob] when
+// its hash cannot be read fully.
+func (q *Queue) FetchJob(ctx context.Context, id string) (*Job, error) {
+	if q.err != nil {
+		return nil, q.err
+	}
+	h, err := q.rdb.HGetAll(ctx, q.k.job(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: fetch job %s: %w", id, err)
+	}
+	if len(h) == 0 {
+		return nil, fmt.Errorf("%w: %q in queue %q", ErrJobNotFound, id, q.name)
+	}
+	return decodeJob(h)
+}
+
+// Counts is the number of jobs in each of a queue's states.
+type Counts struct {
+	Queued, Started, Scheduled, Finished, Failed, Canceled int64
+}
+
+// Counts returns how many jobs the queue holds in each state, read in one
+// round trip.
+func (q *Queue) Counts(ctx context.Context) (Counts, error) {
+	if q.err != nil {
+		return Counts{}, q.err
+	}
+	var c Counts
+	cmds, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.LLen(ctx, q.k.pending())
+		p.ZCard(ctx, q.k.active())
+		p.ZCard(ctx, q.k.scheduled())
+		p.ZCard(ctx, q.k.finished())
+		p.ZCard(ctx, q.k.failed())
+		p.ZCard(ctx, q.k.canceled())
+		return nil
+	})
+	if err != nil {
+		return c, fmt.Errorf("rqgo: count jobs in %q: %w", q.name, err)
+	}
+	dst := []*int64{&c.Queued, &c.Started, &c.Scheduled, &c.Finished, &c.Failed, &c.Canceled}
+	for i, cmd := range cmds {
+		*dst[i] = cmd.(*redis.IntCmd).Val()
+	}
+	return c, nil
+}
+
+// JobIDs lists up to limit ids of jobs with the given status, skipping the
+// first offset. Queued jobs come in the order they will run, started and
+// scheduled jobs by lease deadline and ready time, and finished, failed and
+// canceled jobs newest first.
+func (q *Queue) JobIDs(ctx context.Context, status Status, offset, limit int) ([]string, error) {
+	if q.err != nil {
+		return nil, q.err
+	}
+	if offset < 0 || limit <= 0 {
+		return nil, fmt.Errorf("%w: offset %d and limit %d", ErrInvalid, offset, limit)
+	}
+	start, stop := int64(offset), int64(offset+limit-1)
+	var cmd *redis.StringSliceCmd
+	switch status {
+	case StatusQueued:
+		cmd = q.rdb.LRange(ctx, q.k.pending(), start, stop)
+	case StatusStarted:
+		cmd = q.rdb.ZRange(ctx, q.k.active(), start, stop)
+	case StatusScheduled:
+		cmd = q.rdb.ZRange(ctx, q.k.scheduled(), start, stop)
+	case StatusFinished, StatusFailed, StatusCanceled:
+		cmd = q.rdb.ZRevRange(ctx, q.registry(status), start, stop)
+	default:
+		return nil, fmt.Errorf("%w: unknown status %q", ErrInvalid, status)
+	}
+	ids, err := cmd.Result()
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: list %s jobs in %q: %w", status, q.name, err)
+	}
+	return ids, nil
+}
+
+// Jobs is [Queue.JobIDs] with each job read, in one more round trip. Jobs
+// whose hash has expired meanwhile are left out.
+func (q *Queue) Jobs(ctx context.Context, status Status, offset, limit int) ([]*Job, error) {
+	ids, err := q.JobIDs(ctx, status, offset, limit)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	_, err = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGetAll(ctx, q.k.job(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: read %s jobs in %q: %w", status, q.name, err)
+	}
+	jobs := make([]*Job, 0, len(ids))
+	for _, c := range cmds {
+		if h := c.Val(); len(h) > 0 {
+			j, _ := decodeJob(h) // a malformed job is still listed, as far as it reads
+			jobs = append(jobs, j)
+		}
+	}
+	return jobs, nil
+}
+
+func (q *Queue) registry(s Status) string {
+	switch s {
+	case StatusFinished:
+		return q.k.finished()
+	case StatusFailed:
+		return q.k.failed()
+	}
+	return q.k.canceled()
+}
+
+// Requeue puts the given failed or canceled jobs back in line with their
+// attempts reset, and returns how many it requeued; ids in other states are
+// left alone.
+func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
+	if q.err != nil {
+		return 0, q.err
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	n, err := requeueScript.Run(ctx, q.rdb,
+		[]string{q.k.pending(), q.k.failed(), q.k.canceled(), q.k.wake(), q.k.jobPrefix()}, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("rqgo: requeue in %q: %w", q.name, err)
+	}
+	return n, nil
+}
+
+// RequeueFailed requeues every failed job, oldest first, a batch at a time.
+func (q *Queue) RequeueFailed(ctx context.Context) (int, error) {
+	total := 0
+	for skip := int64(0); ; {
+		if q.err != nil {
+			return 0, q.err
+		}
+		ids, err := q.rdb.ZRange(ctx, q.k.failed(), skip, skip+499).Result()
+		if err != nil {
+			return total, fmt.Errorf("rqgo: requeue in %q: %w", q.name, err)
+		}
+		if len(ids) == 0 {
+			return total, nil
+		}
+		n, err := q.Requeue(ctx, ids...)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		skip += int64(len(ids) - n) // entries left behind are not failed jobs
+	}
+}
+
+// Cancel cancels a queued or scheduled job: it will not run, and it is kept
+// in the canceled registry for the failure TTL given. A job in any other
+// state gives [ErrNotCancelable]; no job gives [ErrJobNotFound].
+func (q *Queue) Cancel(ctx context.Context, id string) error {
+	if q.err != nil {
+		return q.err
+	}
+	res, err := cancelScript.Run(ctx, q.rdb,
+		[]string{q.k.job(id), q.k.pending(), q.k.scheduled(), q.k.canceled()},
+		id, ttlMillis(DefaultFailureTTL)).Slice()
+	if err != nil {
+		return fmt.Errorf("rqgo: cancel %s: %w", id, err)
+	}
+	if len(res) != 2 {
+		return fmt.Errorf("rqgo: cancel %s: unexpected reply %v", id, res)
+	}
+	switch res[0] {
+	case int64(0):
+		return fmt.Errorf("%w: %q in queue %q", ErrJobNotFound, id, q.name)
+	case int64(-1):
+		return fmt.Errorf("%w: %q is %v", ErrNotCancelable, id, res[1])
+	}
+	return nil
+}
+
+// Empty deletes every queued job of the queue and returns how many it
+// deleted. Scheduled, running and finished jobs stay.
+func (q *Queue) Empty(ctx context.Context) (int, error) {
+	if q.err != nil {
+		return 0, q.err
+	}
+	total := 0
+	for {
+		n, err := emptyScript.Run(ctx, q.rdb, []string{q.k.pending(), q.k.jobPrefix()}, 1000).Int()
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("rqgo: empty %q: %w", q.name, err)
+		}
+		if n == 0 {
+			return total, nil
+		}
+	}
+}
+
+// Queues returns the names of the queues known under prefix: every queue
+// something was enqueued to or a worker listened on.
+func Queues(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]string, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	names, err := rdb.SMembers(ctx, queuesKey(prefix)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: list queues: %w", err)
+	}
+	return names, nil
+}
+
+func msTime(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}

@@ -1,0 +1,36 @@
+-- cancel.lua: cancel a queued or scheduled job.
+--
+-- KEYS[1] job hash        <prefix>:{<queue>}:job:<id>
+-- KEYS[2] pending list    <prefix>:{<queue>}:pending
+-- KEYS[3] scheduled zset  <prefix>:{<queue>}:scheduled
+-- KEYS[4] canceled zset   <prefix>:{<queue>}:canceled  (id -> end time ms)
+--
+-- ARGV[1] job id
+-- ARGV[2] TTL of the canceled job, ms (0 = keep nothing, -1 = forever)
+--
+-- Returns {code, status}: 1 = canceled, 0 = no such job, -1 = the job's
+-- status (returned) does not allow it.
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then
+  return {0, ''}
+end
+if st == 'queued' then
+  redis.call('LREM', KEYS[2], 0, ARGV[1])
+elseif st == 'scheduled' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+else
+  return {-1, st}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+if ttl == 0 then
+  redis.call('DEL', KEYS[1])
+  return {1, st}
+end
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', now)
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return {1, st}

@@ -1,0 +1,63 @@
+-- dequeue.lua: hand up to N ready jobs of one queue to a worker.
+--
+-- Due scheduled jobs (delayed jobs and retries) are promoted to pending first.
+-- Each job handed out is, in the same step, recorded in the active set with
+-- a lease deadline and given a fresh attempt token.
+--
+-- KEYS[1] pending list    <prefix>:{<queue>}:pending
+-- KEYS[2] active zset     <prefix>:{<queue>}:active     (id -> lease deadline ms)
+-- KEYS[3] scheduled zset  <prefix>:{<queue>}:scheduled  (id -> ready time ms)
+-- KEYS[4] token counter   <prefix>:{<queue>}:seq
+-- KEYS[5] wake list       <prefix>:{<queue>}:wake
+-- KEYS[6] job key prefix  <prefix>:{<queue>}:job:  (job keys are this plus the
+--         id, so they share the queue's hash tag and Cluster slot)
+--
+-- ARGV[1] most jobs to hand out
+-- ARGV[2] lease, ms
+-- ARGV[3] worker id
+--
+-- Returns {next_ms, id1, hash1, id2, hash2, ...}: next_ms is the earliest
+-- remaining scheduled time (0 when none); each hash is the job's fields as a
+-- flat field/value array (HGETALL), with the new `token` and `attempt`.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix = KEYS[6]
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[3], id)
+  local k = prefix .. id
+  if redis.call('EXISTS', k) == 1 then
+    redis.call('HSET', k, 'status', 'queued', 'enqueued_at', now)
+    redis.call('RPUSH', KEYS[1], id)
+  end
+end
+
+local out = {0}
+local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
+if ids then
+  local tok = redis.call('INCRBY', KEYS[4], #ids) - #ids
+  local deadline = now + tonumber(ARGV[2])
+  for _, id in ipairs(ids) do
+    local k = prefix .. id
+    tok = tok + 1
+    -- A job whose hash is gone was deleted by hand; there is nothing to run.
+    if redis.call('EXISTS', k) == 1 then
+      redis.call('HINCRBY', k, 'attempt', 1)
+      redis.call('HSET', k, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'token', tok)
+      redis.call('ZADD', KEYS[2], deadline, id)
+      out[#out + 1] = id
+      out[#out + 1] = redis.call('HGETALL', k)
+    end
+  end
+  if redis.call('LLEN', KEYS[1]) > 0 then
+    redis.call('LPUSH', KEYS[5], '1')
+    redis.call('LTRIM', KEYS[5], 0, 0)
+  end
+end
+
+local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if nxt[2] then
+  out[1] = tonumber(nxt[2])
+end
+return out

@@ -1,0 +1,23 @@
+-- extend.lua: renew the leases of a worker's running jobs in one queue.
+--
+-- KEYS[1] active zset     <prefix>:{<queue>}:active
+-- KEYS[2] job key prefix  <prefix>:{<queue>}:job:  (plus the id: same hash tag)
+--
+-- ARGV[1] lease, ms
+-- ARGV[2..] job id, attempt token pairs
+--
+-- Returns the ids whose lease is lost (token replaced or no longer active):
+-- the worker must stop those handlers and write nothing for them.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[1])
+local lost = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('HGET', KEYS[2] .. id, 'token') == ARGV[i + 1] and redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost

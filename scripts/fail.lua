@@ -1,0 +1,49 @@
+-- fail.lua: record a failed attempt; schedule the retry or fail the job.
+--
+-- KEYS[1] job hash        <prefix>:{<queue>}:job:<id>
+-- KEYS[2] active zset     <prefix>:{<queue>}:active
+-- KEYS[3] scheduled zset  <prefix>:{<queue>}:scheduled
+-- KEYS[4] failed zset     <prefix>:{<queue>}:failed  (id -> end time ms)
+-- KEYS[5] pending list    <prefix>:{<queue>}:pending
+-- KEYS[6] wake list       <prefix>:{<queue>}:wake
+--
+-- ARGV[1] job id
+-- ARGV[2] attempt token the worker was given
+-- ARGV[3] error text
+-- ARGV[4] retry delay ms (0 = retry now, -1 = no retry: the job fails)
+-- ARGV[5] failure TTL ms when the job sets none (0 = keep nothing, -1 = forever)
+--
+-- Returns 0 when the token is stale (nothing written), 1 when a retry is
+-- queued or scheduled, 2 when the job failed.
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], 'token')
+local delay = tonumber(ARGV[4])
+if delay == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now, 'error', ARGV[3])
+  redis.call('RPUSH', KEYS[5], ARGV[1])
+  redis.call('LPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], 0, 0)
+  return 1
+elseif delay > 0 then
+  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'scheduled_at', now + delay, 'error', ARGV[3])
+  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
+  redis.call('LPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], 0, 0)
+  return 1
+end
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms') or ARGV[5])
+if ttl == 0 then
+  redis.call('DEL', KEYS[1])
+  return 2
+end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', now, 'error', ARGV[3])
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 2

@@ -1,0 +1,25 @@
+-- release.lua: give a running job back to the queue at once (graceful
+-- shutdown past its grace period). The interrupted attempt is not counted.
+--
+-- KEYS[1] job hash      <prefix>:{<queue>}:job:<id>
+-- KEYS[2] active zset   <prefix>:{<queue>}:active
+-- KEYS[3] pending list  <prefix>:{<queue>}:pending
+-- KEYS[4] wake list     <prefix>:{<queue>}:wake
+--
+-- ARGV[1] job id
+-- ARGV[2] attempt token the worker was given
+--
+-- Returns 1, or 0 when the token is stale (nothing written).
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], 'token')
+redis.call('HINCRBY', KEYS[1], 'attempt', -1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now)
+redis.call('LPUSH', KEYS[3], ARGV[1])
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, 0)
+return 1

@@ -1,0 +1,294 @@
+package rqgo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Worker defaults, used for zero-valued [WorkerOptions] fields.
+const (
+	DefaultConcurrency     = 10
+	DefaultLease           = 30 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultTimeout         = 30 * time.Minute
+	DefaultResultTTL       = 24 * time.Hour
+	DefaultFailureTTL      = 7 * 24 * time.Hour
+)
+
+// WorkerOptions configures a [Worker]. The zero value works: it listens on
+// the queue "default" with the defaults below.
+type WorkerOptions struct {
+	// Queues to take jobs from, in strict priority order: a job of a later
+	// queue starts only when every earlier queue has none ready.
+	// Default: ["default"].
+	Queues []string
+	// Concurrency is the most handlers that run at once. Default: 10.
+	Concurrency int
+	// Lease is how long a job stays assigned to this worker without a
+	// heartbeat; a killed worker's jobs run again about one Lease later. The
+	// worker renews leases every Lease/3. Default: 30s.
+	Lease time.Duration
+	// ShutdownTimeout is how long Run waits for running handlers once its
+	// context ends; jobs still running then go straight back to their queue.
+	// Default: 10s.
+	ShutdownTimeout time.Duration
+	// Timeout bounds one attempt of a job that sets no [Timeout] of its own.
+	// Default: 30m.
+	Timeout time.Duration
+	// ResultTTL is how long finished jobs are kept when the job sets no
+	// [ResultTTL]; negative keeps them forever. Default: 24h.
+	ResultTTL time.Duration
+	// FailureTTL is how long failed jobs are kept when the job sets no
+	// [FailureTTL]; negative keeps them forever. Default: 7 days.
+	FailureTTL time.Duration
+	// Retry is the backoff for jobs that set none. Default: exponential with
+	// full jitter from 1s, capped at 1h.
+	Retry RetryPolicy
+	// Burst makes Run return nil once the queues have no ready job, nothing
+	// runs and no retry this worker scheduled is outstanding.
+	Burst bool
+	// Name identifies the worker in job hashes and in the worker registry.
+	// Default: host.pid.random.
+	Name string
+	// Prefix is the key prefix; it must match the queues'. Default: "rqgo".
+	Prefix string
+	// Logger receives the worker's logs. Default: [slog.Default].
+	Logger *slog.Logger
+}
+
+// Handler runs jobs. Its result, encoded as JSON, becomes the job's result;
+// an error fails the attempt (see [SkipRetry] and [RetryAfter]). ProcessJob
+// should return soon after ctx is done: at the job's timeout, when the
+// worker lost the job's lease ([ErrLeaseLost] is the cause), or at the end
+// of a shutdown's grace period.
+type Handler interface {
+	ProcessJob(ctx context.Context, j *Job) (any, error)
+}
+
+// HandlerFunc adapts a function to [Handler].
+type HandlerFunc func(ctx context.Context, j *Job) (any, error)
+
+// ProcessJob calls f(ctx, j).
+func (f HandlerFunc) ProcessJob(ctx context.Context, j *Job) (any, error) { return f(ctx, j) }
+
+// Worker runs the handlers registered on it for jobs from its queues.
+// Register handlers, then call Run once. Register and Handle are safe to
+// call concurrently with Run.
+type Worker struct {
+	rdb  redis.UniversalClient
+	opts WorkerOptions
+	log  *slog.Logger
+	id   string
+
+	mu       sync.Mutex
+	handlers map[string]Handler
+	regErr   error
+	running  map[*run]struct{}
+
+	queues    []workerQueue
+	inflight  atomic.Int64
+	freed     chan struct{} // a slot came free
+	outcomes  chan *outcome
+	retryDue  atomic.Int64 // Unix ms of the latest retry this worker scheduled
+	reapEvery time.Duration
+	started   atomic.Bool
+	// handlerBase is the parent of every handler's context; it ends when
+	// the shutdown grace period does.
+	handlerBase context.Context
+	startedAt   time.Time
+}
+
+type workerQueue struct {
+	name string
+	k    keys
+}
+
+// NewWorker returns a worker using rdb. Invalid options are reported by Run.
+func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
+	o := opts
+	if len(o.Queues) == 0 {
+		o.Queues = []string{"default"}
+	}
+	o.Queues = append([]string(nil), o.Queues...)
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Lease == 0 {
+		o.Lease = DefaultLease
+	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.ResultTTL == 0 {
+		o.ResultTTL = DefaultResultTTL
+	}
+	if o.FailureTTL == 0 {
+		o.FailureTTL = DefaultFailureTTL
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Name == "" {
+		host, _ := os.Hostname()
+		o.Name = fmt.Sprintf("%s.%d.%s", host, os.Getpid(), newID()[:6])
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	w := &Worker{
+		rdb:       rdb,
+		opts:      o,
+		id:        o.Name,
+		log:       o.Logger.With("worker", o.Name),
+		handlers:  map[string]Handler{},
+		running:   map[*run]struct{}{},
+		freed:     make(chan struct{}, 1),
+		reapEvery: min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
+	}
+	for _, name := range o.Queues {
+		w.queues = append(w.queues, workerQueue{name: name, k: newKeys(o.Prefix, name)})
+	}
+	if o.Concurrency > 0 {
+		w.outcomes = make(chan *outcome, o.Concurrency)
+	}
+	return w
+}
+
+// ID returns the worker's id, as recorded in the jobs it runs.
+func (w *Worker) ID() string { return w.id }
+
+// Handle registers h for jobs whose function is name; a later registration
+// of the same name replaces the earlier one.
+func (w *Worker) Handle(name string, h Handler) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := validateFuncName(name); err != nil {
+		w.regErr = errors.Join(w.regErr, err)
+		return
+	}
+	if h == nil {
+		w.regErr = errors.Join(w.regErr, fmt.Errorf("%w: nil handler for %q", ErrInvalid, name))
+		return
+	}
+	w.handlers[name] = h
+}
+
+// Register registers fn for jobs whose function is name.
+func (w *Worker) Register(name string, fn HandlerFunc) {
+	if fn == nil {
+		w.Handle(name, nil)
+		return
+	}
+	w.Handle(name, fn)
+}
+
+// RegisterFunc registers fn for jobs whose function is name, decoding each
+// job's JSON args into an A. Args that do not decode fail the job without
+// retry.
+func RegisterFunc[A, R any](w *Worker, name string, fn func(ctx context.Context, args A) (R, error)) {
+	if fn == nil {
+		w.Handle(name, nil)
+		return
+	}
+	w.Handle(name, HandlerFunc(func(ctx context.Context, j *Job) (any, error) {
+		var a A
+		if err := j.Decode(&a); err != nil {
+			return nil, SkipRetry(err)
+		}
+		return fn(ctx, a)
+	}))
+}
+
+func (w *Worker) handler(name string) Handler {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.handlers[name]
+}
+
+func (w *Worker) validate() error {
+	o := w.opts
+	err := errors.Join(w.regErr, validatePrefix(o.Prefix), validateToken("worker name", o.Name))
+	seen := map[string]bool{}
+	for _, q := range o.Queues {
+		err = errors.Join(err, validateQueueName(q))
+		if seen[q] {
+			err = errors.Join(err, fmt.Errorf("%w: queue %q listed twice", ErrInvalid, q))
+		}
+		seen[q] = true
+	}
+	if w.rdb == nil {
+		err = errors.Join(err, fmt.Errorf("%w: nil Redis client", ErrInvalid))
+	}
+	for _, c := range []struct {
+		name string
+		bad  bool
+	}{
+		{"concurrency", o.Concurrency < 0},
+		{"lease", o.Lease < 0 || (o.Lease > 0 && o.Lease < 30*time.Millisecond)},
+		{"shutdown timeout", o.ShutdownTimeout < 0},
+		{"timeout", o.Timeout < 0},
+	} {
+		if c.bad {
+			err = errors.Join(err, fmt.Errorf("%w: worker %s out of range", ErrInvalid, c.name))
+		}
+	}
+	return err
+}
+
+// Run takes and runs jobs until ctx is done (or, with Burst, until the work
+// runs out), then shuts down gracefully: it stops taking jobs, waits up to
+// ShutdownTimeout for running handlers, and puts jobs still running back in
+// their queues at once. It returns nil after a shutdown that lost nothing;
+// Run may be called only once per Worker.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("rqgo: Worker.Run called twice")
+	}
+	w.mu.Lock()
+	err := w.validate()
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := w.register(ctx); err != nil {
+		return err
+	}
+	w.checkEviction(ctx)
+	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency, "lease", w.opts.Lease)
+
+	// Handlers and the bookkeeping around them outlive ctx by the grace
+	// period, so they run under contexts of their own.
+	bg := context.WithoutCancel(ctx)
+	handlerCtx, stopHandlers := context.WithCancelCause(bg)
+	defer stopHandlers(nil)
+	w.handlerBase = handlerCtx
+
+	ackDone := make(chan struct{})
+	ackStop := make(chan struct{})
+	go func() { defer close(ackDone); w.ackLoop(bg, ackStop) }()
+	beatCtx, stopBeat := context.WithCancel(bg)
+	beatDone := make(chan struct{})
+	go func() { defer close(beatDone); w.heartbeatLoop(beatCtx) }()
+
+	w.fetchLoop(ctx)
+
+	w.drain(bg, stopHandlers)
+	close(ackStop)
+	<-ackDone
+	stopBeat()
+	<-beatDone
+	w.unregister(bg)
+	w.log.Info("worker stopped")
+	return nil
+}
