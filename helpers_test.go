@@ -45,6 +45,7 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, e *testEnv)) {
 func newMiniEnv(t *testing.T) *testEnv {
 	t.Helper()
 	mr := miniredis.RunT(t)
+	mr.ClockTTL(true) // keys expire with the wall clock, as in Redis
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	return &testEnv{rdb: rdb, prefix: testPrefix(t), mr: mr, addr: mr.Addr()}

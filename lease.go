@@ -230,7 +230,7 @@ func (w *Worker) renew(ctx context.Context) {
 		calls = append(calls, &scriptCall{s: extendScript, keys: []string{q.k.active(), q.k.jobPrefix()}, args: args})
 		groups = append(groups, runs)
 	}
-	if err := w.rdb.Set(c, workerKey(w.opts.Prefix, w.id), w.info(), lease).Err(); err != nil {
+	if err := w.rdb.Set(c, workerKey(w.opts.Prefix, w.id), w.info(), lease).Err(); err != nil && ctx.Err() == nil {
 		w.log.Warn("worker heartbeat failed", "err", err)
 	}
 	if len(calls) == 0 {
