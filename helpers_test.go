@@ -42,7 +42,7 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, e *testEnv)) {
 	t.Run("redis", func(t *testing.T) { fn(t, newRealEnv(t)) })
 }
 
-func newMiniEnv(t *testing.T) *testEnv {
+func newMiniEnv(t testing.TB) *testEnv {
 	t.Helper()
 	mr := miniredis.RunT(t)
 	mr.ClockTTL(true) // keys expire with the wall clock, as in Redis
@@ -53,36 +53,46 @@ func newMiniEnv(t *testing.T) *testEnv {
 
 func newRealEnv(t *testing.T) *testEnv {
 	t.Helper()
+	e, err := dialReal(t)
+	if err != nil {
+		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
+			t.Fatalf("no Redis at %s and RQGO_REQUIRE_REDIS=1: %v", realRedisURL(), err)
+		}
+		t.Skipf("no Redis at %s (%v); set REDIS_URL to run this against real Redis", realRedisURL(), err)
+	}
+	return e
+}
+
+// dialReal connects to the real Redis, with a fresh prefix deleted when the
+// test ends.
+func dialReal(t testing.TB) (*testEnv, error) {
 	url := realRedisURL()
 	opts, err := redis.ParseURL(url)
 	if err != nil {
-		t.Fatalf("REDIS_URL %q: %v", url, err)
+		return nil, fmt.Errorf("REDIS_URL %q: %w", url, err)
 	}
 	rdb := redis.NewClient(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
-		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
-			t.Fatalf("no Redis at %s and RQGO_REQUIRE_REDIS=1: %v", url, err)
-		}
-		t.Skipf("no Redis at %s (%v); set REDIS_URL to run this against real Redis", url, err)
+		return nil, err
 	}
 	e := &testEnv{rdb: rdb, prefix: testPrefix(t), addr: opts.Addr}
 	t.Cleanup(func() {
 		deletePrefix(t, rdb, e.prefix)
 		rdb.Close()
 	})
-	return e
+	return e, nil
 }
 
-func testPrefix(t *testing.T) string {
+func testPrefix(t testing.TB) string {
 	name := strings.NewReplacer("/", "-", " ", "_", ":", "_", "{", "_", "}", "_").Replace(t.Name())
 	return fmt.Sprintf("rqgotest-%s-%s", name, newID()[:8])
 }
 
 // deletePrefix removes every key under prefix, and nothing else.
-func deletePrefix(t *testing.T, rdb redis.UniversalClient, prefix string) {
+func deletePrefix(t testing.TB, rdb redis.UniversalClient, prefix string) {
 	ctx := context.Background()
 	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
 	var batch []string
