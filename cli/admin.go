@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/rqgo/rqgo"
+)
+
+var requeueCommand = &command{
+	name:     "requeue",
+	summary:  "put failed (or canceled) jobs back in line",
+	synopsis: "--queue Q (--all | ID...)",
+	help: `
+Put jobs of queue Q back in line with their attempts reset: every failed job
+with --all, or the given failed or canceled jobs. It prints how many it
+requeued; an ID that is not failed or canceled is left alone and makes the
+exit status 1.
+
+Examples:
+  %[1]s requeue --queue default --all
+  %[1]s requeue --queue high 3f2a9c0d1e4b5a6f7081 9e8d7c6b5a4f3e2d1c0b
+`,
+	setup: requeueSetup,
+}
+
+func requeueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+	queue := fs.String("queue", "", "`QUEUE` of the jobs (required)")
+	all := fs.Bool("all", false, "requeue every failed job of the queue")
+	return func(ctx context.Context, ids []string) error {
+		switch {
+		case *queue == "":
+			return usagef("--queue is required")
+		case *all && len(ids) > 0:
+			return usagef("give --all or job IDs, not both")
+		case !*all && len(ids) == 0:
+			return usagef("give --all or the IDs of the jobs to requeue")
+		}
+		rdb, err := e.connect(ctx)
+		if err != nil {
+			return err
+		}
+		q := rqgo.NewQueue(*queue, rdb, rqgo.WithPrefix(e.prefix))
+		if *all {
+			n, err := q.RequeueFailed(ctx)
+			if n > 0 || err == nil {
+				fmt.Fprintf(e.stdout, "requeued %d %s\n", n, plural(n, "job"))
+			}
+			return err
+		}
+		n, err := q.Requeue(ctx, ids...)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "requeued %d %s\n", n, plural(n, "job"))
+		if left := len(ids) - n; left > 0 {
+			return fmt.Errorf("%d of the %d jobs %s not failed or canceled in queue %s (or do not exist)", left, len(ids), plural(left, "was/were"), *queue)
+		}
+		return nil
+	}
+}
+
+var cancelCommand = &command{
+	name:     "cancel",
+	summary:  "cancel a queued or scheduled job",
+	synopsis: "ID [--queue Q]",
+	help: `
+Cancel a queued or scheduled job so it never runs; it stays in the queue's
+canceled registry (requeue brings it back). A job that has started or ended
+cannot be canceled. Without --queue it looks in every known queue.
+
+Examples:
+  %[1]s cancel 3f2a9c0d1e4b5a6f7081
+  %[1]s cancel nightly-2026-11-25 --queue maintenance
+`,
+	setup: cancelSetup,
+}
+
+func cancelSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+	queue := fs.String("queue", "", "`QUEUE` of the job (default: look in every known queue)")
+	return func(ctx context.Context, args []string) error {
+		id, err := oneID(args)
+		if err != nil {
+			return err
+		}
+		rdb, err := e.connect(ctx)
+		if err != nil {
+			return err
+		}
+		name := *queue
+		if name == "" {
+			j, err := findJob(ctx, rdb, e.prefix, "", id)
+			if j == nil {
+				return err
+			}
+			name = j.Queue
+		}
+		if err := rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix)).Cancel(ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "canceled %s\n", id)
+		return nil
+	}
+}
+
+var emptyCommand = &command{
+	name:     "empty",
+	summary:  "delete every queued job of a queue",
+	synopsis: "QUEUE",
+	help: `
+Delete every queued job of QUEUE and print how many it deleted. Scheduled,
+running, finished, failed and canceled jobs stay.
+
+Example:
+  %[1]s empty default
+`,
+	setup: emptySetup,
+}
+
+func emptySetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+	return func(ctx context.Context, args []string) error {
+		switch len(args) {
+		case 0:
+			return usagef("missing QUEUE")
+		case 1:
+		default:
+			return usagef("unexpected argument %q: one queue at a time", args[1])
+		}
+		rdb, err := e.connect(ctx)
+		if err != nil {
+			return err
+		}
+		n, err := rqgo.NewQueue(args[0], rdb, rqgo.WithPrefix(e.prefix)).Empty(ctx)
+		if n > 0 || err == nil {
+			fmt.Fprintf(e.stdout, "deleted %d queued %s from %s\n", n, plural(n, "job"), args[0])
+		}
+		return err
+	}
+}
+
+// plural picks the form of word for n: "job" gives "jobs", and "was/were"
+// gives "was" or "were".
+func plural(n int, word string) string {
+	one, many, ok := strings.Cut(word, "/")
+	if !ok {
+		many = word + "s"
+	}
+	if n == 1 {
+		return one
+	}
+	return many
+}

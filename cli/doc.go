@@ -1,0 +1,36 @@
+// Package cli is the rqgo command as a library: the worker, enqueue, job,
+// info, requeue, cancel and empty subcommands, behind one function, [Main].
+//
+// The stock rqgo binary (cmd/rqgo) is Main with no handlers: its workers run
+// operator-chosen shell commands given with --exec NAME=COMMAND. An
+// application that registers its own Go functions builds its own binary
+// around the same command, so its operators get the same subcommands and
+// its workers run both the Go functions and any --exec commands:
+//
+//	func main() {
+//		os.Exit(cli.Main(os.Args[1:],
+//			cli.HandleFunc("email", sendEmail),
+//			cli.Setup(func(w *rqgo.Worker) {
+//				rqgo.RegisterFunc(w, "resize", resize)
+//			}),
+//		))
+//	}
+//
+// # Exit codes and errors
+//
+// Main returns 0 on success, 1 on a runtime error (Redis unreachable, job
+// not found, a job that cannot be canceled, a worker that failed) and 2 on a
+// usage error: an unknown command or flag, a missing or extra argument, a
+// flag value that does not parse, a bad --url, an --exec without '=', and
+// any argument the library rejects as invalid (malformed ARGS_JSON, an empty
+// function name, an invalid queue name or job id). Errors are one line on
+// stderr; usage errors add the command's synopsis. Every command but --help
+// first checks that Redis answers, within 3 seconds, and names the server's
+// host:port (never its password) when it does not.
+//
+// # Output
+//
+// enqueue prints only the new job's id. job --json and info --json print
+// the field names documented in the README; times are RFC 3339 in UTC with
+// milliseconds ("2026-11-25T09:30:00.000Z") and null when not set.
+package cli

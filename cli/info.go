@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/rqgo/rqgo"
+)
+
+var infoCommand = &command{
+	name:     "info",
+	summary:  "show how many jobs each queue holds per state, and the live workers",
+	synopsis: "[--json]",
+	help: `
+Show every known queue with its number of queued, started, scheduled,
+finished, failed and canceled jobs, and the live workers. --json prints
+{"queues": {NAME: {"queued": N, "started": N, "scheduled": N, "finished": N,
+"failed": N, "canceled": N}, ...}, "workers": [{"id", "host", "pid",
+"queues", "concurrency", "running", "started_at"}, ...]}, times in RFC 3339
+UTC with milliseconds.
+
+Examples:
+  %[1]s info
+  %[1]s info --json | jq '.queues.default.failed'
+`,
+	setup: infoSetup,
+}
+
+type countsOut struct {
+	Queued    int64 `json:"queued"`
+	Started   int64 `json:"started"`
+	Scheduled int64 `json:"scheduled"`
+	Finished  int64 `json:"finished"`
+	Failed    int64 `json:"failed"`
+	Canceled  int64 `json:"canceled"`
+}
+
+type workerOut struct {
+	ID          string   `json:"id"`
+	Host        string   `json:"host"`
+	PID         int      `json:"pid"`
+	Queues      []string `json:"queues"`
+	Concurrency int      `json:"concurrency"`
+	Running     int64    `json:"running"`
+	StartedAt   *string  `json:"started_at"`
+}
+
+type infoOut struct {
+	Queues  map[string]countsOut `json:"queues"`
+	Workers []workerOut          `json:"workers"`
+}
+
+func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+	asJSON := fs.Bool("json", false, "print JSON")
+	return func(ctx context.Context, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected argument %q", args[0])
+		}
+		rdb, err := e.connect(ctx)
+		if err != nil {
+			return err
+		}
+		names, err := rqgo.Queues(ctx, rdb, e.prefix)
+		if err != nil {
+			return err
+		}
+		slices.Sort(names)
+		out := infoOut{Queues: map[string]countsOut{}, Workers: []workerOut{}}
+		for _, name := range names {
+			c, err := rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix)).Counts(ctx)
+			if err != nil {
+				return err
+			}
+			out.Queues[name] = countsOut(c)
+		}
+		workers, err := rqgo.Workers(ctx, rdb, e.prefix)
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(workers, func(a, b rqgo.WorkerInfo) int { return strings.Compare(a.ID, b.ID) })
+		for _, w := range workers {
+			out.Workers = append(out.Workers, workerOut{ID: w.ID, Host: w.Host, PID: w.PID, Queues: w.Queues,
+				Concurrency: w.Concurrency, Running: w.Running, StartedAt: fmtTime(w.StartedAt)})
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, out)
+		}
+		writeInfo(e.stdout, names, out)
+		return nil
+	}
+}
+
+func writeInfo(w io.Writer, names []string, out infoOut) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tQUEUED\tSTARTED\tSCHEDULED\tFINISHED\tFAILED\tCANCELED")
+	for _, name := range names {
+		c := out.Queues[name]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", name, c.Queued, c.Started, c.Scheduled, c.Finished, c.Failed, c.Canceled)
+	}
+	tw.Flush()
+	if len(names) == 0 {
+		fmt.Fprintln(w, "(no queues)")
+	}
+	fmt.Fprintln(w)
+	if len(out.Workers) == 0 {
+		fmt.Fprintln(w, "no live workers")
+		return
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tHOST\tPID\tQUEUES\tRUNNING\tSTARTED")
+	for _, wk := range out.Workers {
+		started := "-"
+		if wk.StartedAt != nil {
+			started = *wk.StartedAt
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d/%d\t%s\n", wk.ID, wk.Host, wk.PID, strings.Join(wk.Queues, ","),
+			wk.Running, wk.Concurrency, started)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rqgo/rqgo"
+)
+
+var workerCommand = &command{
+	name:     "worker",
+	summary:  "run jobs from queues until stopped (or, with --burst, until they are empty)",
+	synopsis: "[--queues Q1,Q2] [--concurrency N] [--burst] [--lease D] [--timeout D] [--grace D] [--exec NAME=COMMAND]... [--name NAME]",
+	help: `
+Run jobs from the listed queues, in strict priority order: a job of a later
+queue starts only when every earlier queue has none ready. SIGINT or SIGTERM
+starts a graceful shutdown: no new jobs are taken, running jobs get --grace to
+finish, and jobs still running then are stopped (--exec commands are killed)
+and put back in their queues at once.
+
+--exec NAME=COMMAND (repeatable) runs jobs of function NAME as COMMAND under
+/bin/sh -c, in a process group of its own:
+  - stdin is the job's args JSON; the environment adds RQGO_JOB_ID,
+    RQGO_FUNC, RQGO_ATTEMPT (1 on the first attempt) and RQGO_QUEUE;
+  - exit status 0 finishes the job: stdout (one trailing newline removed)
+    is its result, kept as JSON when it parses, else stored as a JSON string;
+    stdout over 1 MiB fails the attempt;
+  - a non-zero exit fails the attempt with the exit status and the last
+    lines of stderr; the job is retried while it has retries left;
+  - at the job's timeout, on a lost lease, or at the end of a shutdown's
+    grace period the whole process group gets SIGKILL, children included;
+    whatever COMMAND leaves running in its group when it exits is killed too.
+Commands come only from these flags, never from job data.
+
+Examples:
+  %[1]s worker --queues high,default --exec 'resize=./bin/resize'
+  %[1]s worker --queues default --burst --concurrency 4 \
+      --exec 'report=python3 report.py' --exec 'ping=echo pong'
+`,
+	setup: workerSetup,
+}
+
+func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+	var (
+		queues      = fs.String("queues", "default", "comma-separated `QUEUES` to take jobs from, highest priority first")
+		concurrency = fs.Int("concurrency", rqgo.DefaultConcurrency, "most jobs that run at once")
+		burst       = fs.Bool("burst", false, "exit 0 once the queues are empty and nothing runs")
+		lease       = fs.Duration("lease", rqgo.DefaultLease, "how long a job stays assigned without a heartbeat; a dead worker's jobs run again about one lease later")
+		timeout     = fs.Duration("timeout", rqgo.DefaultTimeout, "time limit of one attempt, for jobs enqueued without --timeout")
+		grace       = fs.Duration("grace", rqgo.DefaultShutdownTimeout, "how long a shutdown waits for running jobs before stopping them and requeueing them")
+		name        = fs.String("name", "", "worker `NAME` shown in jobs and in info (default host.pid.random)")
+		execs       []*execHandler
+	)
+	fs.Func("exec", "run function NAME as shell `NAME=COMMAND` (repeatable)", func(v string) error {
+		h, err := parseExec(v)
+		if err != nil {
+			return err
+		}
+		execs = append(execs, h)
+		return nil
+	})
+	// Room for the scheduler's --with-scheduler and --schedule FILE.
+	return func(ctx context.Context, args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected argument %q", args[0])
+		}
+		var qs []string
+		for q := range strings.SplitSeq(*queues, ",") {
+			if q = strings.TrimSpace(q); q != "" {
+				qs = append(qs, q)
+			}
+		}
+		if len(qs) == 0 {
+			return usagef("--queues lists no queue")
+		}
+		if *concurrency < 1 {
+			return usagef("--concurrency %d: want at least 1", *concurrency)
+		}
+		for _, d := range []struct {
+			flag string
+			v    time.Duration
+		}{{"lease", *lease}, {"timeout", *timeout}, {"grace", *grace}} {
+			if d.v <= 0 {
+				return usagef("--%s %s: want a positive duration", d.flag, d.v)
+			}
+		}
+		if len(execs) == 0 && len(e.handlers) == 0 && len(e.setups) == 0 {
+			return usagef("no functions to run: pass --exec NAME=COMMAND")
+		}
+		rdb, err := e.connect(ctx)
+		if err != nil {
+			return err
+		}
+		w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{
+			Queues:          qs,
+			Concurrency:     *concurrency,
+			Lease:           *lease,
+			ShutdownTimeout: *grace,
+			Timeout:         *timeout,
+			Burst:           *burst,
+			Name:            *name,
+			Prefix:          e.prefix,
+			Logger:          slog.New(slog.NewTextHandler(e.stderr, nil)),
+		})
+		for _, h := range e.handlers {
+			w.Handle(h.name, h.h)
+		}
+		for _, fn := range e.setups {
+			fn(w)
+		}
+		for _, h := range execs {
+			w.Handle(h.name, h)
+		}
+		// A second signal is caught too, so it cannot kill the worker and
+		// orphan running commands; the grace period bounds the shutdown.
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return w.Run(ctx)
+	}
+}
