@@ -348,3 +348,33 @@ func TestShutdownPastGraceReleasesJobs(t *testing.T) {
 		}
 	})
 }
+
+// A damaged job hash (written by another tool) must not make the fetch
+// script fail halfway: Redis does not roll scripts back, so the jobs it had
+// already popped would be lost.
+func TestDamagedJobsDoNotBreakFetch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		before, _ := q.EnqueueContext(ctx, "ok", nil)
+		badAttempt, _ := q.EnqueueContext(ctx, "ok", nil)
+		e.rdb.HSet(ctx, q.k.job(badAttempt.ID), "attempt", "many", "max_retries", "x", "args", "{not json")
+		notAHash, _ := q.EnqueueContext(ctx, "ok", nil)
+		e.rdb.Del(ctx, q.k.job(notAHash.ID))
+		e.rdb.Set(ctx, q.k.job(notAHash.ID), "a string", 0)
+		after, _ := q.EnqueueContext(ctx, "ok", nil)
+
+		w := e.worker(t, WorkerOptions{})
+		w.Register("ok", func(ctx context.Context, j *Job) (any, error) { return "fine", nil })
+		runBurst(t, w)
+		for _, id := range []string{before.ID, after.ID} {
+			if got, _ := q.FetchJob(ctx, id); got.Status != StatusFinished {
+				t.Errorf("healthy job %s = %s, want finished", id, got.Status)
+			}
+		}
+		got, err := q.FetchJob(ctx, badAttempt.ID)
+		if !errors.Is(err, ErrMalformedJob) || got.Status != StatusFailed || !strings.Contains(got.Error, "malformed job") {
+			t.Errorf("damaged job = %v, %v; want failed as a malformed job", got, err)
+		}
+	})
+}

@@ -358,7 +358,7 @@ func (q *Queue) RequeueFailed(ctx context.Context) (int, error) {
 }
 
 // Cancel cancels a queued or scheduled job: it will not run, and it is kept
-// in the canceled registry for the failure TTL given. A job in any other
+// in the canceled registry for its failure TTL. A job in any other
 // state gives [ErrNotCancelable]; no job gives [ErrJobNotFound].
 func (q *Queue) Cancel(ctx context.Context, id string) error {
 	if q.err != nil {

@@ -17,7 +17,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', KEYS[2], ARGV[1])
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'result_ttl_ms') or ARGV[4])
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'result_ttl_ms')) or tonumber(ARGV[4])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
   return 1

@@ -6,10 +6,14 @@
 -- KEYS[4] canceled zset   <prefix>:{<queue>}:canceled  (id -> end time ms)
 --
 -- ARGV[1] job id
--- ARGV[2] TTL of the canceled job, ms (0 = keep nothing, -1 = forever)
+-- ARGV[2] TTL of the canceled job when it sets no failure_ttl_ms, ms
+--         (0 = keep nothing, -1 = forever)
 --
 -- Returns {code, status}: 1 = canceled, 0 = no such job, -1 = the job's
 -- status (returned) does not allow it.
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
+  return {0, ''}
+end
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then
   return {0, ''}
@@ -23,7 +27,7 @@ else
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms')) or tonumber(ARGV[2])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
   return {1, st}

@@ -27,7 +27,7 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[3], id)
   local k = prefix .. id
-  if redis.call('EXISTS', k) == 1 then
+  if redis.call('TYPE', k).ok == 'hash' then
     redis.call('HSET', k, 'status', 'queued', 'enqueued_at', now)
     redis.call('RPUSH', KEYS[1], id)
   end
@@ -42,9 +42,11 @@ if ids then
     local k = prefix .. id
     tok = tok + 1
     -- A job whose hash is gone was deleted by hand; there is nothing to run.
-    if redis.call('EXISTS', k) == 1 then
-      redis.call('HINCRBY', k, 'attempt', 1)
-      redis.call('HSET', k, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'token', tok)
+    -- Nothing below may raise an error on a damaged hash: Redis does not
+    -- roll a script back, and the ids are already popped.
+    if redis.call('TYPE', k).ok == 'hash' then
+      local attempt = (tonumber(redis.call('HGET', k, 'attempt')) or 0) + 1
+      redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'token', tok)
       redis.call('ZADD', KEYS[2], deadline, id)
       out[#out + 1] = id
       out[#out + 1] = redis.call('HGETALL', k)

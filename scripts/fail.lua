@@ -36,7 +36,7 @@ elseif delay > 0 then
   redis.call('LTRIM', KEYS[6], 0, 0)
   return 1
 end
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms') or ARGV[5])
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms')) or tonumber(ARGV[5])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
   return 2

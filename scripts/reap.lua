@@ -30,12 +30,12 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, li
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local k = prefix .. id
-  if redis.call('EXISTS', k) == 1 then
+  if redis.call('TYPE', k).ok == 'hash' then
     redis.call('HDEL', k, 'token')
-    local attempt = tonumber(redis.call('HGET', k, 'attempt') or '0') or 0
-    local max = tonumber(redis.call('HGET', k, 'max_retries') or '0') or 0
+    local attempt = tonumber(redis.call('HGET', k, 'attempt')) or 0
+    local max = tonumber(redis.call('HGET', k, 'max_retries')) or 0
     if attempt > max then
-      local ttl = tonumber(redis.call('HGET', k, 'failure_ttl_ms') or ARGV[3])
+      local ttl = tonumber(redis.call('HGET', k, 'failure_ttl_ms')) or tonumber(ARGV[3])
       if ttl == 0 then
         redis.call('DEL', k)
       else
