@@ -134,14 +134,11 @@ func (w *Worker) block(ctx context.Context, next time.Time) {
 	if d < time.Millisecond {
 		return
 	}
-	// BLPOP takes fractional seconds (Redis ≥ 6); go-redis's BLPop would
-	// round a wait under a second up to one.
-	args := make([]any, 0, len(w.queues)+3)
-	args = append(args, "BLPOP", w.wakeKey())
+	keys := make([]string, 0, len(w.queues)+1)
+	keys = append(keys, w.wakeKey())
 	for _, q := range w.queues {
-		args = append(args, q.k.wake())
+		keys = append(keys, q.k.wake())
 	}
-	args = append(args, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
 	stop := context.AfterFunc(ctx, func() {
 		// Wake this worker's own BLPOP so shutdown does not wait for it.
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -153,7 +150,21 @@ func (w *Worker) block(ctx context.Context, next time.Time) {
 		})
 	})
 	defer stop()
-	err := w.rdb.Do(ctx, args...).Err()
+	var err error
+	if d >= time.Second {
+		err = w.rdb.BLPop(ctx, d, keys...).Err()
+	} else {
+		// go-redis's BLPop rounds a wait under a second up to one; BLPOP
+		// itself takes fractional seconds (Redis ≥ 6). A wait this short
+		// fits in the client's read timeout.
+		args := make([]any, 0, len(keys)+2)
+		args = append(args, "BLPOP")
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		args = append(args, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+		err = w.rdb.Do(ctx, args...).Err()
+	}
 	if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 		w.log.Warn("waiting for jobs failed", "err", err)
 		sleepCtx(ctx, 100*time.Millisecond)
