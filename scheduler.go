@@ -1,0 +1,679 @@
+package rqgo
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/robfig/cron/v3"
+)
+
+// DefaultScheduleGrace is how late a tick may be enqueued and still count as
+// on time, unless [SchedulerOptions] says otherwise.
+const DefaultScheduleGrace = time.Minute
+
+const (
+	// scheduleMinTTL is the shortest life of an entry's state hash: state
+	// that no scheduler touched for this long (or three periods, if longer)
+	// expires, so entries taken out of every schedule disappear.
+	scheduleMinTTL = 30 * 24 * time.Hour
+	// schedulerMaxSleep bounds one wait of Run, so a step of the wall clock
+	// (a host's clock set by hand or by NTP) is noticed within a minute.
+	schedulerMaxSleep = time.Minute
+	// schedulerMaxSkew is the difference between a scheduler's clock and
+	// Redis's above which the scheduler warns.
+	schedulerMaxSkew = 2 * time.Second
+	// prevLookback is how far back a cron entry's last tick is looked for;
+	// robfig/cron looks five years ahead for the next one.
+	prevLookback = 10 * 365 * 24 * time.Hour
+)
+
+var scheduleScript = loadScript("schedule")
+
+// schedule is the state hash of one periodic entry.
+func (k keys) schedule(name string) string { return k.base + "schedule:" + name }
+
+// schedulesKey is the set of known entries, as "<queue>:<name>".
+func schedulesKey(prefix string) string { return prefix + ":schedules" }
+
+// SchedulerOptions configures a [Scheduler]. The zero value works.
+type SchedulerOptions struct {
+	// Prefix is the key prefix; it must match the queues'. Default: "rqgo".
+	Prefix string
+	// Location is the time zone of cron specs that name none (with a
+	// CRON_TZ= prefix or [ScheduleEntry.Timezone]). Every scheduler of an
+	// entry must use the same. Default: UTC, not the host's local time.
+	Location *time.Location
+	// CatchUp makes a scheduler that starts after a tick was missed (no
+	// scheduler ran at the time) enqueue the most recent missed tick once.
+	// Default: false, missed ticks are skipped.
+	CatchUp bool
+	// Grace is how late a tick may be enqueued and still count as on time,
+	// for example by a scheduler restarted a few seconds after the tick.
+	// Default: [DefaultScheduleGrace] (one minute).
+	Grace time.Duration
+	// Logger receives the scheduler's logs. Default: [slog.Default].
+	Logger *slog.Logger
+	// Now is the scheduler's clock; ticks are computed from it. Default:
+	// [time.Now].
+	Now func() time.Time
+}
+
+// ScheduleEntry is one periodic job: a cron spec and the job to enqueue at
+// each of its ticks. It is also one element of a schedule file (see
+// [ParseScheduleFile]).
+type ScheduleEntry struct {
+	// Name identifies the entry in Redis and in its jobs' ids
+	// (<name>@<tick Unix seconds>). Default: derived from Func, Cron, Queue
+	// and the time zone, so schedulers given the same entry agree.
+	Name string
+	// Cron is a five-field cron spec ("0 3 * * *"), a descriptor ("@daily",
+	// "@hourly", ...) or "@every D" with D a whole number of seconds, at
+	// least 1s ("@every 5m"). A CRON_TZ=Zone or TZ=Zone prefix sets the
+	// time zone.
+	Cron string
+	// Func is the function the jobs call.
+	Func string
+	// Args are the jobs' arguments, encoded as JSON once, when the entry is
+	// added.
+	Args any
+	// Queue receives the jobs. Default: "default".
+	Queue string
+	// Timezone is an IANA time zone name ("Europe/Berlin") for a Cron
+	// without a CRON_TZ= prefix. Default: [SchedulerOptions.Location].
+	Timezone string
+	// Options apply to every job (Retry, Timeout, In, ...). JobID is not
+	// allowed: a tick's job id is <name>@<tick Unix seconds>.
+	Options []EnqueueOption
+}
+
+// Scheduler enqueues periodic jobs. Any number of schedulers, in any number
+// of processes, may run the same entries: each tick becomes exactly one job,
+// decided by a Lua script that enqueues the job and records the tick in one
+// step. Ticks are computed from the scheduler's clock, so hosts that run
+// schedulers need synchronized clocks (NTP).
+//
+// Add entries, then call Run once. Add returns an error once Run has started.
+type Scheduler struct {
+	rdb  redis.UniversalClient
+	opts SchedulerOptions
+	log  *slog.Logger
+	err  error
+	// wait blocks until the scheduler's clock reaches until or ctx ends.
+	wait func(ctx context.Context, until time.Time) error
+
+	mu         sync.Mutex
+	entries    []*schedEntry
+	names      map[string]int // "<queue>:<name>" → index in entries
+	started    bool
+	skewWarned bool
+}
+
+// schedEntry is an added entry, compiled.
+type schedEntry struct {
+	ScheduleEntry
+	spec    string // Cron with its blanks normalized
+	tz      string // the effective time zone's name; "" for @every
+	sched   tickSchedule
+	q       *Queue
+	key     string
+	next    time.Time // when Run evaluates the entry next; zero: at once
+	known   bool      // recorded in the sets of queues and entries
+	written bool      // the script has recorded this scheduler's description
+}
+
+// NewScheduler returns a scheduler using rdb. Invalid options are reported
+// by Add and Run.
+func NewScheduler(rdb redis.UniversalClient, opts SchedulerOptions) *Scheduler {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if opts.Location == nil {
+		opts.Location = time.UTC
+	}
+	if opts.Grace == 0 {
+		opts.Grace = DefaultScheduleGrace
+	}
+	s := &Scheduler{rdb: rdb, opts: opts, log: opts.Logger, names: map[string]int{}}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.err = validatePrefix(opts.Prefix)
+	if opts.Grace < 0 {
+		s.err = errors.Join(s.err, fmt.Errorf("%w: schedule grace %s is negative", ErrInvalid, opts.Grace))
+	}
+	if rdb == nil {
+		s.err = errors.Join(s.err, fmt.Errorf("%w: nil Redis client", ErrInvalid))
+	}
+	s.wait = s.sleepUntil
+	return s
+}
+
+func (s *Scheduler) now() time.Time {
+	if s.opts.Now != nil {
+		return s.opts.Now()
+	}
+	return time.Now()
+}
+
+// Add adds an entry that enqueues fn with args into the queue "default" at
+// every tick of spec. See [ScheduleEntry] for the forms of spec; use
+// [Scheduler.AddEntry] to name the entry or choose its queue or time zone.
+func (s *Scheduler) Add(spec, fn string, args any, opts ...EnqueueOption) error {
+	return s.AddEntry(ScheduleEntry{Cron: spec, Func: fn, Args: args, Options: opts})
+}
+
+// AddEntry adds an entry. It returns an error wrapping [ErrInvalid] for a bad
+// spec, time zone, name, function, argument or option, and for a second
+// entry with the same name and queue.
+func (s *Scheduler) AddEntry(e ScheduleEntry) error {
+	if s.err != nil {
+		return s.err
+	}
+	ce, err := compileEntry(e, s.opts.Location)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %s", ErrInvalid, entryLabel(e), reason(err))
+	}
+	ce.q = NewQueue(ce.Queue, s.rdb, WithPrefix(s.opts.Prefix))
+	ce.key = ce.q.k.schedule(ce.Name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return fmt.Errorf("%w: schedule entry %q added after Run started", ErrInvalid, ce.Name)
+	}
+	id := ce.Queue + ":" + ce.Name
+	if _, dup := s.names[id]; dup {
+		return fmt.Errorf("%w: schedule entry %q in queue %q is added twice; give entries with the same spec, function and queue different names",
+			ErrInvalid, ce.Name, ce.Queue)
+	}
+	s.names[id] = len(s.entries)
+	s.entries = append(s.entries, ce)
+	return nil
+}
+
+// compileEntry validates e, fills in its defaults and parses its spec. Its
+// errors give the reason only; callers say which entry.
+func compileEntry(e ScheduleEntry, loc *time.Location) (*schedEntry, error) {
+	if e.Queue == "" {
+		e.Queue = "default"
+	}
+	if err := validateFuncName(e.Func); err != nil {
+		return nil, err
+	}
+	sched, tz, err := parseSpec(e.Cron, e.Timezone, loc)
+	if err != nil {
+		return nil, err
+	}
+	ce := &schedEntry{spec: strings.Join(strings.Fields(e.Cron), " "), tz: tz, sched: sched}
+	if e.Name == "" {
+		sum := sha256.Sum256([]byte(e.Queue + "\x00" + e.Func + "\x00" + ce.spec + "\x00" + tz))
+		suffix := hex.EncodeToString(sum[:6])
+		e.Name = e.Func + "-" + suffix
+		if len(e.Func) > 64 || validateName("", e.Name) != nil {
+			e.Name = "schedule-" + suffix
+		}
+	}
+	if err := errors.Join(validateName("schedule name", e.Name), validateQueueName(e.Queue)); err != nil {
+		return nil, err
+	}
+	var o enqueueOptions
+	for _, opt := range e.Options {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	if o.id != "" {
+		return nil, errors.New("JobID cannot be used: a tick's job id is <name>@<tick Unix seconds>")
+	}
+	raw, err := encodeArgs(e.Args)
+	if err != nil {
+		return nil, fmt.Errorf("args do not encode to JSON: %v", err)
+	}
+	if len(raw) > DefaultMaxArgsSize {
+		return nil, fmt.Errorf("args are %d bytes, over the %d-byte limit", len(raw), DefaultMaxArgsSize)
+	}
+	e.Args = raw
+	e.Options = slices.Clip(slices.Clone(e.Options))
+	ce.ScheduleEntry = e
+	return ce, nil
+}
+
+func entryLabel(e ScheduleEntry) string {
+	if e.Name != "" {
+		return fmt.Sprintf("schedule entry %q", e.Name)
+	}
+	return fmt.Sprintf("schedule entry (func %q, cron %q)", e.Func, e.Cron)
+}
+
+// reason is err's text without the ErrInvalid prefix.
+func reason(err error) string {
+	return strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": ")
+}
+
+func (e *schedEntry) jobID(tick time.Time) string {
+	return e.Name + "@" + strconv.FormatInt(tick.Unix(), 10)
+}
+
+func (e *schedEntry) jobOptions(tick time.Time) []EnqueueOption {
+	return append(e.Options, JobID(e.jobID(tick)))
+}
+
+// parseSpec parses a cron spec with robfig/cron's standard parser and
+// returns it with the name of its time zone.
+func parseSpec(spec, tz string, loc *time.Location) (tickSchedule, string, error) {
+	s := strings.TrimSpace(spec)
+	if s == "" {
+		return nil, "", errors.New("cron spec is empty")
+	}
+	body, hasTZ := s, strings.HasPrefix(s, "TZ=") || strings.HasPrefix(s, "CRON_TZ=")
+	if hasTZ {
+		_, body, _ = strings.Cut(s, " ")
+		body = strings.TrimSpace(body)
+		if tz != "" {
+			return nil, "", fmt.Errorf("cron spec %q has a time zone and so has the entry (%q): give one", spec, tz)
+		}
+	}
+	if tz != "" {
+		l, err := time.LoadLocation(tz)
+		if err != nil {
+			return nil, "", fmt.Errorf("unknown time zone %q", tz)
+		}
+		loc = l
+	}
+	if d, ok := strings.CutPrefix(body, "@every "); ok {
+		every, err := time.ParseDuration(strings.TrimSpace(d))
+		if err != nil || every < time.Second || every%time.Second != 0 {
+			return nil, "", fmt.Errorf("cron spec %q: @every needs a whole number of seconds, at least 1s", spec)
+		}
+		return everySchedule(every), "", nil
+	}
+	parsed, err := cron.ParseStandard(s)
+	if err != nil {
+		return nil, "", fmt.Errorf("bad cron spec %q: %v", spec, err)
+	}
+	ss, ok := parsed.(*cron.SpecSchedule)
+	if !ok {
+		return nil, "", fmt.Errorf("bad cron spec %q: unsupported form", spec)
+	}
+	if !hasTZ {
+		ss.Location = loc
+	}
+	if ss.Next(time.Now()).IsZero() {
+		return nil, "", fmt.Errorf("cron spec %q never fires", spec)
+	}
+	return cronSchedule{ss}, ss.Location.String(), nil
+}
+
+// tickSchedule is an entry's sequence of ticks.
+type tickSchedule interface {
+	next(t time.Time) time.Time // the first tick after t; zero if none
+	prev(t time.Time) time.Time // the last tick at or before t; zero if none
+}
+
+// everySchedule ticks at every multiple of its period since the Unix epoch,
+// so schedulers started at different times agree on the ticks.
+type everySchedule time.Duration
+
+func (e everySchedule) prev(t time.Time) time.Time {
+	p := time.Duration(e).Milliseconds()
+	ms := t.UnixMilli()
+	return time.UnixMilli(ms - ((ms%p)+p)%p)
+}
+
+func (e everySchedule) next(t time.Time) time.Time { return e.prev(t).Add(time.Duration(e)) }
+
+// cronSchedule is a cron spec; its ticks follow robfig/cron exactly.
+type cronSchedule struct{ s cron.Schedule }
+
+func (c cronSchedule) next(t time.Time) time.Time { return c.s.Next(t) }
+
+func (c cronSchedule) prev(t time.Time) time.Time {
+	// Widen a window back from t until a tick falls in it, then walk forward
+	// to the last tick at or before t.
+	for w := time.Minute; w <= prevLookback; w *= 2 {
+		n := c.s.Next(t.Add(-w))
+		if n.IsZero() || n.After(t) {
+			continue
+		}
+		for {
+			m := c.s.Next(n)
+			if m.IsZero() || m.After(t) {
+				return n
+			}
+			n = m
+		}
+	}
+	return time.Time{}
+}
+
+// Run enqueues the jobs of every entry's ticks until ctx is done, then
+// returns nil. It sleeps until the next tick of any entry (at most a
+// minute). Redis errors are logged and retried with backoff while the tick
+// is within the grace. Run may be called only once per Scheduler, after at
+// least one Add.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.mu.Lock()
+	switch {
+	case s.started:
+		s.mu.Unlock()
+		return errors.New("rqgo: Scheduler.Run called twice")
+	case len(s.entries) == 0:
+		s.mu.Unlock()
+		return fmt.Errorf("%w: scheduler has no entries", ErrInvalid)
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	var backoff time.Duration
+	for {
+		now := s.now()
+		next, err := s.tick(ctx, now)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			backoff = min(max(2*backoff, time.Second), 30*time.Second)
+			s.log.Warn("scheduler could not enqueue; retrying", "err", err, "retry_in", backoff)
+			if next.IsZero() || now.Add(backoff).Before(next) {
+				next = now.Add(backoff)
+			}
+		} else {
+			backoff = 0
+		}
+		if next.IsZero() || now.Add(schedulerMaxSleep).Before(next) {
+			next = now.Add(schedulerMaxSleep)
+		}
+		if s.wait(ctx, next) != nil {
+			return nil
+		}
+	}
+}
+
+// Tick enqueues the jobs of the ticks due now, as Run does at each wake-up.
+// It is for programs that drive a scheduler themselves instead of calling
+// Run; it is safe to call concurrently with Run and Tick.
+func (s *Scheduler) Tick(ctx context.Context) error {
+	if s.err != nil {
+		return s.err
+	}
+	_, err := s.tick(ctx, s.now())
+	return err
+}
+
+func (s *Scheduler) sleepUntil(ctx context.Context, until time.Time) error {
+	d := until.Sub(s.now())
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// tick evaluates every entry due at now and returns when the next is due.
+func (s *Scheduler) tick(ctx context.Context, now time.Time) (time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next time.Time
+	var errs []error
+	for _, e := range s.entries {
+		if e.next.IsZero() || !now.Before(e.next) {
+			if err := s.fire(ctx, e, now); err != nil {
+				errs = append(errs, err) // retried at Run's next wake-up
+				continue
+			}
+			e.next = e.sched.next(now)
+		}
+		if !e.next.IsZero() && (next.IsZero() || e.next.Before(next)) {
+			next = e.next
+		}
+	}
+	return next, errors.Join(errs...)
+}
+
+// fire runs the schedule script for the entry's last tick at or before now.
+func (s *Scheduler) fire(ctx context.Context, e *schedEntry, now time.Time) error {
+	if !e.known {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.SAdd(ctx, queuesKey(s.opts.Prefix), e.Queue)
+			p.SAdd(ctx, schedulesKey(s.opts.Prefix), e.Queue+":"+e.Name)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("rqgo: schedule %q: %w", e.Name, err)
+		}
+		e.known = true
+	}
+	tick, nextRun := e.sched.prev(now), e.sched.next(now)
+	ttl := scheduleMinTTL
+	if !nextRun.IsZero() {
+		ttl = max(ttl, 3*nextRun.Sub(now))
+	}
+	argv := []any{unixMilli(tick), flag(!tick.IsZero() && now.Sub(tick) <= s.opts.Grace), flag(s.opts.CatchUp),
+		unixMilli(nextRun), now.UnixMilli(), ttl.Milliseconds(), flag(!e.written),
+		e.Name, e.Queue, e.Func, e.spec, e.tz}
+	id := e.Name + "@0"
+	if !tick.IsZero() {
+		id = e.jobID(tick)
+		_, jobArgv, err := e.q.prepare(e.Func, e.Args, e.jobOptions(tick))
+		if err != nil {
+			return fmt.Errorf("rqgo: schedule %q: %w", e.Name, err)
+		}
+		argv = append(argv, jobArgv...)
+	}
+	k := e.q.k
+	sent := time.Now()
+	res, err := scheduleScript.Run(ctx, s.rdb, []string{e.key, k.job(id), k.pending(), k.scheduled(), k.wake()}, argv...).Int64Slice()
+	if err != nil {
+		return fmt.Errorf("rqgo: schedule %q: %w", e.Name, err)
+	}
+	if len(res) != 2 {
+		return fmt.Errorf("rqgo: schedule %q: unexpected reply %v", e.Name, res)
+	}
+	e.written = true
+	s.checkSkew(sent, res[1])
+	log := s.log.With("schedule", e.Name, "queue", e.Queue, "func", e.Func)
+	switch res[0] {
+	case 1, 2:
+		log.Debug("periodic job enqueued", "job_id", id, "tick", tick)
+	case 3:
+		log.Debug("periodic job existed already", "job_id", id, "tick", tick)
+	case 4:
+		log.Warn("tick missed while no scheduler ran; skipped (CatchUp is off)", "tick", tick)
+	}
+	return nil
+}
+
+// checkSkew warns once when the host's clock and Redis's differ by more than
+// schedulerMaxSkew: ticks come from the host's clock.
+func (s *Scheduler) checkSkew(sent time.Time, redisMillis int64) {
+	if s.opts.Now != nil || s.skewWarned {
+		return
+	}
+	mid := sent.Add(time.Since(sent) / 2)
+	skew := mid.Sub(time.UnixMilli(redisMillis))
+	if skew > schedulerMaxSkew || skew < -schedulerMaxSkew {
+		s.skewWarned = true
+		s.log.Warn("this host's clock differs from Redis's; schedulers on different hosts need synchronized clocks (NTP)",
+			"skew", skew.Round(time.Millisecond))
+	}
+}
+
+func unixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func flag(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ScheduleInfo is the state of one periodic entry, as stored in its hash
+// <prefix>:{<queue>}:schedule:<name>.
+type ScheduleInfo struct {
+	Name     string `json:"name"`
+	Queue    string `json:"queue"`
+	Func     string `json:"func"`
+	Spec     string `json:"spec"`
+	Timezone string `json:"timezone,omitempty"` // empty for @every
+	// NextRun is the next tick, by the clock of the scheduler that last
+	// wrote it.
+	NextRun time.Time `json:"next_run,omitzero"`
+	// LastTick is the tick whose job was enqueued last; LastRun is when, by
+	// Redis's clock; LastJobID is that job's id.
+	LastTick  time.Time `json:"last_tick,omitzero"`
+	LastRun   time.Time `json:"last_run,omitzero"`
+	LastJobID string    `json:"last_job_id,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// Schedules lists the periodic entries known under prefix, sorted by queue
+// and name. Entries no scheduler has run for 30 days (or three periods, if
+// longer) have expired and are not listed.
+func Schedules(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]ScheduleInfo, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	members, err := rdb.SMembers(ctx, schedulesKey(prefix)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: list schedules: %w", err)
+	}
+	slices.Sort(members)
+	cmds := make([]*redis.MapStringStringCmd, 0, len(members))
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range members {
+			queue, name, _ := strings.Cut(m, ":")
+			cmds = append(cmds, p.HGetAll(ctx, newKeys(prefix, queue).schedule(name)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: list schedules: %w", err)
+	}
+	infos := make([]ScheduleInfo, 0, len(cmds))
+	for i, c := range cmds {
+		h := c.Val()
+		if len(h) == 0 {
+			continue
+		}
+		queue, name, _ := strings.Cut(members[i], ":")
+		ms := func(f string) time.Time {
+			n, _ := strconv.ParseInt(h[f], 10, 64)
+			return msTime(n)
+		}
+		infos = append(infos, ScheduleInfo{
+			Name: name, Queue: queue, Func: h["func"], Spec: h["spec"], Timezone: h["timezone"],
+			NextRun: ms("next_run"), LastTick: ms("last_tick"), LastRun: ms("last_run"),
+			LastJobID: h["last_job_id"], CreatedAt: ms("created_at"),
+		})
+	}
+	return infos, nil
+}
+
+// fileEntry is one element of a schedule file.
+type fileEntry struct {
+	Name     string          `json:"name"`
+	Cron     string          `json:"cron"`
+	Func     string          `json:"func"`
+	Args     json.RawMessage `json:"args"`
+	Queue    string          `json:"queue"`
+	Timezone string          `json:"timezone"`
+	Retry    *int            `json:"retry"`
+	Timeout  string          `json:"timeout"`
+}
+
+// ParseScheduleFile reads a schedule file: a JSON array of entries
+//
+//	[{"name": "nightly-cleanup", "cron": "0 3 * * *", "func": "cleanup",
+//	  "args": {"days": 30}, "queue": "default", "timezone": "Europe/Berlin",
+//	  "retry": 3, "timeout": "10m"}]
+//
+// where cron and func are required and the rest optional (see
+// [ScheduleEntry]; retry and timeout are [Retry] and [Timeout], timeout as
+// a Go duration). It checks every entry as [Scheduler.AddEntry] does and
+// returns an error wrapping [ErrInvalid] that names the entry for an unknown
+// field, a bad spec, time zone, name or value, or two entries with one name.
+func ParseScheduleFile(r io.Reader) ([]ScheduleEntry, error) {
+	dec := json.NewDecoder(r)
+	var raws []json.RawMessage
+	if err := dec.Decode(&raws); err != nil {
+		return nil, fmt.Errorf("%w: schedule file: want a JSON array of entries: %v", ErrInvalid, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: schedule file: data after the array of entries", ErrInvalid)
+	}
+	entries := make([]ScheduleEntry, 0, len(raws))
+	seen := map[string]int{}
+	for i, raw := range raws {
+		label := fmt.Sprintf("entry %d", i+1)
+		var probe struct {
+			Name any `json:"name"`
+		}
+		if json.Unmarshal(raw, &probe) == nil && probe.Name != nil {
+			label += fmt.Sprintf(" (%q)", fmt.Sprint(probe.Name))
+		}
+		bad := func(format string, a ...any) error {
+			return fmt.Errorf("%w: schedule file: %s: %s", ErrInvalid, label, fmt.Sprintf(format, a...))
+		}
+		var fe fileEntry
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&fe); err != nil {
+			return nil, bad("%v", strings.TrimPrefix(err.Error(), "json: "))
+		}
+		if fe.Cron == "" || fe.Func == "" {
+			return nil, bad(`"cron" and "func" are required`)
+		}
+		e := ScheduleEntry{Name: fe.Name, Cron: fe.Cron, Func: fe.Func, Queue: fe.Queue, Timezone: fe.Timezone}
+		if len(fe.Args) > 0 {
+			e.Args = fe.Args
+		}
+		if fe.Retry != nil {
+			e.Options = append(e.Options, Retry(*fe.Retry))
+		}
+		if fe.Timeout != "" {
+			d, err := time.ParseDuration(fe.Timeout)
+			if err != nil {
+				return nil, bad("timeout %q is not a duration such as 90s or 10m", fe.Timeout)
+			}
+			e.Options = append(e.Options, Timeout(d))
+		}
+		ce, err := compileEntry(e, time.UTC)
+		if err != nil {
+			return nil, bad("%s", reason(err))
+		}
+		id := ce.Queue + ":" + ce.Name
+		if j, dup := seen[id]; dup {
+			return nil, bad("entry %d has the same name %q in queue %q", j, ce.Name, ce.Queue)
+		}
+		seen[id] = i + 1
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
