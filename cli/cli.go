@@ -163,8 +163,8 @@ func (e *env) close() {
 // globalFlags defines --url and --prefix on fs. Both the top level and each
 // subcommand accept them, so they can come before or after the command.
 func (e *env) globalFlags(fs *flag.FlagSet) {
-	fs.StringVar(&e.url, "url", e.url, "Redis `URL` (rediss:// for TLS)")
-	fs.StringVar(&e.prefix, "prefix", e.prefix, "key `PREFIX` of the queues")
+	fs.StringVar(&e.url, "url", e.url, "Redis `URL`, rediss:// for TLS (default $REDIS_URL, else redis://127.0.0.1:6379/0)")
+	fs.StringVar(&e.prefix, "prefix", e.prefix, "key `PREFIX` of the queues (default $RQGO_PREFIX, else rqgo)")
 }
 
 func (e *env) run(args []string) int {

@@ -48,7 +48,7 @@ Examples:
 func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 	var (
 		queues      = fs.String("queues", "default", "comma-separated `QUEUES` to take jobs from, highest priority first")
-		concurrency = fs.Int("concurrency", rqgo.DefaultConcurrency, "most jobs that run at once")
+		concurrency = fs.Int("concurrency", rqgo.DefaultConcurrency, "`N` jobs at most run at once")
 		burst       = fs.Bool("burst", false, "exit 0 once the queues are empty and nothing runs")
 		lease       = fs.Duration("lease", rqgo.DefaultLease, "how long a job stays assigned without a heartbeat; a dead worker's jobs run again about one lease later")
 		timeout     = fs.Duration("timeout", rqgo.DefaultTimeout, "time limit of one attempt, for jobs enqueued without --timeout")
@@ -56,7 +56,7 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		name        = fs.String("name", "", "worker `NAME` shown in jobs and in info (default host.pid.random)")
 		execs       []*execHandler
 	)
-	fs.Func("exec", "run function NAME as shell `NAME=COMMAND` (repeatable)", func(v string) error {
+	fs.Func("exec", "register function NAME as the shell command COMMAND, given as `NAME=COMMAND` (repeatable)", func(v string) error {
 		h, err := parseExec(v)
 		if err != nil {
 			return err

@@ -1,0 +1,575 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// rqgoBin is the rqgo binary under test, built once by TestMain.
+var rqgoBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rqgo-cli-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	rqgoBin = filepath.Join(dir, "rqgo")
+	out, err := exec.Command("go", "build", "-o", rqgoBin, "github.com/rqgo/rqgo/cmd/rqgo").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building rqgo: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func redisURL() string {
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379"
+}
+
+// testEnv is one test's Redis and key prefix; its keys are deleted when the
+// test ends.
+type testEnv struct {
+	url    string
+	prefix string
+	rdb    *redis.Client
+}
+
+// newEnv returns an env on the real Redis at $REDIS_URL, skipping the test
+// when none answers, unless RQGO_REQUIRE_REDIS=1.
+func newEnv(t *testing.T) *testEnv {
+	t.Helper()
+	url := redisURL()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("REDIS_URL %q: %v", url, err)
+	}
+	rdb := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
+			t.Fatalf("no Redis at %s and RQGO_REQUIRE_REDIS=1: %v", url, err)
+		}
+		t.Skipf("no Redis at %s (%v); set REDIS_URL to run the command's tests", url, err)
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	e := &testEnv{url: url, prefix: "rqgoclitest" + hex.EncodeToString(b[:]), rdb: rdb}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, e.prefix+":*", 500).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		rdb.Close()
+	})
+	return e
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs the rqgo binary with args against e's Redis and prefix.
+func (e *testEnv) run(t *testing.T, args ...string) result {
+	t.Helper()
+	return runEnv(t, []string{"REDIS_URL=" + e.url, "RQGO_PREFIX=" + e.prefix}, args...)
+}
+
+func runEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, rqgoBin, args...)
+	cmd.Env = append(cleanEnv(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("rqgo %q: %v", args, err)
+	}
+	return r
+}
+
+// cleanEnv is the test's environment without the variables the command
+// reads, so each test sets its own.
+func cleanEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(s string) bool {
+		return strings.HasPrefix(s, "REDIS_URL=") || strings.HasPrefix(s, "RQGO_PREFIX=")
+	})
+}
+
+// ok runs the command and fails the test unless it exits 0.
+func (e *testEnv) ok(t *testing.T, args ...string) string {
+	t.Helper()
+	r := e.run(t, args...)
+	if r.code != 0 {
+		t.Fatalf("rqgo %q: exit %d, want 0; stderr:\n%s", args, r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+var idRE = regexp.MustCompile(`^[0-9a-f]{20}\n$`)
+
+// enqueue runs "rqgo enqueue args..." and returns the printed id.
+func (e *testEnv) enqueue(t *testing.T, args ...string) string {
+	t.Helper()
+	out := e.ok(t, append([]string{"enqueue"}, args...)...)
+	if !idRE.MatchString(out) && !strings.Contains(strings.Join(args, " "), "--id") {
+		t.Fatalf("enqueue %q printed %q, want only a job id and a newline", args, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// job returns "rqgo job ID --json", decoded.
+func (e *testEnv) job(t *testing.T, id string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	out := e.ok(t, "job", id, "--json")
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("job %s --json printed %q: %v", id, out, err)
+	}
+	return m
+}
+
+func (e *testEnv) info(t *testing.T) infoJSON {
+	t.Helper()
+	var in infoJSON
+	out := e.ok(t, "info", "--json")
+	if err := json.Unmarshal([]byte(out), &in); err != nil {
+		t.Fatalf("info --json printed %q: %v", out, err)
+	}
+	return in
+}
+
+type infoJSON struct {
+	Queues  map[string]map[string]int64 `json:"queues"`
+	Workers []map[string]any            `json:"workers"`
+}
+
+var jobFields = []string{"id", "queue", "func", "args", "status", "attempt", "max_retries",
+	"result", "error", "created_at", "enqueued_at", "started_at", "ended_at"}
+
+var timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
+
+func TestEnqueueAndJob(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.enqueue(t, "--queue", "mail", "--retry", "5", "send", `{"to":"a@example.com","n":[1,2]}`)
+
+	m := e.job(t, id)
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := slices.Sorted(slices.Values(jobFields))
+	if !slices.Equal(keys, want) {
+		t.Errorf("job --json fields = %v, want %v", keys, want)
+	}
+	for k, v := range map[string]any{"id": id, "queue": "mail", "func": "send", "status": "queued",
+		"attempt": 0.0, "max_retries": 5.0, "result": nil, "error": nil, "started_at": nil, "ended_at": nil} {
+		if m[k] != v {
+			t.Errorf("job --json %s = %#v, want %#v", k, m[k], v)
+		}
+	}
+	if args, ok := m["args"].(map[string]any); !ok || args["to"] != "a@example.com" {
+		t.Errorf("job --json args = %#v, want the JSON object enqueued", m["args"])
+	}
+	for _, k := range []string{"created_at", "enqueued_at"} {
+		if s, _ := m[k].(string); !timeRE.MatchString(s) {
+			t.Errorf("job --json %s = %#v, want RFC 3339 UTC with milliseconds", k, m[k])
+		}
+	}
+
+	// Flags may come before or after the id; --queue narrows the search.
+	if got := e.ok(t, "job", "--queue", "mail", id); !strings.Contains(got, "status:") || !strings.Contains(got, "queued") {
+		t.Errorf("job --queue mail ID printed %q, want its status", got)
+	}
+	text := e.ok(t, "job", id)
+	for _, s := range []string{id, "mail", "send", "queued", `{"to":"a@example.com","n":[1,2]}`} {
+		if !strings.Contains(text, s) {
+			t.Errorf("job %s printed\n%s\nwant it to contain %q", id, text, s)
+		}
+	}
+
+	// Args from stdin, none, and an id of one's own.
+	cmd := exec.Command(rqgoBin, "enqueue", "--id", "my-job", "bulk", "-")
+	cmd.Env = append(cleanEnv(), "REDIS_URL="+e.url, "RQGO_PREFIX="+e.prefix)
+	cmd.Stdin = strings.NewReader(`[1, 2, 3]` + "\n")
+	out, err := cmd.Output()
+	if err != nil || string(out) != "my-job\n" {
+		t.Fatalf("enqueue --id my-job bulk - = %q, %v; want my-job", out, err)
+	}
+	if got := e.job(t, "my-job")["args"]; fmt.Sprint(got) != "[1 2 3]" {
+		t.Errorf("args read from stdin = %v, want [1 2 3]", got)
+	}
+	if r := e.run(t, "enqueue", "--id", "my-job", "bulk"); r.code != 1 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("enqueue of a taken id: exit %d, stderr %q; want 1 and 'already exists'", r.code, r.stderr)
+	}
+	noArgs := e.enqueue(t, "--in", "1h", "later")
+	if m := e.job(t, noArgs); m["args"] != nil || m["status"] != "scheduled" {
+		t.Errorf("enqueue --in 1h later: args %v, status %v; want null and scheduled", m["args"], m["status"])
+	}
+}
+
+// alive reports whether pid is a running process (a zombie is not).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// The state follows the command name in parentheses: "pid (comm) S ...".
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func readPID(t *testing.T, file string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("reading the child's pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file holds %q: %v", b, err)
+	}
+	return pid
+}
+
+func TestWorkerExec(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+
+	okID := e.enqueue(t, "echo", `{"greeting":"hi"}`)
+	textID := e.enqueue(t, "text")
+	failID := e.enqueue(t, "--retry", "1", "--retry-in", "50ms", "fail", `[1]`)
+	slowID := e.enqueue(t, "--retry", "0", "--timeout", "300ms", "slow")
+	bigID := e.enqueue(t, "--retry", "0", "big")
+
+	r := e.run(t, "worker", "--queues", "default", "--burst", "--concurrency", "4",
+		"--exec", `echo=printf '{"args":%s,"id":"%s","func":"%s","attempt":%s,"queue":"%s"}\n' "$(cat)" "$RQGO_JOB_ID" "$RQGO_FUNC" "$RQGO_ATTEMPT" "$RQGO_QUEUE"`,
+		"--exec", "text=echo hello",
+		"--exec", `fail=echo "attempt $RQGO_ATTEMPT went wrong" >&2; exit 3`,
+		"--exec", "slow=sleep 60 & echo $! > "+pidFile+"; wait",
+		"--exec", "big=head -c 2000000 /dev/zero | tr '\\0' x",
+	)
+	if r.code != 0 {
+		t.Fatalf("worker --burst: exit %d, want 0; stderr:\n%s", r.code, r.stderr)
+	}
+
+	m := e.job(t, okID)
+	res, _ := json.Marshal(m["result"])
+	want := fmt.Sprintf(`{"args":{"greeting":"hi"},"attempt":1,"func":"echo","id":"%s","queue":"default"}`, okID)
+	if m["status"] != "finished" || string(res) != want {
+		t.Errorf("echo job: status %v, result %s; want finished, %s", m["status"], res, want)
+	}
+	if m := e.job(t, textID); m["status"] != "finished" || m["result"] != "hello" {
+		t.Errorf("text job: status %v, result %#v; want finished, \"hello\" (non-JSON stdout kept as a string)", m["status"], m["result"])
+	}
+
+	m = e.job(t, failID)
+	errText, _ := m["error"].(string)
+	if m["status"] != "failed" || m["attempt"] != 2.0 || !strings.Contains(errText, "status 3") ||
+		!strings.Contains(errText, "attempt 2 went wrong") {
+		t.Errorf("fail job: status %v, attempt %v, error %q; want failed after 2 attempts with the exit status and stderr",
+			m["status"], m["attempt"], errText)
+	}
+
+	m = e.job(t, slowID)
+	errText, _ = m["error"].(string)
+	if m["status"] != "failed" || !strings.Contains(errText, "timeout") {
+		t.Errorf("slow job: status %v, error %q; want failed by timeout", m["status"], errText)
+	}
+	pid := readPID(t, pidFile)
+	waitFor(t, "the timed-out command's child to die", 5*time.Second, func() bool { return !alive(pid) })
+
+	m = e.job(t, bigID)
+	errText, _ = m["error"].(string)
+	if m["status"] != "failed" || !strings.Contains(errText, "1 MiB") {
+		t.Errorf("big job: status %v, error %q; want failed for stdout over 1 MiB", m["status"], errText)
+	}
+
+	in := e.info(t)
+	if c := in.Queues["default"]; c["finished"] != 2 || c["failed"] != 3 || c["queued"] != 0 {
+		t.Errorf("info after the burst: %v, want 2 finished, 3 failed, 0 queued", c)
+	}
+}
+
+func TestRequeue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.enqueue(t, "--retry", "0", "fail")
+	b := e.enqueue(t, "--retry", "0", "fail")
+	queued := e.enqueue(t, "--queue", "other", "fail")
+	e.ok(t, "worker", "--burst", "--exec", "fail=exit 1")
+	for _, id := range []string{a, b} {
+		if s := e.job(t, id)["status"]; s != "failed" {
+			t.Fatalf("job %s is %v before requeue, want failed", id, s)
+		}
+	}
+
+	if out := e.ok(t, "requeue", "--queue", "default", a); out != "requeued 1 job\n" {
+		t.Errorf("requeue ID printed %q, want \"requeued 1 job\"", out)
+	}
+	if m := e.job(t, a); m["status"] != "queued" || m["attempt"] != 0.0 {
+		t.Errorf("requeued job: status %v, attempt %v; want queued, 0", m["status"], m["attempt"])
+	}
+	if out := e.ok(t, "requeue", "--queue", "default", "--all"); out != "requeued 1 job\n" {
+		t.Errorf("requeue --all printed %q, want \"requeued 1 job\"", out)
+	}
+	if s := e.job(t, b)["status"]; s != "queued" {
+		t.Errorf("job requeued by --all is %v, want queued", s)
+	}
+	r := e.run(t, "requeue", "--queue", "other", queued)
+	if r.code != 1 || !strings.Contains(r.stderr, "not failed or canceled") {
+		t.Errorf("requeue of a queued job: exit %d, stderr %q; want 1 and 'not failed or canceled'", r.code, r.stderr)
+	}
+}
+
+func TestCancelAndEmpty(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.enqueue(t, "--queue", "low", "report")
+	if out := e.ok(t, "cancel", id); out != "canceled "+id+"\n" {
+		t.Errorf("cancel printed %q, want \"canceled %s\"", out, id)
+	}
+	if s := e.job(t, id)["status"]; s != "canceled" {
+		t.Errorf("canceled job is %v, want canceled", s)
+	}
+	if r := e.run(t, "cancel", id, "--queue", "low"); r.code != 1 || !strings.Contains(r.stderr, "cannot be canceled") {
+		t.Errorf("second cancel: exit %d, stderr %q; want 1 and 'cannot be canceled'", r.code, r.stderr)
+	}
+	if r := e.run(t, "cancel", "nope"); r.code != 1 || !strings.Contains(r.stderr, "job nope not found") {
+		t.Errorf("cancel of an unknown id: exit %d, stderr %q; want 1 and 'job nope not found'", r.code, r.stderr)
+	}
+
+	for range 3 {
+		e.enqueue(t, "--queue", "bulk", "x")
+	}
+	if out := e.ok(t, "empty", "bulk"); out != "deleted 3 queued jobs from bulk\n" {
+		t.Errorf("empty printed %q, want \"deleted 3 queued jobs from bulk\"", out)
+	}
+	in := e.info(t)
+	if c := in.Queues["bulk"]; c["queued"] != 0 {
+		t.Errorf("bulk after empty: %v, want 0 queued", c)
+	}
+	if c := in.Queues["low"]; c["canceled"] != 1 {
+		t.Errorf("low after cancel: %v, want 1 canceled", c)
+	}
+}
+
+func TestInfoAndShutdown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	id := e.enqueue(t, "--queue", "high", "hang")
+	e.enqueue(t, "--queue", "low", "--in", "1h", "later")
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(rqgoBin, "worker", "--queues", "high,low", "--name", "w1", "--grace", "200ms",
+		"--exec", "hang=sleep 60 & echo $! > "+pidFile+"; wait")
+	cmd.Env = append(cleanEnv(), "REDIS_URL="+e.url, "RQGO_PREFIX="+e.prefix)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, "the job's command to start", 10*time.Second, func() bool {
+		_, err := os.Stat(pidFile)
+		return err == nil
+	})
+
+	in := e.info(t)
+	wantQueues := map[string]map[string]int64{
+		"high": {"queued": 0, "started": 1, "scheduled": 0, "finished": 0, "failed": 0, "canceled": 0},
+		"low":  {"queued": 0, "started": 0, "scheduled": 1, "finished": 0, "failed": 0, "canceled": 0},
+	}
+	if fmt.Sprint(in.Queues) != fmt.Sprint(wantQueues) {
+		t.Errorf("info --json queues = %v, want %v", in.Queues, wantQueues)
+	}
+	if len(in.Workers) != 1 || in.Workers[0]["id"] != "w1" || fmt.Sprint(in.Workers[0]["queues"]) != "[high low]" {
+		t.Errorf("info --json workers = %v, want w1 on [high low]", in.Workers)
+	}
+	text := e.ok(t, "info")
+	for _, s := range []string{"QUEUE", "QUEUED", "CANCELED", "high", "low", "w1"} {
+		if !strings.Contains(text, s) {
+			t.Errorf("info printed\n%s\nwant it to contain %q", text, s)
+		}
+	}
+	if m := e.job(t, id); m["status"] != "started" || m["started_at"] == nil {
+		t.Errorf("running job: status %v, started_at %v; want started with a time", m["status"], m["started_at"])
+	}
+
+	// SIGTERM: the job outlives the grace period, so its process group is
+	// killed and the job goes back in line.
+	child := readPID(t, pidFile)
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("worker after SIGTERM: %v, want exit 0; stderr:\n%s", err, stderr.String())
+	}
+	waitFor(t, "the job's child to die", 5*time.Second, func() bool { return !alive(child) })
+	if s := e.job(t, id)["status"]; s != "queued" {
+		t.Errorf("job running at shutdown is %v afterwards, want queued", s)
+	}
+	if in := e.info(t); len(in.Workers) != 0 {
+		t.Errorf("workers after shutdown = %v, want none", in.Workers)
+	}
+}
+
+// freeAddr returns a local address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	down := freeAddr(t)
+	tests := []struct {
+		name   string
+		env    []string // replaces REDIS_URL when set
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"no command", nil, nil, 2, "Usage:"},
+		{"unknown command", nil, []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"unknown flag", nil, []string{"enqueue", "--frob", "f"}, 2, "flag provided but not defined: -frob"},
+		{"unknown global flag", nil, []string{"--frob", "info"}, 2, "flag provided but not defined: -frob"},
+		{"malformed args", nil, []string{"enqueue", "f", `{"a":`}, 2, "ARGS_JSON is not valid JSON"},
+		{"trailing args", nil, []string{"enqueue", "f", `{} x`}, 2, "ARGS_JSON is not valid JSON"},
+		{"missing func", nil, []string{"enqueue"}, 2, "missing FUNC"},
+		{"empty func", nil, []string{"enqueue", "", "{}"}, 2, "function name is empty"},
+		{"invalid queue", nil, []string{"enqueue", "--queue", "a b", "f"}, 2, `queue name "a b"`},
+		{"queue with braces", nil, []string{"enqueue", "--queue", "{x}", "f"}, 2, `queue name "{x}"`},
+		{"bad duration", nil, []string{"enqueue", "--timeout", "soon", "f"}, 2, "invalid value"},
+		{"bad time", nil, []string{"enqueue", "--at", "tomorrow", "f"}, 2, "RFC 3339"},
+		{"in and at", nil, []string{"enqueue", "--in", "1m", "--at", "2030-01-01T00:00:00Z", "f"}, 2, "exclude each other"},
+		{"negative retry", nil, []string{"enqueue", "--retry", "-1", "f"}, 2, "negative"},
+		{"unknown job", nil, []string{"job", "nope"}, 1, "job nope not found"},
+		{"unknown job in queue", nil, []string{"job", "nope", "--queue", "default"}, 1, "job nope not found"},
+		{"job without id", nil, []string{"job"}, 2, "missing job ID"},
+		{"exec without =", nil, []string{"worker", "--burst", "--exec", "resize"}, 2, "want NAME=COMMAND"},
+		{"exec with empty name", nil, []string{"worker", "--burst", "--exec", "=true"}, 2, "NAME"},
+		{"worker without functions", nil, []string{"worker", "--burst"}, 2, "--exec"},
+		{"worker bad queue", nil, []string{"worker", "--burst", "--queues", "a:b", "--exec", "f=true"}, 2, `queue name "a:b"`},
+		{"worker bad concurrency", nil, []string{"worker", "--concurrency", "0", "--exec", "f=true"}, 2, "--concurrency"},
+		{"requeue without queue", nil, []string{"requeue", "--all"}, 2, "--queue is required"},
+		{"requeue without ids", nil, []string{"requeue", "--queue", "default"}, 2, "--all or"},
+		{"requeue all and ids", nil, []string{"requeue", "--queue", "default", "--all", "x"}, 2, "not both"},
+		{"empty without queue", nil, []string{"empty"}, 2, "missing QUEUE"},
+		{"bad url scheme", []string{"REDIS_URL=http://example.com"}, []string{"info"}, 2, "invalid --url"},
+		{"bad url port", nil, []string{"--url", "redis://:hunter2@localhost:port/0", "info"}, 2, "invalid --url"},
+		{"unreachable", []string{"REDIS_URL=redis://:hunter2@" + down + "/0"}, []string{"info"}, 1, "cannot reach Redis at " + down},
+		{"unreachable enqueue", nil, []string{"--url", "redis://user:hunter2@" + down, "enqueue", "f"}, 1, "cannot reach Redis at " + down},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := []string{"REDIS_URL=" + e.url, "RQGO_PREFIX=" + e.prefix}
+			if tt.env != nil {
+				env = append([]string{"RQGO_PREFIX=" + e.prefix}, tt.env...)
+			}
+			start := time.Now()
+			r := runEnv(t, env, tt.args...)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("rqgo %q took %s, want an answer within about 5s", tt.args, took)
+			}
+			if r.code != tt.code || !strings.Contains(r.stderr, tt.stderr) {
+				t.Errorf("rqgo %q: exit %d, stderr %q; want exit %d and %q", tt.args, r.code, r.stderr, tt.code, tt.stderr)
+			}
+			if strings.Contains(r.stderr, "hunter2") {
+				t.Errorf("rqgo %q printed the password: %q", tt.args, r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("rqgo %q printed %q on stdout, want nothing", tt.args, r.stdout)
+			}
+			if tt.code == 1 && strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("rqgo %q: stderr %q, want one line", tt.args, r.stderr)
+			}
+		})
+	}
+	// Nothing of the above was enqueued.
+	if in := e.info(t); len(in.Queues) != 0 {
+		t.Errorf("queues after bad input = %v, want none", in.Queues)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "job"},
+		{"worker", "--help"}, {"enqueue", "--help"}, {"job", "--help"}, {"info", "--help"},
+		{"requeue", "--help"}, {"cancel", "--help"}, {"empty", "--help"}} {
+		r := runEnv(t, []string{"REDIS_URL=redis://:hunter2@127.0.0.1:1/0"}, args...)
+		if r.code != 0 || r.stderr != "" {
+			t.Errorf("rqgo %q: exit %d, stderr %q; want 0 and nothing", args, r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, "Usage") || !strings.Contains(r.stdout, "Example") {
+			t.Errorf("rqgo %q printed\n%s\nwant usage with an example", args, r.stdout)
+		}
+		if strings.Contains(r.stdout, "hunter2") {
+			t.Errorf("rqgo %q printed the password from $REDIS_URL", args)
+		}
+	}
+}
