@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,6 +33,7 @@ type config struct {
 	stdout   io.Writer
 	stderr   io.Writer
 	ctx      context.Context
+	logger   *slog.Logger
 	handlers []namedHandler
 	setups   []func(*rqgo.Worker)
 }
@@ -69,6 +71,12 @@ func Program(name string) Option {
 // os.Stdout and os.Stderr.
 func Stdio(stdin io.Reader, stdout, stderr io.Writer) Option {
 	return func(c *config) { c.stdin, c.stdout, c.stderr = stdin, stdout, stderr }
+}
+
+// Logger sets where workers log. Default: text lines on the command's
+// stderr.
+func Logger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
 }
 
 // Context sets the context the command runs under; when it ends, a worker
@@ -126,6 +134,9 @@ func Main(args []string, opts ...Option) int {
 	}
 	if c.prog == "" {
 		c.prog = "rqgo"
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.NewTextHandler(c.stderr, nil))
 	}
 	redis.SetLogger(quietLogger{})
 	e := &env{config: c}

@@ -30,7 +30,12 @@
 //
 // # Output
 //
-// enqueue prints only the new job's id. job --json and info --json print
-// the field names documented in the README; times are RFC 3339 in UTC with
-// milliseconds ("2026-11-25T09:30:00.000Z") and null when not set.
+// enqueue prints only the new job's id. job --json prints one object with
+// the fields id, queue, func, args, status, attempt, max_retries, result,
+// error, created_at, enqueued_at, started_at and ended_at; args and result
+// are embedded JSON values. info --json prints {"queues": {NAME: {"queued",
+// "started", "scheduled", "finished", "failed", "canceled"}}, "workers":
+// [{"id", "host", "pid", "queues", "concurrency", "running",
+// "started_at"}]}. Times are RFC 3339 in UTC with milliseconds
+// ("2026-11-25T09:30:00.000Z"); a time, result or error not set is null.
 package cli

@@ -20,7 +20,8 @@ Add a job that calls function FUNC with ARGS_JSON (any JSON value; "-" reads
 it from stdin; omitted, the args are null), and print only the job's id, so
 scripts can capture it. The job is retried --retry times after a failed
 attempt, waiting --retry-in between attempts (default: the worker's
-exponential backoff from 1s).
+exponential backoff from 1s). Flags may follow FUNC; put "--" before an
+ARGS_JSON that starts with "-", such as a negative number.
 
 Examples:
   %[1]s enqueue resize '{"path":"a.png","width":200}'

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"flag"
-	"log/slog"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -64,7 +63,8 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		execs = append(execs, h)
 		return nil
 	})
-	// Room for the scheduler's --with-scheduler and --schedule FILE.
+	// The scheduler's flags (--with-scheduler, --schedule FILE) go here,
+	// and its start next to w.Run below.
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected argument %q", args[0])
@@ -105,7 +105,7 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 			Burst:           *burst,
 			Name:            *name,
 			Prefix:          e.prefix,
-			Logger:          slog.New(slog.NewTextHandler(e.stderr, nil)),
+			Logger:          e.logger,
 		})
 		for _, h := range e.handlers {
 			w.Handle(h.name, h.h)
