@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -97,7 +98,11 @@ func cancelSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 			}
 			name = j.Queue
 		}
-		if err := rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix)).Cancel(ctx, id); err != nil {
+		err = rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix)).Cancel(ctx, id)
+		if errors.Is(err, rqgo.ErrJobNotFound) {
+			return fmt.Errorf("job %s not found in queue %s", id, name)
+		}
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "canceled %s\n", id)

@@ -510,6 +510,8 @@ func TestBadInput(t *testing.T) {
 		{"negative retry", nil, []string{"enqueue", "--retry", "-1", "f"}, 2, "negative"},
 		{"unknown job", nil, []string{"job", "nope"}, 1, "job nope not found"},
 		{"unknown job in queue", nil, []string{"job", "nope", "--queue", "default"}, 1, "job nope not found"},
+		{"cancel unknown in queue", nil, []string{"cancel", "nope", "--queue", "default"}, 1, "job nope not found"},
+		{"empty id", nil, []string{"enqueue", "--id", "", "f"}, 2, "--id is empty"},
 		{"job without id", nil, []string{"job"}, 2, "missing job ID"},
 		{"exec without =", nil, []string{"worker", "--burst", "--exec", "resize"}, 2, "want NAME=COMMAND"},
 		{"exec with empty name", nil, []string{"worker", "--burst", "--exec", "=true"}, 2, "NAME"},
@@ -525,31 +527,34 @@ func TestBadInput(t *testing.T) {
 		{"unreachable", []string{"REDIS_URL=redis://:hunter2@" + down + "/0"}, []string{"info"}, 1, "cannot reach Redis at " + down},
 		{"unreachable enqueue", nil, []string{"--url", "redis://user:hunter2@" + down, "enqueue", "f"}, 1, "cannot reach Redis at " + down},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			env := []string{"REDIS_URL=" + e.url, "RQGO_PREFIX=" + e.prefix}
-			if tt.env != nil {
-				env = append([]string{"RQGO_PREFIX=" + e.prefix}, tt.env...)
-			}
-			start := time.Now()
-			r := runEnv(t, env, tt.args...)
-			if took := time.Since(start); took > 5*time.Second {
-				t.Errorf("rqgo %q took %s, want an answer within about 5s", tt.args, took)
-			}
-			if r.code != tt.code || !strings.Contains(r.stderr, tt.stderr) {
-				t.Errorf("rqgo %q: exit %d, stderr %q; want exit %d and %q", tt.args, r.code, r.stderr, tt.code, tt.stderr)
-			}
-			if strings.Contains(r.stderr, "hunter2") {
-				t.Errorf("rqgo %q printed the password: %q", tt.args, r.stderr)
-			}
-			if r.stdout != "" {
-				t.Errorf("rqgo %q printed %q on stdout, want nothing", tt.args, r.stdout)
-			}
-			if tt.code == 1 && strings.Count(r.stderr, "\n") != 1 {
-				t.Errorf("rqgo %q: stderr %q, want one line", tt.args, r.stderr)
-			}
-		})
-	}
+	t.Run("each", func(t *testing.T) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				env := []string{"REDIS_URL=" + e.url, "RQGO_PREFIX=" + e.prefix}
+				if tt.env != nil {
+					env = append([]string{"RQGO_PREFIX=" + e.prefix}, tt.env...)
+				}
+				start := time.Now()
+				r := runEnv(t, env, tt.args...)
+				if took := time.Since(start); took > 5*time.Second {
+					t.Errorf("rqgo %q took %s, want an answer within about 5s", tt.args, took)
+				}
+				if r.code != tt.code || !strings.Contains(r.stderr, tt.stderr) {
+					t.Errorf("rqgo %q: exit %d, stderr %q; want exit %d and %q", tt.args, r.code, r.stderr, tt.code, tt.stderr)
+				}
+				if strings.Contains(r.stderr, "hunter2") {
+					t.Errorf("rqgo %q printed the password: %q", tt.args, r.stderr)
+				}
+				if r.stdout != "" {
+					t.Errorf("rqgo %q printed %q on stdout, want nothing", tt.args, r.stdout)
+				}
+				if tt.code == 1 && strings.Count(r.stderr, "\n") != 1 {
+					t.Errorf("rqgo %q: stderr %q, want one line", tt.args, r.stderr)
+				}
+			})
+		}
+	})
 	// Nothing of the above was enqueued.
 	if in := e.info(t); len(in.Queues) != 0 {
 		t.Errorf("queues after bad input = %v, want none", in.Queues)

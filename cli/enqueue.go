@@ -77,7 +77,10 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 			}
 		}
 		opts := []rqgo.EnqueueOption{rqgo.Retry(*retry)}
-		if *id != "" || set["id"] {
+		if set["id"] {
+			if *id == "" {
+				return usagef("--id is empty")
+			}
 			opts = append(opts, rqgo.JobID(*id))
 		}
 		if set["retry-in"] {
