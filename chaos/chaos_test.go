@@ -1,0 +1,57 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the harness's worker processes.
+func TestMain(m *testing.M) {
+	if os.Getenv(roleEnv) == "worker" {
+		os.Exit(workerMain())
+	}
+	os.Exit(m.Run())
+}
+
+// TestChaosShort is the short form of the chaos run: 2,000 jobs through
+// four worker processes while workers are killed and paused, Redis restarts
+// and connections drop. Nothing may be lost and duplicates stay within what
+// the faults explain.
+func TestChaosShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos run takes about 30s; skipped with -short")
+	}
+	cfg := defaultConfig()
+	cfg.Duration = 20 * time.Second
+	cfg.KillEvery = 2 * time.Second
+	cfg.Out = &logWriter{t}
+	cfg.Log = &logWriter{t}
+	rep, err := run(cfg)
+	if errors.Is(err, errNoRedisServer) {
+		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
+			t.Fatalf("%v and RQGO_REQUIRE_REDIS=1", err)
+		}
+		t.Skipf("%v; install Redis to run the chaos test", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(rep.Line())
+	for _, p := range rep.Problems {
+		t.Error(p)
+	}
+	if rep.Kills == 0 || rep.Stops != 1 || rep.Restarts != 1 || rep.Drops != 1 {
+		t.Errorf("faults: %d kills, %d pauses, %d Redis restarts, %d connection drops; want kills and one of each other",
+			rep.Kills, rep.Stops, rep.Restarts, rep.Drops)
+	}
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,92 @@
+// Command chaos checks rqgo's delivery guarantees under failure: it runs
+// jobs through worker processes while it SIGKILLs workers, pauses one past
+// its lease, restarts Redis and drops every client connection, then checks
+// that no job was lost, none ended in two states, no late acknowledgement
+// overwrote a newer attempt, and duplicates stay within what the faults
+// explain.
+//
+// It starts its own redis-server (from $PATH) on a free local port, with
+// append-only persistence fsynced on every write, and never touches any
+// other Redis. It prints one line:
+//
+//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 max_recovery=1.4s
+//
+// and exits 1 when a check fails. Usage:
+//
+//	go run ./chaos -jobs 20000 -duration 5m
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+)
+
+func main() {
+	if os.Getenv(roleEnv) == "worker" {
+		os.Exit(workerMain())
+	}
+	os.Exit(cliMain(os.Args[1:]))
+}
+
+func cliMain(args []string) int {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	fs.IntVar(&cfg.Jobs, "jobs", cfg.Jobs, "number of jobs to run")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long the faults go on; jobs are enqueued in waves, one before each fault")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes running at once")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "handlers per worker process")
+	fs.DurationVar(&cfg.Lease, "lease", cfg.Lease, "the workers' lease")
+	fs.DurationVar(&cfg.KillEvery, "kill-every", 0, "SIGKILL a random worker this often (default: duration/60, at least 2s)")
+	fs.DurationVar(&cfg.Outage, "outage", cfg.Outage, "how long Redis stays down when it is restarted")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "how long to wait, after the faults, for every job to end")
+	fs.Int64Var(&cfg.Seed, "seed", 0, "random seed (default: from the clock)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the Redis data and worker logs directory")
+	fs.BoolVar(&cfg.Verbose, "v", false, "print each fault as it happens")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "chaos: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	cfg.Out = os.Stdout
+	if cfg.Verbose {
+		cfg.Log = os.Stderr
+	}
+	rep, err := run(cfg)
+	if errors.Is(err, errNoRedisServer) {
+		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
+			fmt.Fprintf(os.Stderr, "chaos: %v and RQGO_REQUIRE_REDIS=1\n", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "chaos: skipped: %v\n", err)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chaos: %v\n", err)
+		return 1
+	}
+	fmt.Println(rep.Line())
+	if len(rep.Problems) > 0 {
+		for _, p := range rep.Problems {
+			fmt.Fprintln(os.Stderr, "chaos: FAIL:", p)
+		}
+		return 1
+	}
+	return 0
+}
+
+func defaultConfig() config {
+	return config{
+		Jobs:        2000,
+		Duration:    30 * time.Second,
+		Workers:     4,
+		Concurrency: 4,
+		Lease:       time.Second,
+		Outage:      500 * time.Millisecond,
+		Settle:      time.Minute,
+	}
+}
