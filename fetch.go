@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,6 +32,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
+		fetched, idle := time.Now(), w.inflight.Load() == 0
 		jobs, next, err := w.fetch(ctx, int(free))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -47,7 +49,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			continue
 		}
 		if w.opts.Burst && len(jobs) == 0 {
-			if w.burstDone() {
+			if idle && w.retriesDue(fetched) {
 				return
 			}
 			w.waitBurst(ctx, next)
@@ -57,8 +59,12 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	}
 }
 
-func (w *Worker) burstDone() bool {
-	return w.inflight.Load() == 0 && time.Now().UnixMilli() > w.retryDue.Load()
+// retriesDue says whether every retry this worker scheduled was due before
+// a fetch that started at t. A burst worker returns when such a fetch,
+// started with nothing running (so no outcome could land after it looked),
+// found nothing.
+func (w *Worker) retriesDue(t time.Time) bool {
+	return t.UnixMilli() > w.retryDue.Load()
 }
 
 // waitBurst waits, in burst mode, for a running job to end or the next
@@ -125,31 +131,46 @@ func (w *Worker) fetch(ctx context.Context, n int) ([]*Job, time.Time, error) {
 }
 
 // block waits in Redis until a job is enqueued to one of the worker's
-// queues, the next scheduled job comes due, maxBlock passes, or ctx ends.
+// queues, the next scheduled job comes due, w.maxBlock passes, or ctx ends.
+//
+// Each queue's keys live in their own Cluster slot, so the worker blocks on
+// each queue with a BLPOP of its own, in parallel; the first to return wakes
+// the others through the worker's per-queue wake key. With one queue (the
+// common case) that is a single BLPOP.
 func (w *Worker) block(ctx context.Context, next time.Time) {
-	d := maxBlock
+	d := w.maxBlock
 	if !next.IsZero() {
 		d = min(d, time.Until(next))
 	}
 	if d < time.Millisecond {
 		return
 	}
-	keys := make([]string, 0, len(w.queues)+1)
-	keys = append(keys, w.wakeKey())
-	for _, q := range w.queues {
-		keys = append(keys, q.k.wake())
-	}
 	stop := context.AfterFunc(ctx, func() {
-		// Wake this worker's own BLPOP so shutdown does not wait for it.
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
-			p.LPush(c, w.wakeKey(), "stop")
-			p.PExpire(c, w.wakeKey(), 10*time.Second)
-			return nil
-		})
+		// Wake this worker's BLPOPs so shutdown does not wait for them.
+		w.wakeSelf(context.WithoutCancel(ctx), -1)
 	})
 	defer stop()
+	if len(w.queues) == 1 {
+		w.blpop(ctx, d, w.queues[0])
+		return
+	}
+	first := make(chan int, len(w.queues))
+	var wg sync.WaitGroup
+	for i, q := range w.queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.blpop(ctx, d, q)
+			first <- i
+		}()
+	}
+	w.wakeSelf(ctx, <-first)
+	wg.Wait()
+}
+
+// blpop waits up to d for a wake-up token of queue q.
+func (w *Worker) blpop(ctx context.Context, d time.Duration, q workerQueue) {
+	keys := []string{q.k.wakeWorker(w.id), q.k.wake()}
 	var err error
 	if d >= time.Second {
 		err = w.rdb.BLPop(ctx, d, keys...).Err()
@@ -157,21 +178,29 @@ func (w *Worker) block(ctx context.Context, next time.Time) {
 		// go-redis's BLPop rounds a wait under a second up to one; BLPOP
 		// itself takes fractional seconds (Redis ≥ 6). A wait this short
 		// fits in the client's read timeout.
-		args := make([]any, 0, len(keys)+2)
-		args = append(args, "BLPOP")
-		for _, k := range keys {
-			args = append(args, k)
-		}
-		args = append(args, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
-		err = w.rdb.Do(ctx, args...).Err()
+		err = w.rdb.Do(ctx, "BLPOP", keys[0], keys[1], strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).Err()
 	}
 	if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
-		w.log.Warn("waiting for jobs failed", "err", err)
+		w.log.Warn("waiting for jobs failed", "queue", q.name, "err", err)
 		sleepCtx(ctx, 100*time.Millisecond)
 	}
 }
 
-func (w *Worker) wakeKey() string { return workerKey(w.opts.Prefix, w.id) + ":wake" }
+// wakeSelf pushes a token to this worker's wake key of every queue but
+// skip, ending its BLPOPs there. The keys expire in case nobody pops them.
+func (w *Worker) wakeSelf(ctx context.Context, skip int) {
+	c, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, _ = w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
+		for i, q := range w.queues {
+			if i != skip {
+				p.LPush(c, q.k.wakeWorker(w.id), "1")
+				p.PExpire(c, q.k.wakeWorker(w.id), 10*time.Second)
+			}
+		}
+		return nil
+	})
+}
 
 // run is one attempt of a job on this worker.
 type run struct {

@@ -36,6 +36,10 @@ func (k keys) seq() string          { return k.base + "seq" }
 func (k keys) wake() string         { return k.base + "wake" }
 func (k keys) reaper() string       { return k.base + "reaper" }
 
+// wakeWorker is one worker's own wake key for the queue, used to end its
+// BLPOP early (shutdown, or another queue woke it).
+func (k keys) wakeWorker(id string) string { return k.base + "wake:" + id }
+
 // queuesKey is the set of known queue names.
 func queuesKey(prefix string) string { return prefix + ":queues" }
 

@@ -104,6 +104,7 @@ type Worker struct {
 	// the shutdown grace period does.
 	handlerBase context.Context
 	startedAt   time.Time
+	maxBlock    time.Duration // longest idle wait in Redis: maxBlock, longer in tests
 }
 
 type workerQueue struct {
@@ -154,6 +155,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		handlers:  map[string]Handler{},
 		running:   map[*run]struct{}{},
 		freed:     make(chan struct{}, 1),
+		maxBlock:  maxBlock,
 		reapEvery: min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
 	}
 	for _, name := range o.Queues {

@@ -3,6 +3,7 @@ package rqgo
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -362,5 +363,57 @@ func TestInvalidWorkerOptions(t *testing.T) {
 	w.Register("", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
 	if err := w.Run(t.Context()); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Run after Register(\"\") = %v, want ErrInvalid", err)
+	}
+}
+
+// An idle worker is woken by enqueue on any of its queues: with its idle
+// wait made an hour long, only a wake-up can start these jobs.
+func TestIdleWorkerWakesForEachQueue(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		w := e.worker(t, WorkerOptions{Queues: []string{"a", "b", "c"}})
+		w.maxBlock = time.Hour
+		ran := make(chan string)
+		RegisterFunc(w, "f", func(ctx context.Context, s string) (any, error) {
+			ran <- s
+			return nil, nil
+		})
+		stop := start(t, w)
+		for _, name := range []string{"c", "a", "b", "c"} {
+			// Wait until the worker is blocked, so the wake-up is what starts the job.
+			waitBlocked(t, e, 3)
+			if _, err := e.queue(name).EnqueueContext(ctx, "f", name); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case got := <-ran:
+				if got != name {
+					t.Fatalf("ran a job of %s, want %s", got, name)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatalf("job enqueued to idle queue %s never started: no wake-up", name)
+			}
+		}
+		// Shutdown wakes the worker too: stop returns without the hour passing.
+		stop()
+	})
+}
+
+// waitBlocked polls until n client connections are blocked in BLPOP.
+func waitBlocked(t *testing.T, e *testEnv, n int) {
+	t.Helper()
+	if e.mr != nil {
+		return // miniredis does not report blocked clients; the wake token covers the race
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info := e.rdb.Info(t.Context(), "clients").Val()
+		if strings.Contains(info, fmt.Sprintf("blocked_clients:%d\r", n)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never blocked in Redis: %s", info)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
