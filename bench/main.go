@@ -39,6 +39,7 @@ type config struct {
 	latencyConcurrency int
 	timeout            time.Duration
 	cpuprofile         string
+	asynqTaskCheck     time.Duration
 	quick              bool
 }
 
@@ -69,7 +70,8 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&cfg.latencyFor, "latency-for", 3*time.Second, "length of each latency run")
 	flag.IntVar(&cfg.latencyConcurrency, "latency-concurrency", 10, "worker concurrency in the latency runs")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "give up on a run after this long")
-	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of rqgo's first timed processing run at each concurrency (FILE gets .cN before its extension)")
+	flag.DurationVar(&cfg.asynqTaskCheck, "asynq-task-check", 0, "asynq's TaskCheckInterval, how long its idle workers sleep between polls (0: asynq's default, 1s)")
+	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write CPU profiles of rqgo's first timed run of enqueue with -producers (FILE gets .enqueue before its extension) and of processing at each concurrency N (.cN)")
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: smaller sizes and one run per figure, unless set by flags")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -125,6 +127,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	asynqTaskCheck = cfg.asynqTaskCheck
 	e := &env{opt: opt, cfg: cfg}
 	rdb, _ := e.client()
 	defer rdb.Close()
@@ -137,6 +140,7 @@ func run() error {
 	fmt.Printf("machine: %d CPUs, %s; Redis %s at %s db %d; %s; asynq %s\n",
 		runtime.NumCPU(), cpuModel(), redisVersion(ctx, rdb), opt.Addr, opt.DB, runtime.Version(), moduleVersion("github.com/hibiken/asynq"))
 	fmt.Printf("command: %s\n", commandLine())
+	fmt.Printf("both with their default options; go-redis pool %d per system; asynq TaskCheckInterval %s\n", cfg.pool, orDefault(cfg.asynqTaskCheck))
 	fmt.Printf("sizes: %d runs; enqueue %d jobs; processing %d preloaded jobs at concurrency %v; latency %g jobs/s for %s, concurrency %d\n\n",
 		cfg.runs, cfg.enqueueJobs, cfg.jobs, cfg.concurrency, cfg.latencyRate, cfg.latencyFor, cfg.latencyConcurrency)
 	began := time.Now()
@@ -146,16 +150,23 @@ func run() error {
 	type fig = [2][]float64
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
+	var enqTrips, enqCPU fig
 	for _, p := range []int{1, cfg.producers} {
 		var f fig
 		for r := range cfg.runs {
 			for i, s := range systems {
-				v, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, p)
+				profile := ""
+				if r == 0 && s.name == "rqgo" && p == cfg.producers {
+					profile = profileName(cfg.cpuprofile, "enqueue")
+				}
+				v, trips, cpu, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, p, profile)
 				if err != nil {
 					return err
 				}
-				progress("enqueue, %d producers, run %d: %s %.0f jobs/s", p, r+1, s.name, v)
+				progress("enqueue, %d producer%s, run %d: %s %.0f jobs/s, %.2f round trips/job", p, plural(p), r+1, s.name, v, trips)
 				f[i] = append(f[i], v)
+				enqTrips[i] = append(enqTrips[i], trips)
+				enqCPU[i] = append(enqCPU[i], cpu)
 			}
 		}
 		t.add(fmt.Sprintf("enqueue, %d producer%s (jobs/s)", p, plural(p)), "%.0f", median(f[0]), median(f[1]), higher, targetFor(p == cfg.producers && p > 1, 2))
@@ -172,9 +183,8 @@ func run() error {
 		for r := range cfg.runs {
 			for i, s := range systems {
 				profile := ""
-				if cfg.cpuprofile != "" && r == 0 && s.name == "rqgo" {
-					ext := filepath.Ext(cfg.cpuprofile)
-					profile = fmt.Sprintf("%s.c%d%s", strings.TrimSuffix(cfg.cpuprofile, ext), c, ext)
+				if r == 0 && s.name == "rqgo" {
+					profile = profileName(cfg.cpuprofile, fmt.Sprintf("c%d", c))
 				}
 				res, err := e.process(ctx, s, cfg.jobs, c, profile)
 				if err != nil {
@@ -214,12 +224,14 @@ func run() error {
 	t.add("latency enqueue→start p50 (ms), "+lat, "%.3f", median(p50[0]), median(p50[1]), lower, "< 1 ms")
 	t.add("latency enqueue→start p99 (ms), "+lat, "%.3f", median(p99[0]), median(p99[1]), lower, "")
 	t.add("Redis memory per queued job (bytes)", "%.0f", median(mem[0]), median(mem[1]), lower, "≤ 1×")
+	t.add("round trips per enqueued job", "%.3f", median(enqTrips[0]), median(enqTrips[1]), lower, "")
+	t.add("Redis CPU per enqueued job (µs, INFO cpu)", "%.1f", median(enqCPU[0]), median(enqCPU[1]), lower, "")
 	for ci, c := range cfg.concurrency {
 		pf := procs[ci]
 		t.add(fmt.Sprintf("round trips per processed job, c=%d", c), "%.3f", median(pf.trips[0]), median(pf.trips[1]), lower, "")
 		t.add(fmt.Sprintf("commands sent per processed job, c=%d", c), "%.3f", median(pf.cmds[0]), median(pf.cmds[1]), lower, "")
 		t.add(fmt.Sprintf("Redis calls per processed job (commandstats), c=%d", c), "%.2f", median(pf.calls[0]), median(pf.calls[1]), lower, "")
-		t.add(fmt.Sprintf("Redis CPU in commands per processed job (µs), c=%d", c), "%.1f", median(pf.usec[0]), median(pf.usec[1]), lower, "")
+		t.add(fmt.Sprintf("Redis CPU per processed job (µs, INFO cpu), c=%d", c), "%.1f", median(pf.usec[0]), median(pf.usec[1]), lower, "")
 		t.add(fmt.Sprintf("Go allocations per processed job, c=%d", c), "%.1f", median(pf.allocs[0]), median(pf.allocs[1]), lower, "")
 		t.add(fmt.Sprintf("Go bytes allocated per processed job, c=%d", c), "%.0f", median(pf.bytes[0]), median(pf.bytes[1]), lower, "")
 	}
@@ -231,6 +243,23 @@ func run() error {
 	}
 	fmt.Printf("took %s\n", time.Since(began).Round(time.Second))
 	return nil
+}
+
+func orDefault(d time.Duration) string {
+	if d <= 0 {
+		return "default (1s)"
+	}
+	return d.String()
+}
+
+// profileName is the CPU profile file for one part of the run: base with
+// .part before its extension, or "" when no profile was asked for.
+func profileName(base, part string) string {
+	if base == "" {
+		return ""
+	}
+	ext := filepath.Ext(base)
+	return strings.TrimSuffix(base, ext) + "." + part + ext
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

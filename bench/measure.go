@@ -37,21 +37,39 @@ func noopPayload(i int) []byte {
 }
 
 // enqueueRate enqueues n jobs from p concurrent producers, each waiting for
-// its Enqueue to return before the next, and returns jobs per second.
-func (e *env) enqueueRate(ctx context.Context, s system, n, p int) (float64, error) {
-	rdb, _ := e.client()
+// its Enqueue to return before the next, and returns jobs per second and
+// round trips per job.
+func (e *env) enqueueRate(ctx context.Context, s system, n, p int, profile string) (rate, trips, cpuUsec float64, err error) {
+	rdb, hook := e.client()
 	defer rdb.Close()
 	defer cleanup(ctx, rdb, s.keys)
 	enqueue := s.producer(rdb)
 	// One warm-up call loads scripts and opens a connection.
 	if err := enqueue(ctx, noopPayload(-1)); err != nil {
-		return 0, fmt.Errorf("%s enqueue: %w", s.name, err)
+		return 0, 0, 0, fmt.Errorf("%s enqueue: %w", s.name, err)
+	}
+	cpu0, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	trips0 := hook.trips.Load()
+	stopProfile, err := startProfile(profile)
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	start := time.Now()
-	if err := produce(ctx, enqueue, n, p); err != nil {
-		return 0, fmt.Errorf("%s enqueue: %w", s.name, err)
+	err = produce(ctx, enqueue, n, p)
+	elapsed := time.Since(start)
+	stopProfile()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("%s enqueue: %w", s.name, err)
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	cpu1, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	fn := float64(n)
+	return fn / elapsed.Seconds(), float64(hook.trips.Load()-trips0) / fn, (cpu1 - cpu0) * 1e6 / fn, nil
 }
 
 // produce enqueues n no-op jobs from p goroutines.
@@ -86,7 +104,7 @@ type processResult struct {
 	memPerJob   float64 // Redis used_memory growth per preloaded job, bytes
 	trips, cmds float64 // round trips and commands the worker's client sent, per job
 	redisCalls  float64 // commands Redis ran (commandstats, scripts' inner calls too), per job
-	redisUsec   float64 // Redis CPU time in commands, µs per job
+	redisUsec   float64 // Redis server CPU time (INFO cpu), µs per job, worker start to shutdown
 	allocs      float64 // Go heap allocations per job (the whole process)
 	allocBytes  float64 // Go heap bytes allocated per job
 	byCmd       map[string]cmdStat
@@ -132,22 +150,18 @@ func (e *env) process(ctx context.Context, s system, n, concurrency int, profile
 	runtime.GC()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	if profile != "" {
-		f, err := os.Create(profile)
-		if err != nil {
-			return res, fmt.Errorf("-cpuprofile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return res, fmt.Errorf("-cpuprofile: %w", err)
-		}
+	cpu0, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return res, err
+	}
+	stopProfile, err := startProfile(profile)
+	if err != nil {
+		return res, err
 	}
 	start := time.Now()
 	stop, err := s.startWorker(rdb, concurrency, handle)
 	if err != nil {
-		if profile != "" {
-			pprof.StopCPUProfile()
-		}
+		stopProfile()
 		return res, err
 	}
 	timeout := time.NewTimer(e.cfg.timeout)
@@ -157,9 +171,7 @@ func (e *env) process(ctx context.Context, s system, n, concurrency int, profile
 	case <-timeout.C:
 	}
 	elapsed := time.Since(start)
-	if profile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	runtime.ReadMemStats(&ms1)
 	if err := stop(); err != nil {
 		return res, err
@@ -173,6 +185,10 @@ func (e *env) process(ctx context.Context, s system, n, concurrency int, profile
 	if err != nil {
 		return res, err
 	}
+	cpu1, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return res, err
+	}
 	res.rate = float64(n) / elapsed.Seconds()
 	fn := float64(n)
 	res.trips = float64(hook.trips.Load()-trips0) / fn
@@ -181,13 +197,29 @@ func (e *env) process(ctx context.Context, s system, n, concurrency int, profile
 	delete(res.byCmd, "info") // the harness's own
 	for _, st := range res.byCmd {
 		res.redisCalls += float64(st.calls)
-		res.redisUsec += float64(st.usec)
 	}
 	res.redisCalls /= fn
-	res.redisUsec /= fn
+	res.redisUsec = (cpu1 - cpu0) * 1e6 / fn
 	res.allocs = float64(ms1.Mallocs-ms0.Mallocs) / fn
 	res.allocBytes = float64(ms1.TotalAlloc-ms0.TotalAlloc) / fn
 	return res, nil
+}
+
+// startProfile starts a CPU profile written to file, if file is not empty,
+// and returns the function that stops it.
+func startProfile(file string) (stop func(), err error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // latency starts an idle worker, enqueues jobs at a steady rate for a

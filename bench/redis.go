@@ -94,6 +94,24 @@ func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
 	return n, nil
 }
 
+// redisCPU returns the CPU time the Redis server has used (user + system),
+// all its threads, in seconds.
+func redisCPU(ctx context.Context, rdb redis.UniversalClient) (float64, error) {
+	m, err := info(ctx, rdb, "cpu")
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, k := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v, err := strconv.ParseFloat(m[k], 64)
+		if err != nil {
+			return 0, fmt.Errorf("INFO cpu: %s %q: %w", k, m[k], err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
 // cmdStat is one command's line of INFO commandstats.
 type cmdStat struct{ calls, usec int64 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -34,6 +35,9 @@ type system struct {
 }
 
 var systems = []system{rqgoSystem, asynqSystem}
+
+// asynqTaskCheck is asynq's TaskCheckInterval (-asynq-task-check).
+var asynqTaskCheck time.Duration
 
 var rqgoSystem = system{
 	name: "rqgo",
@@ -85,6 +89,8 @@ var asynqSystem = system{
 			Concurrency: concurrency,
 			Queues:      map[string]int{benchQueue: 1},
 			Logger:      nopLogger{},
+			// 0 is asynq's default, 1s.
+			TaskCheckInterval: asynqTaskCheck,
 		})
 		err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 			handle(t.Payload())

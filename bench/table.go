@@ -72,9 +72,27 @@ func cmdTable(by [2]map[string]cmdStat, jobs int) string {
 		}
 		return fmt.Sprintf("%.3f (%.2f µs)", float64(s.calls)/float64(jobs), float64(s.usec)/float64(jobs))
 	}
+	var rest [2]cmdStat
 	for _, k := range keys {
+		if total(k) < int64(jobs)/100 {
+			// Under 0.01 calls per job on both sides: summed up below.
+			for i := range by {
+				rest[i].calls += by[i][k].calls
+				rest[i].usec += by[i][k].usec
+			}
+			continue
+		}
 		rows = append(rows, []string{k, cell(by[0], k), cell(by[1], k)})
 	}
+	var calls [2]int64
+	for i := range by {
+		for _, s := range by[i] {
+			calls[i] += s.calls
+		}
+	}
+	other := [2]map[string]cmdStat{{"": rest[0]}, {"": rest[1]}}
+	rows = append(rows, []string{"(all others)", cell(other[0], ""), cell(other[1], "")},
+		[]string{"total calls", fmt.Sprintf("%.3f", float64(calls[0])/float64(jobs)), fmt.Sprintf("%.3f", float64(calls[1])/float64(jobs))})
 	return markdown([]string{"command", "rqgo calls/job (µs/job)", "asynq calls/job (µs/job)"}, rows)
 }
 
