@@ -42,7 +42,9 @@ const (
 
 var scheduleScript = loadScript("schedule")
 
-// schedule is the state hash of one periodic entry.
+// schedule is the state hash of one periodic entry: name, queue, func, spec,
+// timezone, and created_at, next_run, last_tick, last_run (Unix ms), and
+// last_job_id. schedule.lua writes it; Schedules reads it.
 func (k keys) schedule(name string) string { return k.base + "schedule:" + name }
 
 // schedulesKey is the set of known entries, as "<queue>:<name>".
@@ -56,13 +58,17 @@ type SchedulerOptions struct {
 	// CRON_TZ= prefix or [ScheduleEntry.Timezone]). Every scheduler of an
 	// entry must use the same. Default: UTC, not the host's local time.
 	Location *time.Location
-	// CatchUp makes a scheduler that starts after a tick was missed (no
-	// scheduler ran at the time) enqueue the most recent missed tick once.
-	// Default: false, missed ticks are skipped.
+	// CatchUp decides what happens to a tick that no scheduler enqueued
+	// within Grace, typically because none ran at the time. With CatchUp,
+	// the next scheduler to run enqueues the most recent such tick once,
+	// late (older missed ticks are dropped). Default: false, missed ticks
+	// are skipped. Ticks from before an entry was first seen in Redis are
+	// never caught up.
 	CatchUp bool
 	// Grace is how late a tick may be enqueued and still count as on time,
-	// for example by a scheduler restarted a few seconds after the tick.
-	// Default: [DefaultScheduleGrace] (one minute).
+	// for example by a scheduler started a few seconds after the tick, or
+	// retrying after a Redis error. Default: [DefaultScheduleGrace] (one
+	// minute).
 	Grace time.Duration
 	// Logger receives the scheduler's logs. Default: [slog.Default].
 	Logger *slog.Logger
@@ -105,7 +111,9 @@ type ScheduleEntry struct {
 // step. Ticks are computed from the scheduler's clock, so hosts that run
 // schedulers need synchronized clocks (NTP).
 //
-// Add entries, then call Run once. Add returns an error once Run has started.
+// Create a Scheduler with [NewScheduler], add entries, then call Run once;
+// Add returns an error once Run has started. Its methods are safe for
+// concurrent use.
 type Scheduler struct {
 	rdb  redis.UniversalClient
 	opts SchedulerOptions
@@ -360,10 +368,11 @@ func (c cronSchedule) prev(t time.Time) time.Time {
 }
 
 // Run enqueues the jobs of every entry's ticks until ctx is done, then
-// returns nil. It sleeps until the next tick of any entry (at most a
-// minute). Redis errors are logged and retried with backoff while the tick
-// is within the grace. Run may be called only once per Scheduler, after at
-// least one Add.
+// returns nil. Between ticks it sleeps until the next tick of any entry (at
+// most a minute, so a step of the wall clock is noticed). Redis errors are
+// logged and retried after 1s, doubling up to 30s; a tick is still enqueued
+// if that succeeds within the grace. Run may be called only once per
+// Scheduler, after at least one Add.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if s.err != nil {
 		return s.err
@@ -405,9 +414,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-// Tick enqueues the jobs of the ticks due now, as Run does at each wake-up.
-// It is for programs that drive a scheduler themselves instead of calling
-// Run; it is safe to call concurrently with Run and Tick.
+// Tick enqueues the jobs of the ticks due now, as Run does at each wake-up,
+// and returns the Redis errors it met. It is for programs that drive a
+// scheduler themselves (for example from a platform's own cron, once a
+// minute) instead of calling Run.
 func (s *Scheduler) Tick(ctx context.Context) error {
 	if s.err != nil {
 		return s.err
@@ -500,7 +510,7 @@ func (s *Scheduler) fire(ctx context.Context, e *schedEntry, now time.Time) erro
 	case 3:
 		log.Debug("periodic job existed already", "job_id", id, "tick", tick)
 	case 4:
-		log.Warn("tick missed while no scheduler ran; skipped (CatchUp is off)", "tick", tick)
+		log.Warn("tick missed: no scheduler enqueued it within the grace; skipped (CatchUp is off)", "tick", tick)
 	}
 	return nil
 }
