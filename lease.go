@@ -209,7 +209,9 @@ func (w *Worker) renew(ctx context.Context) {
 	byQueue := map[string][]*run{}
 	w.mu.Lock()
 	for r := range w.running {
-		if !r.lost && !r.done {
+		// A run whose handler returned keeps its lease until its outcome is
+		// recorded, so a slow or retried write does not hand the job out again.
+		if !r.lost {
 			byQueue[r.q.name] = append(byQueue[r.q.name], r)
 		}
 	}
