@@ -30,7 +30,12 @@ func (o *enqueueOptions) fail(format string, a ...any) {
 // [ErrJobExists] when a job with that id exists in the queue; it never
 // overwrites one.
 func JobID(id string) EnqueueOption {
-	return func(o *enqueueOptions) { o.id = id }
+	return func(o *enqueueOptions) {
+		if err := validateJobID(id); err != nil && o.err == nil {
+			o.err = err
+		}
+		o.id = id
+	}
 }
 
 // Retry sets how many times a failed job is retried (default

@@ -143,8 +143,6 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 	}
 	if o.id == "" {
 		o.id = newID()
-	} else if err := validateJobID(o.id); err != nil {
-		return nil, nil, err
 	}
 	j := &Job{ID: o.id, Queue: q.name, Func: fn, Args: raw, MaxRetries: o.maxRetries, Timeout: o.timeout}
 	var at int64

@@ -215,3 +215,15 @@ func TestJobsListing(t *testing.T) {
 		}
 	})
 }
+
+func TestEmptyJobIDIsInvalid(t *testing.T) {
+	e := newMiniEnv(t)
+	for _, id := range []string{"", "has space", "tab\there"} {
+		if _, err := e.queue("default").EnqueueContext(t.Context(), "f", nil, JobID(id)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("JobID(%q): err = %v, want ErrInvalid", id, err)
+		}
+	}
+	if n := e.rdb.LLen(t.Context(), e.queue("default").k.pending()).Val(); n != 0 {
+		t.Errorf("%d jobs enqueued with invalid ids, want none", n)
+	}
+}
