@@ -843,3 +843,24 @@ func TestSchedulerProcesses(t *testing.T) {
 	}
 	t.Logf("%d ticks: process 1 enqueued %d, process 2 enqueued %d", len(got), children[0].won, children[1].won)
 }
+
+// BenchmarkSchedulerTick measures one tick of one entry: computing the tick
+// and the one script call that records it and enqueues its job.
+func BenchmarkSchedulerTick(b *testing.B) {
+	e := benchEnv(b)
+	var now time.Time
+	s := NewScheduler(e.rdb, SchedulerOptions{Prefix: e.prefix, Now: func() time.Time { return now }})
+	if err := s.AddEntry(ScheduleEntry{Name: "bench", Cron: "@every 1s", Func: "resize",
+		Args: map[string]any{"image": "photos/42.jpg", "width": 640}}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	now = t0
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(time.Second)
+		if err := s.Tick(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
