@@ -39,6 +39,7 @@ type config struct {
 	latencyConcurrency int
 	timeout            time.Duration
 	cpuprofile         string
+	memprofile         string
 	asynqTaskCheck     time.Duration
 	quick              bool
 }
@@ -72,6 +73,7 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "give up on a run after this long")
 	flag.DurationVar(&cfg.asynqTaskCheck, "asynq-task-check", 0, "asynq's TaskCheckInterval, how long its idle workers sleep between polls (0: asynq's default, 1s)")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write CPU profiles of rqgo's first timed run of enqueue with -producers (FILE gets .enqueue before its extension) and of processing at each concurrency N (.cN)")
+	flag.StringVar(&cfg.memprofile, "memprofile", "", "write allocation profiles around rqgo's first timed processing run at each concurrency N: FILE.cN and FILE.cN.base (compare with go tool pprof -base)")
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: smaller sizes and one run per figure, unless set by flags")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -182,11 +184,12 @@ func run() error {
 		pf := &procs[ci]
 		for r := range cfg.runs {
 			for i, s := range systems {
-				profile := ""
+				profile, memprofile := "", ""
 				if r == 0 && s.name == "rqgo" {
 					profile = profileName(cfg.cpuprofile, fmt.Sprintf("c%d", c))
+					memprofile = profileName(cfg.memprofile, fmt.Sprintf("c%d", c))
 				}
-				res, err := e.process(ctx, s, cfg.jobs, c, profile)
+				res, err := e.process(ctx, s, cfg.jobs, c, profile, memprofile)
 				if err != nil {
 					return err
 				}

@@ -114,7 +114,7 @@ type processResult struct {
 // of the given concurrency from its start until its handler has run n
 // times. profile, when not empty, is a file for a CPU profile of the timed
 // part.
-func (e *env) process(ctx context.Context, s system, n, concurrency int, profile string) (processResult, error) {
+func (e *env) process(ctx context.Context, s system, n, concurrency int, profile, memprofile string) (processResult, error) {
 	var res processResult
 	rdb, hook := e.client()
 	defer rdb.Close()
@@ -154,6 +154,9 @@ func (e *env) process(ctx context.Context, s system, n, concurrency int, profile
 	if err != nil {
 		return res, err
 	}
+	if err := writeAllocs(memprofile + ".base"); memprofile != "" && err != nil {
+		return res, err
+	}
 	stopProfile, err := startProfile(profile)
 	if err != nil {
 		return res, err
@@ -173,6 +176,9 @@ func (e *env) process(ctx context.Context, s system, n, concurrency int, profile
 	elapsed := time.Since(start)
 	stopProfile()
 	runtime.ReadMemStats(&ms1)
+	if err := writeAllocs(memprofile); memprofile != "" && err != nil {
+		return res, err
+	}
 	if err := stop(); err != nil {
 		return res, err
 	}
@@ -220,6 +226,24 @@ func startProfile(file string) (stop func(), err error) {
 		return nil, fmt.Errorf("-cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeAllocs writes the allocation profile so far to file; the timed
+// part's allocations are this profile minus the one written before it
+// (go tool pprof -sample_index=alloc_space -base FILE.base FILE).
+func writeAllocs(file string) error {
+	if file == "" || file == ".base" {
+		return nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	return nil
 }
 
 // latency starts an idle worker, enqueues jobs at a steady rate for a
