@@ -124,7 +124,7 @@ type Scheduler struct {
 
 	mu         sync.Mutex
 	entries    []*schedEntry
-	names      map[string]int // "<queue>:<name>" → index in entries
+	names      map[string]bool // "<queue>:<name>" of every entry
 	started    bool
 	skewWarned bool
 }
@@ -154,7 +154,7 @@ func NewScheduler(rdb redis.UniversalClient, opts SchedulerOptions) *Scheduler {
 	if opts.Grace == 0 {
 		opts.Grace = DefaultScheduleGrace
 	}
-	s := &Scheduler{rdb: rdb, opts: opts, log: opts.Logger, names: map[string]int{}}
+	s := &Scheduler{rdb: rdb, opts: opts, log: opts.Logger, names: map[string]bool{}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -202,11 +202,11 @@ func (s *Scheduler) AddEntry(e ScheduleEntry) error {
 		return fmt.Errorf("%w: schedule entry %q added after Run started", ErrInvalid, ce.Name)
 	}
 	id := ce.Queue + ":" + ce.Name
-	if _, dup := s.names[id]; dup {
+	if s.names[id] {
 		return fmt.Errorf("%w: schedule entry %q in queue %q is added twice; give entries with the same spec, function and queue different names",
 			ErrInvalid, ce.Name, ce.Queue)
 	}
-	s.names[id] = len(s.entries)
+	s.names[id] = true
 	s.entries = append(s.entries, ce)
 	return nil
 }
