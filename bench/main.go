@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -141,6 +142,7 @@ func run() error {
 	}()
 	fmt.Printf("machine: %d CPUs, %s; Redis %s at %s db %d; %s; asynq %s\n",
 		runtime.NumCPU(), cpuModel(), redisVersion(ctx, rdb), opt.Addr, opt.DB, runtime.Version(), moduleVersion("github.com/hibiken/asynq"))
+	fmt.Printf("rqgo: %s\n", rqgoRevision())
 	fmt.Printf("command: %s\n", commandLine())
 	fmt.Printf("both with their default options; go-redis pool %d per system; asynq TaskCheckInterval %s\n", cfg.pool, orDefault(cfg.asynqTaskCheck))
 	fmt.Printf("sizes: %d runs; enqueue %d jobs; processing %d preloaded jobs at concurrency %v; latency %g jobs/s for %s, concurrency %d\n\n",
@@ -303,6 +305,22 @@ func moduleVersion(path string) string {
 		}
 	}
 	return "unknown"
+}
+
+// rqgoRevision names the library code measured: the commit of the
+// repository this module sits in, and whether its files had uncommitted
+// changes.
+func rqgoRevision() string {
+	out, err := exec.Command("git", "-C", "..", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown revision (not a git checkout)"
+	}
+	rev := "commit " + strings.TrimSpace(string(out))
+	st, err := exec.Command("git", "-C", "..", "status", "--porcelain", "--", ":(glob)*.go", ":(glob)scripts/*").Output()
+	if err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		rev += " with uncommitted changes to the library"
+	}
+	return rev
 }
 
 // commandLine is how this run was started, for the report.
