@@ -99,7 +99,7 @@ type command struct {
 var commands []*command // filled in by init, in the order --help lists them
 
 func init() {
-	commands = []*command{workerCommand, enqueueCommand, jobCommand, infoCommand,
+	commands = []*command{workerCommand, enqueueCommand, jobCommand, infoCommand, scheduleCommand,
 		requeueCommand, cancelCommand, emptyCommand}
 }
 

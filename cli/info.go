@@ -21,8 +21,9 @@ Show every known queue with its number of queued, started, scheduled,
 finished, failed and canceled jobs, and the live workers. --json prints
 {"queues": {NAME: {"queued": N, "started": N, "scheduled": N, "finished": N,
 "failed": N, "canceled": N}, ...}, "workers": [{"id", "host", "pid",
-"queues", "concurrency", "running", "started_at"}, ...]}, times in RFC 3339
-UTC with milliseconds.
+"queues", "concurrency", "running", "started_at"}, ...], "schedules": [...]}
+(the periodic jobs, as "schedule --json" prints them), times in RFC 3339 UTC
+with milliseconds.
 
 Examples:
   %[1]s info
@@ -51,8 +52,9 @@ type workerOut struct {
 }
 
 type infoOut struct {
-	Queues  map[string]countsOut `json:"queues"`
-	Workers []workerOut          `json:"workers"`
+	Queues    map[string]countsOut `json:"queues"`
+	Workers   []workerOut          `json:"workers"`
+	Schedules []scheduleOut        `json:"schedules"`
 }
 
 func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
@@ -87,10 +89,17 @@ func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			out.Workers = append(out.Workers, workerOut{ID: w.ID, Host: w.Host, PID: w.PID, Queues: w.Queues,
 				Concurrency: w.Concurrency, Running: w.Running, StartedAt: fmtTime(w.StartedAt)})
 		}
+		if out.Schedules, err = schedules(ctx, rdb, e.prefix); err != nil {
+			return err
+		}
 		if *asJSON {
 			return writeJSON(e.stdout, out)
 		}
 		writeInfo(e.stdout, names, out)
+		if len(out.Schedules) > 0 {
+			fmt.Fprintln(e.stdout)
+			writeSchedules(e.stdout, out.Schedules)
+		}
 		return nil
 	}
 }

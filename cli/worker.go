@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -14,7 +16,7 @@ import (
 var workerCommand = &command{
 	name:     "worker",
 	summary:  "run jobs from queues until stopped (or, with --burst, until they are empty)",
-	synopsis: "[--queues Q1,Q2] [--concurrency N] [--burst] [--lease D] [--timeout D] [--grace D] [--exec NAME=COMMAND]... [--name NAME]",
+	synopsis: "[--queues Q1,Q2] [--concurrency N] [--burst] [--lease D] [--timeout D] [--grace D] [--exec NAME=COMMAND]... [--name NAME] [--with-scheduler --schedule FILE]",
 	help: `
 Run jobs from the listed queues, in strict priority order: a job of a later
 queue starts only when every earlier queue has none ready. SIGINT or SIGTERM
@@ -36,6 +38,13 @@ and put back in their queues at once.
     whatever COMMAND leaves running in its group when it exits is killed too.
 Commands come only from these flags, never from job data.
 
+--with-scheduler --schedule FILE also runs a scheduler that enqueues the
+periodic jobs listed in FILE, a JSON array such as
+  [{"name": "nightly-cleanup", "cron": "0 3 * * *", "func": "cleanup",
+    "args": {"days": 30}, "queue": "default", "timezone": "Europe/Berlin"}]
+Any number of workers may run the same schedule: each tick becomes exactly
+one job. A bad entry stops the worker at start with an error naming it.
+
 Examples:
   %[1]s worker --queues high,default --exec 'resize=./bin/resize'
   %[1]s worker --queues default --burst --concurrency 4 \
@@ -53,6 +62,8 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		timeout     = fs.Duration("timeout", rqgo.DefaultTimeout, "time limit of one attempt, for jobs enqueued without --timeout")
 		grace       = fs.Duration("grace", rqgo.DefaultShutdownTimeout, "how long a shutdown waits for running jobs before stopping them and requeueing them")
 		name        = fs.String("name", "", "worker `NAME` shown in jobs and in info (default host.pid.random)")
+		withSched   = fs.Bool("with-scheduler", false, "also enqueue the periodic jobs of --schedule (safe in every worker)")
+		schedFile   = fs.String("schedule", "", "JSON schedule `FILE` of periodic jobs, for --with-scheduler")
 		execs       []*execHandler
 	)
 	fs.Func("exec", "register function NAME as the shell command COMMAND, given as `NAME=COMMAND` (repeatable)", func(v string) error {
@@ -63,8 +74,6 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		execs = append(execs, h)
 		return nil
 	})
-	// The scheduler's flags (--with-scheduler, --schedule FILE) go here,
-	// and its start next to w.Run below.
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected argument %q", args[0])
@@ -91,6 +100,26 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		}
 		if len(execs) == 0 && len(e.handlers) == 0 && len(e.setups) == 0 {
 			return usagef("no functions to run: pass --exec NAME=COMMAND")
+		}
+		var entries []rqgo.ScheduleEntry
+		switch {
+		case *withSched && *schedFile == "":
+			return usagef("--with-scheduler needs --schedule FILE")
+		case !*withSched && *schedFile != "":
+			return usagef("--schedule needs --with-scheduler")
+		case *withSched:
+			f, err := os.Open(*schedFile)
+			if err != nil {
+				return usagef("--schedule: %v", err)
+			}
+			entries, err = rqgo.ParseScheduleFile(f)
+			f.Close()
+			if err != nil {
+				return usagef("--schedule %s: %v", *schedFile, err)
+			}
+			if len(entries) == 0 {
+				return usagef("--schedule %s lists no entries", *schedFile)
+			}
 		}
 		rdb, err := e.connect(ctx)
 		if err != nil {
@@ -120,6 +149,20 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		// orphan running commands; the grace period bounds the shutdown.
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		return w.Run(ctx)
+		if len(entries) == 0 {
+			return w.Run(ctx)
+		}
+		s := rqgo.NewScheduler(rdb, rqgo.SchedulerOptions{Prefix: e.prefix, Logger: e.logger})
+		for _, en := range entries {
+			if err := s.AddEntry(en); err != nil {
+				return err
+			}
+		}
+		sctx, stopScheduler := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.Run(sctx) }()
+		err = w.Run(ctx)
+		stopScheduler() // a --burst worker that is done stops its scheduler too
+		return errors.Join(err, <-done)
 	}
 }

@@ -7,6 +7,7 @@ package main
 
 import (
 	"os"
+	_ "time/tzdata" // schedule time zones work in containers without zoneinfo
 
 	"github.com/rqgo/rqgo/cli"
 )
