@@ -89,3 +89,11 @@ func validateToken(what, v string) error {
 	}
 	return nil
 }
+
+// schedule is the state hash of one periodic entry: name, queue, func, spec,
+// timezone, and created_at, next_run, last_tick, last_run (Unix ms), and
+// last_job_id. schedule.lua writes it; Schedules reads it.
+func (k keys) schedule(name string) string { return k.base + "schedule:" + name }
+
+// schedulesKey is the set of known entries, as "<queue>:<name>".
+func schedulesKey(prefix string) string { return prefix + ":schedules" }
