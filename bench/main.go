@@ -154,7 +154,10 @@ func run() error {
 	type fig = [2][]float64
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
-	var enqTrips, enqCPU fig
+	var (
+		enqTrips, enqCPU fig
+		enqByCmd         [2]map[string]cmdStat
+	)
 	for _, p := range []int{1, cfg.producers} {
 		var f fig
 		for r := range cfg.runs {
@@ -163,7 +166,7 @@ func run() error {
 				if r == 0 && s.name == "rqgo" && p == cfg.producers {
 					profile = profileName(cfg.cpuprofile, "enqueue")
 				}
-				v, trips, cpu, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, p, profile)
+				v, trips, cpu, byCmd, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, p, profile)
 				if err != nil {
 					return err
 				}
@@ -171,6 +174,9 @@ func run() error {
 				f[i] = append(f[i], v)
 				enqTrips[i] = append(enqTrips[i], trips)
 				enqCPU[i] = append(enqCPU[i], cpu)
+				if p == cfg.producers && r == cfg.runs-1 {
+					enqByCmd[i] = byCmd
+				}
 			}
 		}
 		t.add(fmt.Sprintf("enqueue, %d producer%s (jobs/s)", p, plural(p)), "%.0f", median(f[0]), median(f[1]), higher, targetFor(p == cfg.producers && p > 1, 2))
@@ -242,8 +248,10 @@ func run() error {
 	}
 	fmt.Println(t)
 
+	fmt.Printf("Redis calls per enqueued job by command, %d producers, last run (commandstats; calls made inside scripts count too, and a script's µs include theirs):\n\n", cfg.producers)
+	fmt.Println(cmdTable(enqByCmd, cfg.enqueueJobs))
 	for ci, c := range cfg.concurrency {
-		fmt.Printf("Redis calls per processed job by command, concurrency %d, last run (commandstats; calls made inside scripts count too):\n\n", c)
+		fmt.Printf("Redis calls per processed job by command, concurrency %d, last run (commandstats; calls made inside scripts count too, and a script's µs include theirs):\n\n", c)
 		fmt.Println(cmdTable(procs[ci].byCmd, cfg.jobs))
 	}
 	fmt.Printf("took %s\n", time.Since(began).Round(time.Second))

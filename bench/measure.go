@@ -39,37 +39,47 @@ func noopPayload(i int) []byte {
 // enqueueRate enqueues n jobs from p concurrent producers, each waiting for
 // its Enqueue to return before the next, and returns jobs per second and
 // round trips per job.
-func (e *env) enqueueRate(ctx context.Context, s system, n, p int, profile string) (rate, trips, cpuUsec float64, err error) {
+func (e *env) enqueueRate(ctx context.Context, s system, n, p int, profile string) (rate, trips, cpuUsec float64, byCmd map[string]cmdStat, err error) {
 	rdb, hook := e.client()
 	defer rdb.Close()
 	defer cleanup(ctx, rdb, s.keys)
 	enqueue := s.producer(rdb)
 	// One warm-up call loads scripts and opens a connection.
 	if err := enqueue(ctx, noopPayload(-1)); err != nil {
-		return 0, 0, 0, fmt.Errorf("%s enqueue: %w", s.name, err)
+		return 0, 0, 0, nil, fmt.Errorf("%s enqueue: %w", s.name, err)
+	}
+	stats0, err := commandStats(ctx, rdb)
+	if err != nil {
+		return 0, 0, 0, nil, err
 	}
 	cpu0, err := redisCPU(ctx, rdb)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, nil, err
 	}
 	trips0 := hook.trips.Load()
 	stopProfile, err := startProfile(profile)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, nil, err
 	}
 	start := time.Now()
 	err = produce(ctx, enqueue, n, p)
 	elapsed := time.Since(start)
 	stopProfile()
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("%s enqueue: %w", s.name, err)
+		return 0, 0, 0, nil, fmt.Errorf("%s enqueue: %w", s.name, err)
 	}
 	cpu1, err := redisCPU(ctx, rdb)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, nil, err
 	}
+	stats1, err := commandStats(ctx, rdb)
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	byCmd = diffStats(stats0, stats1)
+	delete(byCmd, "info")
 	fn := float64(n)
-	return fn / elapsed.Seconds(), float64(hook.trips.Load()-trips0) / fn, (cpu1 - cpu0) * 1e6 / fn, nil
+	return fn / elapsed.Seconds(), float64(hook.trips.Load()-trips0) / fn, (cpu1 - cpu0) * 1e6 / fn, byCmd, nil
 }
 
 // produce enqueues n no-op jobs from p goroutines.
