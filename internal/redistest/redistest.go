@@ -1,0 +1,204 @@
+// Package redistest starts real local Redis topologies for tests: a single
+// server, a Redis Cluster, a Sentinel setup and a TLS server, each on free
+// ports of 127.0.0.1, with data in a temporary directory.
+//
+// Every process is killed and every directory removed when the test ends
+// (t.Cleanup). When redis-server (or redis-cli, for a cluster) is not
+// installed the test is skipped with a message, unless RQGO_REQUIRE_REDIS=1,
+// when it fails instead.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// startTimeout bounds how long a process may take to answer.
+const startTimeout = 15 * time.Second
+
+// Server is one redis-server (or sentinel) process.
+type Server struct {
+	Addr string // 127.0.0.1:port
+	Port int
+	Dir  string // working directory: data, config, log
+
+	t    testing.TB
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{} // closed when the process has exited
+}
+
+// Binary returns the path of the named Redis program. When it is missing
+// the test is skipped, or failed when RQGO_REQUIRE_REDIS=1.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
+		t.Fatalf("%s not found and RQGO_REQUIRE_REDIS=1: %v", name, err)
+	}
+	t.Skipf("%s not found (%v); install Redis 7 to run this test", name, err)
+	return ""
+}
+
+// FreePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StartServer starts redis-server on a free port, without persistence, with
+// extra arguments appended to its command line (e.g. "--maxmemory-policy",
+// "noeviction"), and waits until it answers PING.
+func StartServer(t testing.TB, args ...string) *Server {
+	t.Helper()
+	port := FreePort(t)
+	s := launch(t, port, append([]string{"--port", strconv.Itoa(port)}, args...))
+	s.waitReady(func(ctx context.Context) error {
+		c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+		defer c.Close()
+		return c.Ping(ctx).Err()
+	})
+	return s
+}
+
+// launch starts redis-server with args in a temporary directory, without
+// persistence.
+func launch(t testing.TB, port int, args []string) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	argv := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}
+	return launchBin(t, "redis-server", dir, port, append(argv, args...))
+}
+
+// launchBin starts a Redis program in dir.
+func launchBin(t testing.TB, name, dir string, port int, argv []string) *Server {
+	t.Helper()
+	bin := Binary(t, name)
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir,
+		t: t, out: &syncBuffer{}, done: make(chan struct{})}
+	s.cmd = exec.Command(bin, argv...)
+	s.cmd.Dir = dir
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("starting %s %s: %v", bin, strings.Join(argv, " "), err)
+	}
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// waitReady polls ready (nothing signals a server's readiness) until it
+// succeeds, failing the test when the process exits or time runs out.
+func (s *Server) waitReady(ready func(ctx context.Context) error) {
+	s.t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			s.t.Fatalf("redis-server on %s exited at start:\n%s", s.Addr, s.Output())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = ready(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server on %s not ready after %s: %v\n%s", s.Addr, startTimeout, err, s.Output())
+}
+
+// Kill stops the process with SIGKILL, as a crash would, and waits for it
+// to exit. It is safe to call more than once.
+func (s *Server) Kill() {
+	if s.cmd.Process != nil {
+		// The whole process group: a fork saving a snapshot goes too.
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	<-s.done
+}
+
+// Exited says whether the process has ended.
+func (s *Server) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Output returns what the process printed so far (its log).
+func (s *Server) Output() string { return s.out.String() }
+
+// Client returns a client of this server, closed when the test ends.
+func (s *Server) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// infoField returns one "name:value" field of an INFO or CLUSTER INFO reply.
+func infoField(info, name string) string {
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// writeFile writes a file into dir and returns its path.
+func writeFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatalf("writing %s: %v", p, err)
+	}
+	return p
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
