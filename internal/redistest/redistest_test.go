@@ -2,7 +2,7 @@ package redistest
 
 import (
 	"context"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
