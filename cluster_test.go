@@ -1,0 +1,427 @@
+package rqgo
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rqgo/rqgo/internal/redistest"
+)
+
+// The tests in this file run rqgo on a local Redis Cluster started by
+// internal/redistest. They need redis-server and redis-cli, and are skipped
+// with -short.
+
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts its own Redis processes; skipped with -short")
+	}
+}
+
+// clusterEnv is a testEnv on a cluster client, with a fresh prefix whose
+// keys are deleted from every master when the test ends.
+func clusterEnv(t *testing.T, c *redistest.Cluster) *testEnv {
+	t.Helper()
+	rdb := c.Client()
+	e := &testEnv{rdb: rdb, prefix: testPrefix(t), addr: c.Nodes[0].Addr}
+	t.Cleanup(func() { deleteClusterPrefix(t, rdb, e.prefix) })
+	return e
+}
+
+// deleteClusterPrefix removes every key under prefix from every master: a
+// SCAN sees one node's keys only, and a DEL of several keys must stay in
+// one slot, so keys go one by one, pipelined.
+func deleteClusterPrefix(t testing.TB, rdb *redis.ClusterClient, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		iter := m.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		p := m.Pipeline()
+		for iter.Next(ctx) {
+			p.Unlink(ctx, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		_, err := p.Exec(ctx)
+		if errors.Is(err, redis.ErrClosed) || (err != nil && p.Len() == 0) {
+			return nil
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, redis.ErrClosed) {
+		t.Logf("cleaning up %s on the cluster: %v", prefix, err)
+	}
+}
+
+// logRecorder keeps the text of every warning and error a worker logged,
+// and logs it to the test as well.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *logRecorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func (r *logRecorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.lines...)
+}
+
+// matching returns the recorded lines that contain any of the words.
+func (r *logRecorder) matching(words ...string) []string {
+	var out []string
+	for _, l := range r.all() {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func recordingLogger(t *testing.T) (*slog.Logger, *logRecorder) {
+	tw := &testWriter{t: t}
+	t.Cleanup(tw.close)
+	rec := &logRecorder{}
+	return slog.New(slog.NewTextHandler(io.MultiWriter(tw, rec), &slog.HandlerOptions{Level: slog.LevelWarn})), rec
+}
+
+// slotErrors are the words of Redis's errors for commands or scripts that
+// span slots or reach the wrong node.
+var slotErrors = []string{"CROSSSLOT", "same slot", "non local key", "MOVED", "ASK ", "CLUSTERDOWN"}
+
+// queuesOnShards picks perMaster queue names for each master of the
+// cluster, by the slot of their keys under prefix, and returns them with
+// the address of the master that holds each.
+func queuesOnShards(t *testing.T, c *redistest.Cluster, prefix string, perMaster int) ([]string, map[string]string) {
+	t.Helper()
+	ctx := t.Context()
+	byMaster := map[string][]string{}
+	shard := map[string]string{}
+	var names []string
+	for i := 0; len(names) < 3*perMaster; i++ {
+		if i > 1000 {
+			t.Fatalf("no spread of queues over 3 masters: %v", byMaster)
+		}
+		name := fmt.Sprintf("q%d", i)
+		m, err := c.NodeFor(ctx, newKeys(prefix, name).pending())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(byMaster[m.Addr]) < perMaster {
+			byMaster[m.Addr] = append(byMaster[m.Addr], name)
+			shard[name] = m.Addr
+			names = append(names, name)
+		}
+	}
+	return names, shard
+}
+
+// Jobs of queues on every shard of a cluster all run on one worker, and
+// every queue operation works there; nothing logs a slot error (CROSSSLOT,
+// a script touching keys of two slots, MOVED) or any warning but the
+// failures of the jobs made to fail.
+func TestClusterQueuesOnEveryShard(t *testing.T) {
+	skipShort(t)
+	c := redistest.StartCluster(t, 3, 0)
+	e := clusterEnv(t, c)
+	ctx := t.Context()
+	names, shard := queuesOnShards(t, c, e.prefix, 2)
+	t.Logf("queues and their masters: %v", shard)
+
+	log, rec := recordingLogger(t)
+	var (
+		ok      = map[string][]string{}
+		bad     = map[string]string{}
+		delayed = map[string]string{}
+	)
+	for _, name := range names {
+		q := e.queue(name)
+		for i := range 20 {
+			j, err := q.EnqueueContext(ctx, "ok", i)
+			if err != nil {
+				t.Fatalf("enqueue to %s (on %s): %v", name, shard[name], err)
+			}
+			ok[name] = append(ok[name], j.ID)
+		}
+		j, err := q.EnqueueContext(ctx, "flaky", nil, RetryIntervals(10*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok[name] = append(ok[name], j.ID)
+		if j, err = q.EnqueueContext(ctx, "ok", -1, In(200*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		delayed[name] = j.ID
+		if j, err = q.EnqueueContext(ctx, "bad", nil); err != nil {
+			t.Fatal(err)
+		}
+		bad[name] = j.ID
+		if j, err = q.EnqueueContext(ctx, "ok", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Cancel(ctx, j.ID); err != nil {
+			t.Fatalf("cancel on %s: %v", name, err)
+		}
+	}
+	// A queue nobody listens to, emptied by hand.
+	idle := e.queue("idle")
+	for range 5 {
+		if _, err := idle.EnqueueContext(ctx, "ok", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := idle.Empty(ctx); err != nil || n != 5 {
+		t.Fatalf("Empty = %d, %v; want 5", n, err)
+	}
+
+	w := e.worker(t, WorkerOptions{Queues: names, Concurrency: 8, Logger: log})
+	var mu sync.Mutex
+	tries := map[string]int{}
+	w.Register("ok", func(ctx context.Context, j *Job) (any, error) { return "done", nil })
+	w.Register("flaky", func(ctx context.Context, j *Job) (any, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if tries[j.ID]++; tries[j.ID] == 1 {
+			return nil, errors.New("first attempt fails")
+		}
+		return "done", nil
+	})
+	w.Register("bad", func(ctx context.Context, j *Job) (any, error) { return nil, SkipRetry(errors.New("bad job")) })
+	start(t, w)
+
+	for _, name := range names {
+		q := e.queue(name)
+		for _, id := range append(ok[name], delayed[name]) {
+			waitJob(t, q, id, StatusFinished)
+		}
+		waitJob(t, q, bad[name], StatusFailed)
+	}
+	workers, err := Workers(ctx, e.rdb, e.prefix)
+	if err != nil || len(workers) != 1 || workers[0].ID != w.ID() {
+		t.Errorf("Workers = %v, %v; want the one worker %s", workers, err, w.ID())
+	}
+	for _, name := range names {
+		q := e.queue(name)
+		got, err := q.Counts(ctx)
+		if want := (Counts{Finished: 22, Failed: 1, Canceled: 1}); err != nil || got != want {
+			t.Errorf("%s: Counts = %+v, %v; want %+v", name, got, err, want)
+		}
+		jobs, err := q.Jobs(ctx, StatusFailed, 0, 10)
+		if err != nil || len(jobs) != 1 || jobs[0].ID != bad[name] {
+			t.Fatalf("%s: failed jobs = %v, %v; want %s", name, jobs, err, bad[name])
+		}
+		if n, err := q.RequeueFailed(ctx); err != nil || n != 1 {
+			t.Fatalf("%s: RequeueFailed = %d, %v; want 1", name, n, err)
+		}
+	}
+	for _, name := range names {
+		if j := waitJob(t, e.queue(name), bad[name], StatusFailed); j.Attempt != 1 {
+			t.Errorf("requeued job %s: attempt %d, want 1 (attempts reset)", j.ID, j.Attempt)
+		}
+	}
+
+	// The scheduler's script touches one queue's slot too.
+	s := NewScheduler(e.rdb, SchedulerOptions{Prefix: e.prefix, Logger: log})
+	for _, name := range names[:3] {
+		if err := s.AddEntry(ScheduleEntry{Name: "every-" + name, Cron: "@every 1s", Func: "ok", Queue: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Tick(ctx); err != nil {
+		t.Fatalf("Scheduler.Tick on the cluster: %v", err)
+	}
+	infos, err := Schedules(ctx, e.rdb, e.prefix)
+	if err != nil || len(infos) != 3 {
+		t.Errorf("Schedules = %v, %v; want 3 entries", infos, err)
+	}
+
+	known, err := Queues(ctx, e.rdb, e.prefix)
+	if err != nil || len(known) != len(names)+1 {
+		t.Errorf("Queues = %v, %v; want the %d queues", known, err, len(names)+1)
+	}
+	var unexpected []string
+	for _, l := range rec.all() {
+		if !strings.Contains(l, `msg="job failed"`) { // the bad jobs
+			unexpected = append(unexpected, l)
+		}
+	}
+	if len(unexpected) > 0 {
+		t.Errorf("the worker logged %d warnings on the cluster, want none:\n%s", len(unexpected), strings.Join(unexpected, "\n"))
+	}
+}
+
+// An idle worker whose queues live on three different masters blocks on
+// each and is woken by an enqueue on any of them: its idle wait is an hour,
+// so only a wake-up can start these jobs.
+func TestClusterIdleWorkerWakesForEachShard(t *testing.T) {
+	skipShort(t)
+	c := redistest.StartCluster(t, 3, 0)
+	e := clusterEnv(t, c)
+	ctx := t.Context()
+	names, _ := queuesOnShards(t, c, e.prefix, 1)
+	log, rec := recordingLogger(t)
+	w := e.worker(t, WorkerOptions{Queues: names, Logger: log})
+	w.maxBlock = time.Hour
+	ran := make(chan string)
+	RegisterFunc(w, "f", func(ctx context.Context, s string) (any, error) {
+		ran <- s
+		return nil, nil
+	})
+	stop := start(t, w)
+	for _, name := range []string{names[2], names[0], names[1], names[2]} {
+		waitBlockedOnEveryMaster(t, e.rdb.(*redis.ClusterClient))
+		if _, err := e.queue(name).EnqueueContext(ctx, "f", name); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-ran:
+			if got != name {
+				t.Fatalf("ran a job of %s, want %s", got, name)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("job enqueued to idle queue %s never started: no wake-up", name)
+		}
+	}
+	stop() // returns without the hour passing: shutdown wakes every shard
+	if lines := rec.matching(slotErrors...); len(lines) > 0 {
+		t.Errorf("slot errors logged:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// waitBlockedOnEveryMaster polls until each master has one client blocked
+// in BLPOP.
+func waitBlockedOnEveryMaster(t *testing.T, rdb *redis.ClusterClient) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var mu sync.Mutex
+		var notYet []string
+		err := rdb.ForEachMaster(t.Context(), func(ctx context.Context, m *redis.Client) error {
+			info, err := m.Info(ctx, "clients").Result()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "blocked_clients:1\r") {
+				mu.Lock()
+				notYet = append(notYet, m.Options().Addr)
+				mu.Unlock()
+			}
+			return nil
+		})
+		if err == nil && len(notYet) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never blocked on every master (not on %v, err %v)", notYet, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func init() { childModes["cluster-worker"] = childClusterWorker }
+
+// childClusterWorker runs a worker on a cluster client, in its own process,
+// for TestClusterKilledWorkerJobsRunAgain. Its "hold" handler prints
+// "started <id>" and holds the job until the process is killed.
+func childClusterWorker() int {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(os.Getenv("RQGO_TEST_ADDRS"), ",")})
+	defer rdb.Close()
+	lease, _ := time.ParseDuration(os.Getenv("RQGO_TEST_LEASE"))
+	w := NewWorker(rdb, WorkerOptions{
+		Prefix: os.Getenv("RQGO_TEST_PREFIX"),
+		Queues: strings.Split(os.Getenv("RQGO_TEST_QUEUES"), ","),
+		Lease:  lease,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	w.Register("hold", func(ctx context.Context, j *Job) (any, error) {
+		fmt.Printf("started %s\n", j.ID)
+		select {}
+	})
+	if err := w.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// A worker killed with SIGKILL while it runs jobs of queues on three
+// masters loses none: once the leases expire, another worker's reaper on
+// each shard puts them back and they run again.
+func TestClusterKilledWorkerJobsRunAgain(t *testing.T) {
+	skipShort(t)
+	c := redistest.StartCluster(t, 3, 0)
+	e := clusterEnv(t, c)
+	ctx := t.Context()
+	names, _ := queuesOnShards(t, c, e.prefix, 1)
+	ids := map[string]string{}
+	for _, name := range names {
+		j, err := e.queue(name).EnqueueContext(ctx, "hold", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = j.ID
+	}
+	const lease = 300 * time.Millisecond
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "RQGO_TEST_CHILD=cluster-worker",
+		"RQGO_TEST_ADDRS="+strings.Join(c.Addrs(), ","), "RQGO_TEST_PREFIX="+e.prefix,
+		"RQGO_TEST_QUEUES="+strings.Join(names, ","), "RQGO_TEST_LEASE="+lease.String())
+	cmd.Stderr = &testLineWriter{log: testLogger(t)}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	for range names {
+		if !sc.Scan() {
+			t.Fatalf("child worker exited before starting every job: %v", sc.Err())
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	log, rec := recordingLogger(t)
+	w := e.worker(t, WorkerOptions{Queues: names, Lease: lease, Logger: log})
+	w.Register("hold", func(ctx context.Context, j *Job) (any, error) { return "recovered", nil })
+	start(t, w)
+	for _, name := range names {
+		got := waitJob(t, e.queue(name), ids[name], StatusFinished)
+		if got.Attempt != 2 || got.Error != "lease expired" {
+			t.Errorf("%s: recovered job attempt %d, error %q; want attempt 2, \"lease expired\"", name, got.Attempt, got.Error)
+		}
+	}
+	if lines := rec.matching(slotErrors...); len(lines) > 0 {
+		t.Errorf("slot errors logged:\n%s", strings.Join(lines, "\n"))
+	}
+	if n := len(rec.matching("recovered jobs whose lease expired")); n != len(names) {
+		t.Errorf("worker logged %d lease recoveries, want %d (one per shard)", n, len(names))
+	}
+}
