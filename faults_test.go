@@ -379,8 +379,9 @@ func TestEnqueueUnreachableRedis(t *testing.T) {
 		{"refused port, no deadline", refused, redis.Options{}, 0, 5 * time.Second},
 		{"silent server, context timeouts enabled", silent, redis.Options{ContextTimeoutEnabled: true}, 500 * time.Millisecond, 2 * time.Second},
 		// go-redis applies a context's deadline to the connection only with
-		// ContextTimeoutEnabled; otherwise its ReadTimeout (3s) bounds the
-		// call, and it checks the context between retries.
+		// ContextTimeoutEnabled; otherwise its own dial and read timeouts
+		// bound the call (5s with default options), and it checks the
+		// context between retries.
 		{"silent server, default options", silent, redis.Options{}, 500 * time.Millisecond, 8 * time.Second},
 		{"silent server, no deadline", silent, redis.Options{ReadTimeout: 300 * time.Millisecond, MaxRetries: 1}, 0, 3 * time.Second},
 	}
