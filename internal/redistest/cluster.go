@@ -103,10 +103,19 @@ func (c *Cluster) Addrs() []string {
 	return addrs
 }
 
-// Client returns a cluster client of this cluster, closed when the test
-// ends.
-func (c *Cluster) Client() *redis.ClusterClient {
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+// Options returns cluster client options naming every node.
+func (c *Cluster) Options() *redis.ClusterOptions {
+	return &redis.ClusterOptions{Addrs: c.Addrs()}
+}
+
+// Client returns a cluster client of this cluster with the given options
+// (nil: [Cluster.Options]), closed when the test ends.
+func (c *Cluster) Client(opts ...*redis.ClusterOptions) *redis.ClusterClient {
+	o := c.Options()
+	if len(opts) > 0 && opts[0] != nil {
+		o = opts[0]
+	}
+	rdb := redis.NewClusterClient(o)
 	c.t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
