@@ -429,11 +429,11 @@ func TestClusterKilledWorkerJobsRunAgain(t *testing.T) {
 // failoverRun is a busy queue processed by a worker while its Redis master
 // is replaced; it counts what happened to every job.
 type failoverRun struct {
-	t    *testing.T
-	q    *Queue
-	mu   sync.Mutex
-	runs map[string]int // handler calls per job id
-	done chan struct{}  // closed once `until` jobs have run
+	t        *testing.T
+	q        *Queue
+	mu       sync.Mutex
+	runs     map[string]int // handler calls per job id
+	done     chan struct{}  // closed once `until` jobs have run
 	n, until int
 
 	acked   []string // ids whose enqueue Redis acknowledged
