@@ -63,9 +63,35 @@ func newRealEnv(t *testing.T) *testEnv {
 	return e
 }
 
+var realRedis struct {
+	once sync.Once
+	err  error
+}
+
+// realRedisReachable pings the real Redis once per test binary, so a
+// missing server costs one dial timeout, not one per test.
+func realRedisReachable() error {
+	realRedis.once.Do(func() {
+		opts, err := redis.ParseURL(realRedisURL())
+		if err != nil {
+			realRedis.err = fmt.Errorf("REDIS_URL %q: %w", realRedisURL(), err)
+			return
+		}
+		rdb := redis.NewClient(opts)
+		defer rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		realRedis.err = rdb.Ping(ctx).Err()
+	})
+	return realRedis.err
+}
+
 // dialReal connects to the real Redis, with a fresh prefix deleted when the
 // test ends.
 func dialReal(t testing.TB) (*testEnv, error) {
+	if err := realRedisReachable(); err != nil {
+		return nil, err
+	}
 	url := realRedisURL()
 	opts, err := redis.ParseURL(url)
 	if err != nil {
