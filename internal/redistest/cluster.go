@@ -41,6 +41,7 @@ func StartCluster(t testing.TB, masters, replicasPerMaster int) *Cluster {
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-port", strconv.Itoa(bus),
 			"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout.Milliseconds())),
+			"--repl-diskless-sync-delay", "0",
 			// Tests kill masters: let a replica take over however stale.
 			"--cluster-replica-validity-factor", "0"})
 		c.Nodes = append(c.Nodes, s)
@@ -58,7 +59,7 @@ func StartCluster(t testing.TB, masters, replicasPerMaster int) *Cluster {
 		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	for _, s := range c.Nodes {
-		s.waitReady(func(ctx context.Context) error { return nodeReady(ctx, s.Addr, n) })
+		s.waitReady(func(ctx context.Context) error { return nodeReady(ctx, s.Addr, n, replicasPerMaster) })
 	}
 	return c
 }
@@ -70,8 +71,8 @@ func ping(ctx context.Context, addr string) error {
 }
 
 // nodeReady checks that a node sees a healthy cluster of n nodes and, if it
-// is a replica, that its link to its master is up.
-func nodeReady(ctx context.Context, addr string, n int) error {
+// is a master with slots, that its replicas are online.
+func nodeReady(ctx context.Context, addr string, n, replicas int) error {
 	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	defer rdb.Close()
 	ci, err := rdb.ClusterInfo(ctx).Result()
@@ -88,8 +89,25 @@ func nodeReady(ctx context.Context, addr string, n int) error {
 	if err != nil {
 		return err
 	}
-	if infoField(repl, "role") == "slave" && infoField(repl, "master_link_status") != "up" {
-		return fmt.Errorf("replica link to master is %s", infoField(repl, "master_link_status"))
+	if infoField(repl, "role") == "master" {
+		return replicasOnline(repl, replicas)
+	}
+	return nil
+}
+
+// replicasOnline checks, in a master's INFO replication, that n replicas
+// are online: the master streams writes to them. (A replica reports its
+// link up as soon as it loaded the master's snapshot, a moment before the
+// master starts sending it what was written meanwhile; writes made in
+// between are lost if the master dies then.)
+func replicasOnline(repl string, n int) error {
+	if got := infoField(repl, "connected_slaves"); got != strconv.Itoa(n) {
+		return fmt.Errorf("connected_slaves:%s, want %d", got, n)
+	}
+	for i := range n {
+		if st := infoField(repl, fmt.Sprintf("slave%d", i)); !strings.Contains(st, "state=online") {
+			return fmt.Errorf("replica %d: %s", i, st)
+		}
 	}
 	return nil
 }

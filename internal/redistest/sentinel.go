@@ -32,19 +32,16 @@ type Sentinel struct {
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	st := &Sentinel{t: t}
-	st.Master = StartServer(t)
-	st.Replica = StartServer(t, "--replicaof", "127.0.0.1", strconv.Itoa(st.Master.Port))
-	st.Replica.waitReady(func(ctx context.Context) error {
-		rdb := redis.NewClient(&redis.Options{Addr: st.Replica.Addr, MaxRetries: -1})
+	st.Master = StartServer(t, "--repl-diskless-sync-delay", "0")
+	st.Replica = StartServer(t, "--replicaof", "127.0.0.1", strconv.Itoa(st.Master.Port), "--repl-diskless-sync-delay", "0")
+	st.Master.waitReady(func(ctx context.Context) error {
+		rdb := redis.NewClient(&redis.Options{Addr: st.Master.Addr, MaxRetries: -1})
 		defer rdb.Close()
 		repl, err := rdb.Info(ctx, "replication").Result()
 		if err != nil {
 			return err
 		}
-		if s := infoField(repl, "master_link_status"); s != "up" {
-			return fmt.Errorf("master_link_status:%s", s)
-		}
-		return nil
+		return replicasOnline(repl, 1)
 	})
 	for range 3 {
 		port := FreePort(t)
