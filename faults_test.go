@@ -453,9 +453,6 @@ func TestJobDamagedWhileRunning(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *testEnv) {
 		for i, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
-				if c.name == "replaced by a string" && !extendSurvivesWrongType() && os.Getenv("RQGO_TEST_KNOWN_ISSUES") != "1" {
-					t.Skip("known issue: extend.lua raises WRONGTYPE for the whole batch when one job key is not a hash, so every job of the worker's queue loses its lease; fix in scripts/extend.lua")
-				}
 				ctx := t.Context()
 				name := fmt.Sprintf("damaged%d", i)
 				q := e.queue(name)
@@ -524,11 +521,4 @@ func TestJobDamagedWhileRunning(t *testing.T) {
 			})
 		}
 	})
-}
-
-// extendSurvivesWrongType reports whether extend.lua skips a job key that
-// is not a hash instead of failing the whole batch.
-func extendSurvivesWrongType() bool {
-	src, _ := scriptFS.ReadFile("scripts/extend.lua")
-	return strings.Contains(string(src), "TYPE")
 }

@@ -2,6 +2,7 @@ package rqgo
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -35,7 +36,11 @@ func (p RetryPolicy) Delay(n int) time.Duration {
 	if len(p.Intervals) > 0 {
 		return p.Intervals[min(n, len(p.Intervals))-1]
 	}
-	return rand.N(p.Ceiling(n) + 1)
+	c := p.Ceiling(n)
+	if c < math.MaxInt64 {
+		c++ // rand.N's bound is exclusive: the ceiling itself can be drawn
+	}
+	return rand.N(c)
 }
 
 // Ceiling returns the longest wait before retry n under exponential backoff:
@@ -50,6 +55,9 @@ func (p RetryPolicy) Ceiling(n int) time.Duration {
 	}
 	d := base
 	for i := 1; i < n && d < ceil; i++ {
+		if d > ceil/2 {
+			return ceil // doubling would pass the cap (or overflow)
+		}
 		d *= 2
 	}
 	return min(d, ceil)
@@ -73,7 +81,7 @@ func parseRetryPolicy(s string) (RetryPolicy, error) {
 	bad := fmt.Errorf("%w: backoff %q", ErrMalformedJob, s)
 	ms := func(v string) (time.Duration, error) {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || n > math.MaxInt64/int64(time.Millisecond) {
 			return 0, bad
 		}
 		return time.Duration(n) * time.Millisecond, nil

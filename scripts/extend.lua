@@ -14,7 +14,11 @@ local deadline = now + tonumber(ARGV[1])
 local lost = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  if redis.call('HGET', KEYS[2] .. id, 'token') == ARGV[i + 1] and redis.call('ZSCORE', KEYS[1], id) then
+  local k = KEYS[2] .. id
+  -- A key that is no longer a hash (damaged by hand) loses its own lease
+  -- without raising an error that would fail every other job's renewal.
+  if redis.call('TYPE', k).ok == 'hash' and redis.call('HGET', k, 'token') == ARGV[i + 1]
+      and redis.call('ZSCORE', KEYS[1], id) then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
   else
     lost[#lost + 1] = id
