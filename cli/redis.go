@@ -41,6 +41,8 @@ func (e *env) connect(ctx context.Context) (*redis.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Commands honour their context's deadline (the ping's, a shutdown's).
+	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
