@@ -3,6 +3,8 @@ package rqgo
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,6 +15,10 @@ import (
 const maxErrorLen = 16 << 10
 
 var errShutdown = errors.New("rqgo: worker shut down")
+
+// ackManyScript records a batch of successful attempts (the worker's path;
+// ack.lua records one).
+var ackManyScript = loadScript("ack_many")
 
 // scriptCall is one script invocation in a pipelined batch.
 type scriptCall struct {
@@ -95,40 +101,78 @@ func (w *Worker) drainOutcomes(batch []*outcome) []*outcome {
 	return batch
 }
 
-// settle records outcomes with ack.lua and fail.lua in one round trip and
-// returns those that could not be written (Redis unreachable).
+// settle records outcomes in one round trip: the successes of each queue
+// with one ack_many.lua call, each failure with fail.lua. It returns the
+// outcomes that could not be written (Redis unreachable).
 func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome) {
-	calls := make([]*scriptCall, 0, len(batch))
-	todo := batch[:0:0]
+	var (
+		calls []*scriptCall
+		acks  []ackGroup // one per queue with successes
+		fails []*outcome // fails[i] is recorded by calls[len(acks)+i]
+	)
 	for _, o := range batch {
 		if w.isLost(o.r) {
 			w.finish(o.r)
 			continue
 		}
-		j, k := o.r.job, o.r.q.k
-		if o.err == nil {
-			calls = append(calls, &scriptCall{s: ackScript,
-				keys: []string{k.job(j.ID), k.active(), k.finished()},
-				args: []any{j.ID, j.token, []byte(o.result), ttlMillis(w.opts.ResultTTL)}})
-		} else {
-			msg := o.err.Error()
-			if len(msg) > maxErrorLen {
-				msg = msg[:maxErrorLen] + "…"
-			}
-			calls = append(calls, &scriptCall{s: failScript,
-				keys: []string{k.job(j.ID), k.active(), k.scheduled(), k.failed(), k.pending(), k.wake()},
-				args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL)}})
+		if o.err != nil {
+			fails = append(fails, o)
+			continue
 		}
-		todo = append(todo, o)
+		i := 0
+		for i < len(acks) && acks[i].q.name != o.r.q.name {
+			i++
+		}
+		if i == len(acks) {
+			acks = append(acks, ackGroup{q: &o.r.q, args: []any{ttlMillis(w.opts.ResultTTL)}})
+		}
+		j := o.r.job
+		acks[i].args = append(acks[i].args, j.ID, j.token, []byte(o.result))
+		acks[i].outs = append(acks[i].outs, o)
 	}
-	if len(calls) == 0 {
+	if len(acks)+len(fails) == 0 {
 		return nil
 	}
+	calls = make([]*scriptCall, 0, len(acks)+len(fails))
+	for i := range acks {
+		calls = append(calls, &scriptCall{s: ackManyScript, keys: acks[i].q.ackKeys, args: acks[i].args})
+	}
+	for _, o := range fails {
+		j, k := o.r.job, o.r.q.k
+		msg := o.err.Error()
+		if len(msg) > maxErrorLen {
+			msg = msg[:maxErrorLen] + "…"
+		}
+		calls = append(calls, &scriptCall{s: failScript,
+			keys: []string{k.job(j.ID), k.active(), k.scheduled(), k.failed(), k.pending(), k.wake()},
+			args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL)}})
+	}
 	runScripts(ctx, w.rdb, calls)
-	for i, o := range todo {
-		j := o.r.job
-		res, err := calls[i].cmd.Int()
-		log := w.log.With("queue", j.Queue, "job_id", j.ID, "func", j.Func, "attempt", j.Attempt)
+	debug := w.log.Enabled(ctx, slog.LevelDebug)
+	for i, g := range acks {
+		codes, err := calls[i].cmd.Int64Slice()
+		if err == nil && len(codes) != len(g.outs) {
+			err = fmt.Errorf("unexpected reply of %d codes for %d jobs", len(codes), len(g.outs))
+		}
+		for n, o := range g.outs {
+			switch {
+			case err != nil:
+				if !w.isLost(o.r) {
+					w.jobLog(o.r.job).Warn("recording job outcome failed; will retry", "err", err)
+					retry = append(retry, o)
+					continue
+				}
+			case codes[n] == 0:
+				w.jobLog(o.r.job).Warn("lease lost before the outcome was recorded; another attempt owns the job now")
+			case debug:
+				w.jobLog(o.r.job).Debug("job finished")
+			}
+			w.finish(o.r)
+		}
+	}
+	for i, o := range fails {
+		res, err := calls[len(acks)+i].cmd.Int()
+		log := w.jobLog(o.r.job)
 		switch {
 		case err != nil:
 			if !w.isLost(o.r) {
@@ -138,8 +182,6 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 			}
 		case res == 0:
 			log.Warn("lease lost before the outcome was recorded; another attempt owns the job now")
-		case o.err == nil:
-			log.Debug("job finished")
 		case res == 1:
 			if o.delay > 0 {
 				w.noteRetry(time.Now().Add(time.Duration(o.delay) * time.Millisecond))
@@ -151,6 +193,19 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 		w.finish(o.r)
 	}
 	return retry
+}
+
+// ackGroup is the successes of one queue in a batch of outcomes.
+type ackGroup struct {
+	q    *workerQueue
+	args []any // ack_many.lua's ARGV
+	outs []*outcome
+}
+
+// jobLog is the worker's logger with the job's fields, built only when
+// something is logged.
+func (w *Worker) jobLog(j *Job) *slog.Logger {
+	return w.log.With("queue", j.Queue, "job_id", j.ID, "func", j.Func, "attempt", j.Attempt)
 }
 
 func (w *Worker) noteRetry(t time.Time) {

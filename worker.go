@@ -110,6 +110,17 @@ type Worker struct {
 type workerQueue struct {
 	name string
 	k    keys
+	// Key lists of the hot-path scripts, built once.
+	dequeueKeys []string
+	ackKeys     []string
+}
+
+func newWorkerQueue(prefix, name string) workerQueue {
+	k := newKeys(prefix, name)
+	return workerQueue{name: name, k: k,
+		dequeueKeys: []string{k.pending(), k.active(), k.scheduled(), k.seq(), k.wake(), k.jobPrefix()},
+		ackKeys:     []string{k.active(), k.finished(), k.jobPrefix()},
+	}
 }
 
 // NewWorker returns a worker using rdb. Invalid options are reported by Run.
@@ -159,7 +170,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		reapEvery: min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
 	}
 	for _, name := range o.Queues {
-		w.queues = append(w.queues, workerQueue{name: name, k: newKeys(o.Prefix, name)})
+		w.queues = append(w.queues, newWorkerQueue(o.Prefix, name))
 	}
 	if o.Concurrency > 0 {
 		w.outcomes = make(chan *outcome, o.Concurrency)

@@ -1,0 +1,50 @@
+-- ack_many.lua: record the successful attempts of a batch of jobs of one queue.
+--
+-- KEYS[1] active zset     <prefix>:{<queue>}:active
+-- KEYS[2] finished zset   <prefix>:{<queue>}:finished  (id -> end time ms)
+-- KEYS[3] job key prefix  <prefix>:{<queue>}:job:  (job keys are this plus the
+--         id, so they share the queue's hash tag and Cluster slot)
+--
+-- ARGV[1] result TTL ms for jobs that set none (0 = keep nothing, -1 = forever)
+-- ARGV[2..] job id, attempt token the worker was given, result JSON: one
+--           triple per job
+--
+-- Returns one code per job, in order: 1 = recorded, 0 = the token is stale
+-- (the lease was lost and the job belongs to another attempt now, or its key
+-- is damaged): nothing is written for that job, the others are recorded.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local default = tonumber(ARGV[1])
+local out = {}
+local finished = {}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  local k = KEYS[3] .. id
+  -- pcall: a key that is not a hash must not stop the batch (Redis does not
+  -- roll a script back); it is refused like a stale token.
+  local h = redis.pcall('HMGET', k, 'token', 'result_ttl_ms')
+  local code = 0
+  -- ZREM's reply is the lease check: the job must still be active.
+  if type(h) == 'table' and h[1] == ARGV[i + 1] and redis.call('ZREM', KEYS[1], id) == 1 then
+    code = 1
+    local ttl = tonumber(h[2]) or default
+    if ttl == 0 then
+      redis.call('DEL', k)
+    else
+      redis.call('HDEL', k, 'token')
+      redis.call('HSET', k, 'status', 'finished', 'ended_at', now, 'result', ARGV[i + 2])
+      finished[#finished + 1] = now
+      finished[#finished + 1] = id
+      if ttl > 0 then
+        redis.call('PEXPIRE', k, ttl)
+      else
+        redis.call('PERSIST', k)
+      end
+    end
+  end
+  out[#out + 1] = code
+end
+if #finished > 0 then
+  redis.call('ZADD', KEYS[2], unpack(finished))
+end
+return out
