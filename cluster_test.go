@@ -443,14 +443,12 @@ type failoverRun struct {
 
 // startFailoverRun starts w with a "work" handler and a producer enqueuing
 // to q about once a millisecond until stop is called.
-func startFailoverRun(t *testing.T, q *Queue, w *Worker, until int) *failoverRun {
-	r := &failoverRun{t: t, q: q, runs: map[string]int{}, done: make(chan struct{}), until: until}
+func startFailoverRun(t *testing.T, q *Queue, w *Worker) *failoverRun {
+	r := &failoverRun{t: t, q: q, runs: map[string]int{}}
 	w.Register("work", func(ctx context.Context, j *Job) (any, error) {
 		r.mu.Lock()
 		r.runs[j.ID]++
-		if r.n++; r.n == r.until {
-			close(r.done)
-		}
+		r.n++
 		r.mu.Unlock()
 		time.Sleep(2 * time.Millisecond)
 		return nil, nil
@@ -477,6 +475,24 @@ func startFailoverRun(t *testing.T, q *Queue, w *Worker, until int) *failoverRun
 	r.stop = func() { cancel(); <-stopped }
 	t.Cleanup(r.stop)
 	return r
+}
+
+func (r *failoverRun) runCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// waitRuns polls until the handler has run n times.
+func (r *failoverRun) waitRuns(n int) {
+	r.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for r.runCount() < n {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("the worker ran %d jobs, want %d within 15s", r.runCount(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // after enqueues n jobs, retrying each enqueue until Redis takes it, and
@@ -512,11 +528,37 @@ func (r *failoverRun) after(n int) (enqueued, finished time.Duration) {
 	return enqueued, finished
 }
 
+// mark returns how many enqueues Redis has acknowledged so far, to tell
+// apart, in [failoverRun.settle]'s report, jobs enqueued in different
+// phases.
+func (r *failoverRun) mark() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.acked)
+}
+
+// failoverReport is what happened to the jobs of a failoverRun.
+type failoverReport struct {
+	acked, refused, again int
+	lost                  []int // indexes in acknowledgement order of lost jobs
+}
+
+// lostIn counts the lost jobs acknowledged between marks from and to.
+func (f failoverReport) lostIn(from, to int) int {
+	n := 0
+	for _, i := range f.lost {
+		if from <= i && i < to {
+			n++
+		}
+	}
+	return n
+}
+
 // settle stops the producer, waits until the queue has nothing queued or
 // running (jobs whose outcome the old master lost are reaped when their
 // lease expires) and reports, for every acknowledged enqueue, whether the
 // job finished, was lost, or ran more than once.
-func (r *failoverRun) settle() (acked, refused, lost, again int) {
+func (r *failoverRun) settle() failoverReport {
 	r.t.Helper()
 	r.stop()
 	ctx := r.t.Context()
@@ -533,14 +575,13 @@ func (r *failoverRun) settle() (acked, refused, lost, again int) {
 	}
 	r.mu.Lock()
 	ids := append([]string(nil), r.acked...)
-	refused = r.refused
+	rep := failoverReport{acked: len(ids), refused: r.refused}
 	r.mu.Unlock()
-	for _, id := range ids {
+	for i, id := range ids {
 		j, err := r.q.FetchJob(ctx, id)
 		switch {
 		case errors.Is(err, ErrJobNotFound):
-			lost++
-			continue
+			rep.lost = append(rep.lost, i)
 		case err != nil:
 			r.t.Fatalf("reading job %s: %v", id, err)
 		case j.Status != StatusFinished:
@@ -550,11 +591,11 @@ func (r *failoverRun) settle() (acked, refused, lost, again int) {
 	r.mu.Lock()
 	for _, n := range r.runs {
 		if n > 1 {
-			again++
+			rep.again++
 		}
 	}
 	r.mu.Unlock()
-	return len(ids), refused, lost, again
+	return rep
 }
 
 // The master holding a busy queue is killed (SIGKILL) mid-run; its replica
@@ -577,8 +618,8 @@ func TestClusterFailoverWorkerGoesOn(t *testing.T) {
 	q := e.queue(names[0])
 	log, rec := recordingLogger(t)
 	w := e.worker(t, WorkerOptions{Queues: names, Concurrency: 10, Lease: 3 * time.Second, Logger: log})
-	r := startFailoverRun(t, q, w, 300)
-	<-r.done
+	r := startFailoverRun(t, q, w)
+	r.waitRuns(300)
 
 	old, err := c.NodeFor(ctx, q.k.pending())
 	if err != nil {
@@ -594,13 +635,13 @@ func TestClusterFailoverWorkerGoesOn(t *testing.T) {
 	}
 	healthy := time.Since(killed)
 	enq, fin := r.after(50)
-	acked, refused, lost, again := r.settle()
+	rep := r.settle()
 	t.Logf("cluster failover: master %s killed; replica %s serving the queue after %v; "+
 		"then an enqueue succeeded after %v more and its job finished after %v; "+
 		"%d enqueues acknowledged, %d refused during the outage, %d acknowledged jobs lost, %d jobs ran more than once; "+
 		"the worker logged %d warnings",
 		old.Addr, promoted.Addr, healthy.Round(time.Millisecond), enq.Round(time.Millisecond), fin.Round(time.Millisecond),
-		acked, refused, lost, again, len(rec.all()))
+		rep.acked, rep.refused, len(rep.lost), rep.again, len(rec.all()))
 	if lines := rec.matching("CROSSSLOT", "same slot", "non local key"); len(lines) > 0 {
 		t.Errorf("slot errors logged:\n%s", strings.Join(lines, "\n"))
 	}

@@ -167,3 +167,23 @@ func (st *Sentinel) isMaster(ctx context.Context, s *Server) error {
 	}
 	return nil
 }
+
+// WaitReplicaOnline waits until master streams to one online replica, so
+// that the replica has its data and can take over.
+func (st *Sentinel) WaitReplicaOnline(ctx context.Context, master *Server) error {
+	rdb := redis.NewClient(&redis.Options{Addr: master.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	for {
+		repl, err := rdb.Info(ctx, "replication").Result()
+		if err == nil {
+			if err = replicasOnline(repl, 1); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no online replica of %s: %v", master.Addr, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
