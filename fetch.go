@@ -95,14 +95,13 @@ func (w *Worker) fetch(ctx context.Context, n int) ([]*Job, time.Time, error) {
 		next time.Time
 	)
 	lease := w.opts.Lease.Milliseconds()
-	for _, q := range w.queues {
-		res, err := dequeueScript.Run(ctx, w.rdb,
-			[]string{q.k.pending(), q.k.active(), q.k.scheduled(), q.k.seq(), q.k.wake(), q.k.jobPrefix()},
-			n, lease, w.id).Slice()
+	for i := range w.queues {
+		q := &w.queues[i]
+		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, n, lease, w.id).Slice()
 		if err != nil {
 			return jobs, next, fmt.Errorf("dequeue from %q: %w", q.name, err)
 		}
-		if len(res) == 0 || len(res)%2 != 1 {
+		if len(res) < 2 || (len(res)-2)%dequeuedLen != 0 {
 			return jobs, next, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
 		}
 		if ms, _ := res[0].(int64); ms > 0 {
@@ -110,24 +109,43 @@ func (w *Worker) fetch(ctx context.Context, n int) ([]*Job, time.Time, error) {
 				next = t
 			}
 		}
-		for i := 1; i < len(res); i += 2 {
-			id, _ := res[i].(string)
-			h, ok := flatToMap(res[i+1])
-			j, derr := decodeJob(h)
-			if !ok {
-				derr = fmt.Errorf("%w %q: unreadable hash", ErrMalformedJob, id)
-			}
-			// The id and queue the job was fetched by are the ones that count.
-			j.ID, j.Queue = id, q.name
-			w.start(q, j, derr)
+		now, _ := res[1].(int64)
+		for r := res[2:]; len(r) > 0; r = r[dequeuedLen:] {
+			j, derr := w.dequeued(q, now, r[:dequeuedLen])
+			w.start(*q, j, derr)
 			jobs = append(jobs, j)
 		}
-		n -= (len(res) - 1) / 2
+		n -= (len(res) - 2) / dequeuedLen
 		if n <= 0 {
 			break
 		}
 	}
 	return jobs, next, nil
+}
+
+// dequeuedLen is the number of elements per job in dequeue.lua's reply:
+// id, token, attempt, then the fetched fields.
+const dequeuedLen = 3 + fetchedFields
+
+// dequeued decodes one job of dequeue.lua's reply, started at now (Unix ms)
+// on this worker.
+func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
+	var jv jobValues
+	for i, v := range r[3:] {
+		jv.v[i], jv.ok[i] = v.(string)
+	}
+	jv.v[xStatus], jv.ok[xStatus] = string(StatusStarted), true
+	j, err := jv.decode()
+	// The id and queue the job was fetched by are the ones that count.
+	j.ID, _ = r[0].(string)
+	j.Queue = q.name
+	tok, _ := r[1].(int64)
+	attempt, _ := r[2].(int64)
+	j.token = strconv.FormatInt(tok, 10)
+	j.Attempt = int(attempt)
+	j.StartedAt = msTime(now)
+	j.Worker = w.id
+	return j, err
 }
 
 // block waits in Redis until a job is enqueued to one of the worker's

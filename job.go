@@ -98,60 +98,112 @@ const (
 	fToken       = "token"
 )
 
+// Indexes of a job's fields in jobValues. The first fetchedFields are the
+// ones dequeue.lua returns for each job, in its order.
+const (
+	xID = iota
+	xQueue
+	xFunc
+	xArgs
+	xMaxRetries
+	xTimeout
+	xResultTTL
+	xFailureTTL
+	xBackoff
+	xCreatedAt
+	xEnqueuedAt
+	xScheduledAt
+	xEndedAt
+	xResult
+	xError
+	fetchedFields // the fields below are set by dequeue.lua itself
+	xStatus = iota - 1
+	xAttempt
+	xStartedAt
+	xWorker
+	xToken
+	numFields
+)
+
+// fieldNames names the hash field at each index of jobValues.
+var fieldNames = [numFields]string{
+	xID: fID, xQueue: fQueue, xFunc: fFunc, xArgs: fArgs, xMaxRetries: fMaxRetries,
+	xTimeout: fTimeout, xResultTTL: fResultTTL, xFailureTTL: fFailureTTL, xBackoff: fBackoff,
+	xCreatedAt: fCreatedAt, xEnqueuedAt: fEnqueuedAt, xScheduledAt: fScheduledAt,
+	xEndedAt: fEndedAt, xResult: fResult, xError: fError,
+	xStatus: fStatus, xAttempt: fAttempt, xStartedAt: fStartedAt, xWorker: fWorker, xToken: fToken,
+}
+
+// jobValues is a job hash read into fixed slots: v[i] is the value of field
+// fieldNames[i], ok[i] whether the hash has it.
+type jobValues struct {
+	v  [numFields]string
+	ok [numFields]bool
+}
+
 // decodeJob reads a job from its hash fields. It never panics: missing or
 // unreadable fields rqgo needs give an error wrapping [ErrMalformedJob],
 // together with whatever could be read.
 func decodeJob(h map[string]string) (*Job, error) {
+	var jv jobValues
+	for i, f := range fieldNames {
+		jv.v[i], jv.ok[i] = h[f]
+	}
+	return jv.decode()
+}
+
+// decode is decodeJob's work, on fields already in their slots.
+func (jv *jobValues) decode() (*Job, error) {
 	j := &Job{
-		ID:     h[fID],
-		Queue:  h[fQueue],
-		Func:   h[fFunc],
-		Status: Status(h[fStatus]),
-		Error:  h[fError],
-		Worker: h[fWorker],
-		token:  h[fToken],
+		ID:      jv.v[xID],
+		Queue:   jv.v[xQueue],
+		Func:    jv.v[xFunc],
+		Status:  Status(jv.v[xStatus]),
+		Error:   jv.v[xError],
+		Worker:  jv.v[xWorker],
+		token:   jv.v[xToken],
+		Backoff: jv.v[xBackoff],
 	}
-	if a, ok := h[fArgs]; ok {
-		j.Args = json.RawMessage(a)
+	if jv.ok[xArgs] {
+		j.Args = json.RawMessage(jv.v[xArgs])
 	}
-	if r, ok := h[fResult]; ok {
-		j.Result = json.RawMessage(r)
+	if jv.ok[xResult] {
+		j.Result = json.RawMessage(jv.v[xResult])
 	}
-	j.Backoff = h[fBackoff]
 	var bad []string
-	num := func(f string) int64 {
-		s, ok := h[f]
-		if !ok || s == "" {
+	num := func(i int) int64 {
+		s := jv.v[i]
+		if !jv.ok[i] || s == "" {
 			return 0
 		}
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			bad = append(bad, f)
+			bad = append(bad, fieldNames[i])
 		}
 		return n
 	}
-	ms := func(f string) time.Time {
-		if n := num(f); n > 0 {
+	ms := func(i int) time.Time {
+		if n := num(i); n > 0 {
 			return time.UnixMilli(n)
 		}
 		return time.Time{}
 	}
-	j.Attempt = int(num(fAttempt))
-	j.MaxRetries = int(num(fMaxRetries))
-	j.Timeout = time.Duration(num(fTimeout)) * time.Millisecond
-	_, j.hasResultTTL = h[fResultTTL]
-	j.ResultTTL = time.Duration(num(fResultTTL)) * time.Millisecond
-	_, j.hasFailureTTL = h[fFailureTTL]
-	j.FailureTTL = time.Duration(num(fFailureTTL)) * time.Millisecond
-	j.CreatedAt = ms(fCreatedAt)
-	j.EnqueuedAt = ms(fEnqueuedAt)
-	j.ScheduledAt = ms(fScheduledAt)
-	j.StartedAt = ms(fStartedAt)
-	j.EndedAt = ms(fEndedAt)
+	j.Attempt = int(num(xAttempt))
+	j.MaxRetries = int(num(xMaxRetries))
+	j.Timeout = time.Duration(num(xTimeout)) * time.Millisecond
+	j.hasResultTTL = jv.ok[xResultTTL]
+	j.ResultTTL = time.Duration(num(xResultTTL)) * time.Millisecond
+	j.hasFailureTTL = jv.ok[xFailureTTL]
+	j.FailureTTL = time.Duration(num(xFailureTTL)) * time.Millisecond
+	j.CreatedAt = ms(xCreatedAt)
+	j.EnqueuedAt = ms(xEnqueuedAt)
+	j.ScheduledAt = ms(xScheduledAt)
+	j.StartedAt = ms(xStartedAt)
+	j.EndedAt = ms(xEndedAt)
 
-	for _, f := range []string{fID, fQueue, fFunc, fStatus} {
-		if h[f] == "" {
-			bad = append(bad, f)
+	for _, i := range [...]int{xID, xQueue, xFunc, xStatus} {
+		if jv.v[i] == "" {
+			bad = append(bad, fieldNames[i])
 		}
 	}
 	if len(j.Args) > 0 && !json.Valid(j.Args) {
@@ -161,22 +213,4 @@ func decodeJob(h map[string]string) (*Job, error) {
 		return j, fmt.Errorf("%w %q: missing or unreadable fields %v", ErrMalformedJob, j.ID, bad)
 	}
 	return j, nil
-}
-
-// flatToMap turns an HGETALL-style flat array into a map.
-func flatToMap(v any) (map[string]string, bool) {
-	arr, ok := v.([]any)
-	if !ok || len(arr)%2 != 0 {
-		return nil, false
-	}
-	m := make(map[string]string, len(arr)/2)
-	for i := 0; i < len(arr); i += 2 {
-		k, ok1 := arr[i].(string)
-		val, ok2 := arr[i+1].(string)
-		if !ok1 || !ok2 {
-			return nil, false
-		}
-		m[k] = val
-	}
-	return m, true
 }

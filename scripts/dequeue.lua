@@ -16,9 +16,13 @@
 -- ARGV[2] lease, ms
 -- ARGV[3] worker id
 --
--- Returns {next_ms, id1, hash1, id2, hash2, ...}: next_ms is the earliest
--- remaining scheduled time (0 when none); each hash is the job's fields as a
--- flat field/value array (HGETALL), with the new `token` and `attempt`.
+-- Returns {next_ms, now_ms, <job 1>, <job 2>, ...}: next_ms is the earliest
+-- remaining scheduled time (0 when none), now_ms the jobs' started_at. Each
+-- job is 18 elements: id, token, attempt (the new ones), then the values
+-- (nil when absent) of the hash fields id, queue, func, args, max_retries,
+-- timeout_ms, result_ttl_ms, failure_ttl_ms, backoff, created_at,
+-- enqueued_at, scheduled_at, ended_at, result, error, in this order. The
+-- job's status is `started` and its worker ARGV[3].
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = KEYS[6]
@@ -33,28 +37,55 @@ for _, id in ipairs(due) do
   end
 end
 
-local out = {0}
+local out = {0, now}
 local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
 if ids then
   local tok = redis.call('INCRBY', KEYS[4], #ids) - #ids
   local deadline = now + tonumber(ARGV[2])
+  local active = {}
   for _, id in ipairs(ids) do
     local k = prefix .. id
     tok = tok + 1
-    -- A job whose hash is gone was deleted by hand; there is nothing to run.
-    -- Nothing below may raise an error on a damaged hash: Redis does not
-    -- roll a script back, and the ids are already popped.
-    if redis.call('TYPE', k).ok == 'hash' then
-      local attempt = (tonumber(redis.call('HGET', k, 'attempt')) or 0) + 1
+    -- Nothing below may raise an error on a damaged key: Redis does not
+    -- roll a script back, and the ids are already popped. A key that is
+    -- not a hash is skipped, as is a job whose hash is gone (deleted by
+    -- hand): there is nothing to run.
+    local h = redis.pcall('HMGET', k, 'id', 'queue', 'func', 'args', 'max_retries',
+      'timeout_ms', 'result_ttl_ms', 'failure_ttl_ms', 'backoff', 'created_at',
+      'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'attempt')
+    local found = false
+    if type(h) == 'table' and not h.err then
+      for f = 1, 16 do
+        if h[f] then
+          found = true
+          break
+        end
+      end
+      found = found or redis.call('EXISTS', k) == 1
+    end
+    if found then
+      local attempt = (tonumber(h[16]) or 0) + 1
       redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'token', tok)
-      redis.call('ZADD', KEYS[2], deadline, id)
+      active[#active + 1] = deadline
+      active[#active + 1] = id
+      if #active >= 1000 then
+        redis.call('ZADD', KEYS[2], unpack(active))
+        active = {}
+      end
       out[#out + 1] = id
-      out[#out + 1] = redis.call('HGETALL', k)
+      out[#out + 1] = tok
+      out[#out + 1] = attempt
+      for f = 1, 15 do
+        out[#out + 1] = h[f]
+      end
     end
   end
-  if redis.call('LLEN', KEYS[1]) > 0 then
+  if #active > 0 then
+    redis.call('ZADD', KEYS[2], unpack(active))
+  end
+  -- Pass the wake-up on while work remains (one token at most).
+  if redis.call('LLEN', KEYS[1]) > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
     redis.call('LPUSH', KEYS[5], '1')
-    redis.call('LTRIM', KEYS[5], 0, 0)
   end
 end
 
