@@ -117,7 +117,7 @@ const (
 	xResult
 	xError
 	fetchedFields // the fields below are set by dequeue.lua itself
-	xStatus = iota - 1
+	xStatus       = iota - 1
 	xAttempt
 	xStartedAt
 	xWorker
