@@ -273,3 +273,35 @@ func runWorker(t *testing.T, rdb *redis.Client) error {
 	w := NewWorker(rdb, WorkerOptions{Queues: []string{"acl"}, Burst: true, Logger: testLogger(t)})
 	return w.Run(t.Context())
 }
+
+// On a Redis Cluster the client also needs CLUSTER SLOTS, which go-redis
+// reads to route commands. (It also tries COMMAND, and does without.)
+const aclClusterRules = "+cluster|slots"
+
+// The same least-privilege user works on a Redis Cluster, with the cluster
+// rules added, the user created on every node.
+func TestACLCluster(t *testing.T) {
+	skipShort(t)
+	c := redistest.StartCluster(t, 3, 0)
+	for _, n := range c.Nodes {
+		args := []any{"ACL", "SETUSER", "rqgo", "reset", ">secret"}
+		for _, r := range strings.Fields(aclRules + " " + aclClusterRules) {
+			args = append(args, r)
+		}
+		if err := n.Client().Do(t.Context(), args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := c.Options()
+	opts.Username, opts.Password = "rqgo", "secret"
+	rdb := c.Client(opts)
+	if err := aclScenario(t, rdb); err != nil {
+		for _, n := range c.Nodes {
+			log, _ := n.Client().ACLLog(t.Context(), 5).Result()
+			for _, l := range log {
+				t.Logf("%s refused %s (%s)", n.Addr, l.Object, l.Reason)
+			}
+		}
+		t.Fatalf("rqgo as the ACL user on the cluster: %v", err)
+	}
+}
