@@ -692,3 +692,132 @@ func TestClusterFailoverDefaultClientOptions(t *testing.T) {
 		t.Fatalf("job %s enqueued after the failover did not run within 10s: the worker still dials the dead master", j.ID)
 	}
 }
+
+// benchJobs is how many jobs one round of BenchmarkTopologyThroughput
+// enqueues and processes.
+const benchJobs = 20000
+
+// BenchmarkTopologyThroughput enqueues benchJobs jobs over 6 queues (from
+// 50 goroutines), then processes them with one burst worker of
+// concurrency 50, on a single redis-server and on a 3-master cluster with
+// the queues spread 2 per master. It reports jobs/s for each phase. Run
+// with -benchtime=1x.
+func BenchmarkTopologyThroughput(b *testing.B) {
+	if testing.Short() {
+		b.Skip("starts its own Redis processes; skipped with -short")
+	}
+	b.Run("single", func(b *testing.B) {
+		s := redistest.StartServer(b)
+		names := []string{"q0", "q1", "q2", "q3", "q4", "q5"}
+		benchThroughput(b, s.Client(), names)
+	})
+	b.Run("cluster-3-masters", func(b *testing.B) {
+		c := redistest.StartCluster(b, 3, 0)
+		names := spreadNames(b, c, DefaultPrefix, 2)
+		benchThroughput(b, c.Client(), names)
+	})
+}
+
+// spreadNames picks perMaster queue names for each master of c.
+func spreadNames(b *testing.B, c *redistest.Cluster, prefix string, perMaster int) []string {
+	byMaster := map[string]int{}
+	var names []string
+	for i := 0; len(names) < 3*perMaster; i++ {
+		name := fmt.Sprintf("q%d", i)
+		m, err := c.NodeFor(b.Context(), newKeys(prefix, name).pending())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if byMaster[m.Addr] < perMaster {
+			byMaster[m.Addr]++
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func benchThroughput(b *testing.B, rdb redis.UniversalClient, names []string) {
+	ctx := b.Context()
+	queues := make([]*Queue, len(names))
+	for i, n := range names {
+		queues[i] = NewQueue(n, rdb)
+	}
+	var enq, proc time.Duration
+	var cpu float64
+	for b.Loop() {
+		cpu -= redisCPU(b, rdb)
+		began := time.Now()
+		var wg sync.WaitGroup
+		errs := make(chan error, 50)
+		for g := range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := g; i < benchJobs; i += 50 {
+					if _, err := queues[i%len(queues)].EnqueueContext(ctx, "noop", nil, ResultTTL(time.Minute)); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+		enq += time.Since(began)
+		w := NewWorker(rdb, WorkerOptions{Queues: names, Concurrency: 50, Burst: true,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		w.Register("noop", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+		began = time.Now()
+		if err := w.Run(ctx); err != nil {
+			b.Fatal(err)
+		}
+		proc += time.Since(began)
+		cpu += redisCPU(b, rdb)
+		for _, q := range queues {
+			if c, err := q.Counts(ctx); err != nil || c.Queued != 0 || c.Started != 0 {
+				b.Fatalf("%s after the burst: %+v, %v", q.Name(), c, err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*benchJobs)/enq.Seconds(), "enqueued/s")
+	b.ReportMetric(float64(b.N*benchJobs)/proc.Seconds(), "processed/s")
+	b.ReportMetric(100*cpu/(enq+proc).Seconds(), "redis-cpu-%")
+}
+
+// redisCPU returns the CPU seconds (user and system) every Redis master
+// behind rdb has used so far.
+func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
+	var mu sync.Mutex
+	total := 0.0
+	read := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "cpu").Result()
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(info, "\r\n") {
+			for _, f := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+				if v, ok := strings.CutPrefix(l, f); ok {
+					var x float64
+					fmt.Sscan(v, &x)
+					mu.Lock()
+					total += x
+					mu.Unlock()
+				}
+			}
+		}
+		return nil
+	}
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(b.Context(), read)
+	} else {
+		err = read(b.Context(), rdb.(*redis.Client))
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
