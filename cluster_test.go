@@ -821,3 +821,56 @@ func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
 	}
 	return total
 }
+
+// BenchmarkEnqueueWait measures what a WAIT 1 after each enqueue costs on
+// a cluster whose masters have one replica each: the enqueue script and
+// WAIT go down one connection to the queue's master, in one round trip,
+// and WAIT returns once the replica acknowledged the write. One enqueue at
+// a time, so ns/op is the latency a caller sees.
+func BenchmarkEnqueueWait(b *testing.B) {
+	if testing.Short() {
+		b.Skip("starts its own Redis processes; skipped with -short")
+	}
+	c := redistest.StartCluster(b, 3, 1)
+	rdb := c.Client()
+	ctx := b.Context()
+	q := NewQueue("wait", rdb)
+	if _, err := q.EnqueueContext(ctx, "noop", nil); err != nil { // loads the script
+		b.Fatal(err)
+	}
+	b.Run("no-wait", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := q.EnqueueContext(ctx, "noop", nil, ResultTTL(time.Minute)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("wait-1", func(b *testing.B) {
+		master, err := rdb.MasterForKey(ctx, q.k.pending())
+		if err != nil {
+			b.Fatal(err)
+		}
+		short := 0
+		for b.Loop() {
+			j, argv, err := q.prepare("noop", nil, []EnqueueOption{ResultTTL(time.Minute)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var run *redis.Cmd
+			var wait *redis.IntCmd
+			_, err = master.Pipelined(ctx, func(p redis.Pipeliner) error {
+				run = enqueueScript.EvalSha(ctx, p, []string{q.k.job(j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, argv...)
+				wait = redis.NewIntCmd(ctx, "WAIT", 1, 1000)
+				_ = p.Process(ctx, wait)
+				return nil
+			})
+			if err != nil || run.Err() != nil {
+				b.Fatal(err, run.Err())
+			}
+			if wait.Val() < 1 {
+				short++
+			}
+		}
+		b.ReportMetric(float64(short), "unreplicated")
+	})
+}
