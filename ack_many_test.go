@@ -38,8 +38,11 @@ func TestBatchedAckSkipsStaleToken(t *testing.T) {
 		if retry := w.settle(ctx, batch); len(retry) != 0 {
 			t.Fatalf("settle left %d outcomes to retry, want 0", len(retry))
 		}
-		if n := w.inflight.Load(); n != 0 {
-			t.Errorf("inflight after settle = %d, want 0: every slot is freed", n)
+		w.mu.Lock()
+		left := len(w.running)
+		w.mu.Unlock()
+		if left != 0 {
+			t.Errorf("%d runs left after settle, want 0: every run ends", left)
 		}
 		for _, j := range []*Job{jobs[0], jobs[3]} {
 			got, err := q.FetchJob(ctx, j.ID)

@@ -24,7 +24,12 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	backoff := RetryPolicy{Base: 50 * time.Millisecond, Cap: 5 * time.Second}
 	failures := 0
 	for ctx.Err() == nil {
+		// A slot frees when its handler returns; outcomes waiting to be
+		// recorded hold back fetching only when as many wait as slots exist.
 		free := int64(w.opts.Concurrency) - w.inflight.Load()
+		if w.settling.Load() >= int64(w.opts.Concurrency) {
+			free = 0
+		}
 		if free <= 0 {
 			select {
 			case <-ctx.Done():
@@ -32,7 +37,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
-		fetched, idle := time.Now(), w.inflight.Load() == 0
+		fetched, idle := time.Now(), w.inflight.Load()+w.settling.Load() == 0
 		jobs, next, err := w.fetch(ctx, int(free))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -275,6 +280,11 @@ func (w *Worker) start(q workerQueue, j *Job, bad error) {
 		w.mu.Lock()
 		r.done = true
 		w.mu.Unlock()
+		// The slot is free for the next job; the run stays in w.running,
+		// its lease renewed, until its outcome is recorded (finish).
+		w.settling.Add(1)
+		w.inflight.Add(-1)
+		w.signalFreed()
 		w.outcomes <- o
 	}()
 }

@@ -224,12 +224,18 @@ func (w *Worker) isLost(r *run) bool {
 	return r.lost
 }
 
-// finish frees the run's slot.
+// finish ends a run whose outcome is recorded, or that lost its lease.
 func (w *Worker) finish(r *run) {
 	w.mu.Lock()
 	delete(w.running, r)
 	w.mu.Unlock()
-	w.inflight.Add(-1)
+	w.settling.Add(-1)
+	w.signalFreed()
+}
+
+// signalFreed tells the fetch loop (or a draining Run) that a slot came
+// free or an outcome was recorded.
+func (w *Worker) signalFreed() {
 	select {
 	case w.freed <- struct{}{}:
 	default:
@@ -364,7 +370,7 @@ func (w *Worker) drain(ctx context.Context, stopHandlers context.CancelCauseFunc
 	}
 	grace := time.NewTimer(w.opts.ShutdownTimeout)
 	defer grace.Stop()
-	for w.inflight.Load() > 0 {
+	for w.inflight.Load()+w.settling.Load() > 0 {
 		select {
 		case <-w.freed:
 			continue

@@ -94,7 +94,8 @@ type Worker struct {
 	running  map[*run]struct{}
 
 	queues    []workerQueue
-	inflight  atomic.Int64
+	inflight  atomic.Int64  // handlers running
+	settling  atomic.Int64  // returned handlers whose outcome is not recorded yet
 	freed     chan struct{} // a slot came free
 	outcomes  chan *outcome
 	retryDue  atomic.Int64 // Unix ms of the latest retry this worker scheduled
