@@ -114,7 +114,7 @@ var slotErrors = []string{"CROSSSLOT", "same slot", "non local key", "MOVED", "A
 // queuesOnShards picks perMaster queue names for each master of the
 // cluster, by the slot of their keys under prefix, and returns them with
 // the address of the master that holds each.
-func queuesOnShards(t *testing.T, c *redistest.Cluster, prefix string, perMaster int) ([]string, map[string]string) {
+func queuesOnShards(t testing.TB, c *redistest.Cluster, prefix string, perMaster int) ([]string, map[string]string) {
 	t.Helper()
 	ctx := t.Context()
 	byMaster := map[string][]string{}
@@ -713,27 +713,9 @@ func BenchmarkTopologyThroughput(b *testing.B) {
 	})
 	b.Run("cluster-3-masters", func(b *testing.B) {
 		c := redistest.StartCluster(b, 3, 0)
-		names := spreadNames(b, c, DefaultPrefix, 2)
+		names, _ := queuesOnShards(b, c, DefaultPrefix, 2)
 		benchThroughput(b, c.Client(), names)
 	})
-}
-
-// spreadNames picks perMaster queue names for each master of c.
-func spreadNames(b *testing.B, c *redistest.Cluster, prefix string, perMaster int) []string {
-	byMaster := map[string]int{}
-	var names []string
-	for i := 0; len(names) < 3*perMaster; i++ {
-		name := fmt.Sprintf("q%d", i)
-		m, err := c.NodeFor(b.Context(), newKeys(prefix, name).pending())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if byMaster[m.Addr] < perMaster {
-			byMaster[m.Addr]++
-			names = append(names, name)
-		}
-	}
-	return names
 }
 
 func benchThroughput(b *testing.B, rdb redis.UniversalClient, names []string) {
