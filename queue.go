@@ -28,6 +28,7 @@ type Queue struct {
 	maxArgsSize int
 	err         error       // invalid name or option: every call returns it
 	known       atomic.Bool // the name is in the <prefix>:queues set
+	enq         enqueuer    // coalesces concurrent enqueues
 }
 
 // QueueOption configures a [Queue].
@@ -73,8 +74,10 @@ func (q *Queue) Enqueue(fn string, args any, opts ...EnqueueOption) (*Job, error
 
 // EnqueueContext adds a job that calls the function registered as fn with
 // args, encoded as JSON (a [json.RawMessage] or []byte is taken as JSON
-// as it is). It is one round trip to Redis. The returned Job has its id,
-// status (queued or scheduled) and creation time.
+// as it is). It is one round trip to Redis; concurrent calls on one Queue
+// share round trips (a call made while another is in flight waits for it,
+// then goes with every call that waited, in one script call). The returned
+// Job has its id, status (queued or scheduled) and creation time.
 func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ...EnqueueOption) (*Job, error) {
 	j, argv, err := q.prepare(fn, args, opts)
 	if err != nil {
@@ -83,11 +86,7 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 	if err := q.remember(ctx); err != nil {
 		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
 	}
-	res, err := enqueueScript.Run(ctx, q.rdb, []string{q.k.job(j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, argv...).Int64Slice()
-	if err != nil {
-		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
-	}
-	return finishEnqueue(j, res)
+	return q.enqueue(&enqueueCall{ctx: ctx, j: j, argv: argv})
 }
 
 func finishEnqueue(j *Job, res []int64) (*Job, error) {

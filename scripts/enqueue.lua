@@ -33,6 +33,7 @@ else
 end
 -- One token at most: an idle worker wakes, fetches (or recomputes its wait
 -- for a scheduled job) and passes the wake-up on while work remains.
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, 0)
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('LPUSH', KEYS[4], '1')
+end
 return {code, now}

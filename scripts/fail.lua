@@ -26,14 +26,16 @@ local delay = tonumber(ARGV[4])
 if delay == 0 then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now, 'error', ARGV[3])
   redis.call('RPUSH', KEYS[5], ARGV[1])
-  redis.call('LPUSH', KEYS[6], '1')
-  redis.call('LTRIM', KEYS[6], 0, 0)
+  if redis.call('EXISTS', KEYS[6]) == 0 then
+    redis.call('LPUSH', KEYS[6], '1')
+  end
   return 1
 elseif delay > 0 then
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'scheduled_at', now + delay, 'error', ARGV[3])
   redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
-  redis.call('LPUSH', KEYS[6], '1')
-  redis.call('LTRIM', KEYS[6], 0, 0)
+  if redis.call('EXISTS', KEYS[6]) == 0 then
+    redis.call('LPUSH', KEYS[6], '1')
+  end
   return 1
 end
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms')) or tonumber(ARGV[5])

@@ -1,0 +1,257 @@
+package rqgo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// EnqueueMany creates every valid job in one call; a duplicate id (in Redis
+// or within the batch) and an invalid request fail alone.
+func TestEnqueueMany(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		if _, err := q.EnqueueContext(ctx, "f", nil, JobID("existing")); err != nil {
+			t.Fatal(err)
+		}
+		reqs := []EnqueueRequest{
+			{Func: "f", Args: 1},
+			{Func: "f", Args: 2, Options: []EnqueueOption{JobID("existing")}},
+			{Func: "f", Args: 3, Options: []EnqueueOption{JobID("twice")}},
+			{Func: "f", Args: 4, Options: []EnqueueOption{JobID("twice")}},
+			{Func: "", Args: 5},
+			{Func: "g", Args: 6, Options: []EnqueueOption{In(time.Hour)}},
+			{Func: "f", Args: 7, Options: []EnqueueOption{Retry(2), Timeout(time.Second)}},
+		}
+		jobs, err := q.EnqueueMany(ctx, reqs)
+		var me *EnqueueManyError
+		if !errors.As(err, &me) || len(me.Errs) != len(reqs) || len(jobs) != len(reqs) {
+			t.Fatalf("EnqueueMany = %d jobs, %v; want %d jobs and an *EnqueueManyError with %d entries", len(jobs), err, len(reqs), len(reqs))
+		}
+		if !errors.Is(err, ErrJobExists) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("EnqueueMany error %v does not wrap ErrJobExists and ErrInvalid", err)
+		}
+		wantErr := []error{nil, ErrJobExists, nil, ErrJobExists, ErrInvalid, nil, nil}
+		for i, want := range wantErr {
+			if got := me.Errs[i]; (want == nil) != (got == nil) || (want != nil && !errors.Is(got, want)) {
+				t.Errorf("request %d: error %v, want %v", i, got, want)
+			}
+			if (jobs[i] == nil) != (want != nil) {
+				t.Errorf("request %d: job %v with error %v", i, jobs[i], me.Errs[i])
+			}
+		}
+		if jobs[5] != nil && jobs[5].Status != StatusScheduled || jobs[0] != nil && jobs[0].Status != StatusQueued {
+			t.Errorf("statuses %s and %s, want queued and scheduled", jobs[0].Status, jobs[5].Status)
+		}
+		if got, _ := q.FetchJob(ctx, "twice"); got == nil || string(got.Args) != "3" {
+			t.Errorf("job twice = %v, want the first request's (args 3)", got)
+		}
+		if got, _ := q.FetchJob(ctx, jobs[6].ID); got == nil || got.MaxRetries != 2 || got.Timeout != time.Second || string(got.Args) != "7" {
+			t.Errorf("job with options = %+v, want retry 2, timeout 1s, args 7", got)
+		}
+		ids, _ := q.JobIDs(ctx, StatusQueued, 0, 100)
+		want := []string{"existing", jobs[0].ID, "twice", jobs[6].ID}
+		if fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Errorf("queued ids = %v, want %v (in request order)", ids, want)
+		}
+		if c, _ := q.Counts(ctx); c.Scheduled != 1 {
+			t.Errorf("Counts = %+v, want 1 scheduled", c)
+		}
+
+		// Every job valid: no error; more jobs than one script call takes.
+		many := make([]EnqueueRequest, maxEnqueueBatch+7)
+		for i := range many {
+			many[i] = EnqueueRequest{Func: "n", Args: i}
+		}
+		jobs, err = q.EnqueueMany(ctx, many)
+		if err != nil || len(jobs) != len(many) {
+			t.Fatalf("EnqueueMany of %d = %d jobs, %v", len(many), len(jobs), err)
+		}
+		for i, j := range jobs {
+			got, err := q.FetchJob(ctx, j.ID)
+			if err != nil || string(got.Args) != fmt.Sprint(i) {
+				t.Fatalf("job %d = %v, %v; want args %d", i, got, err, i)
+			}
+		}
+		if jobs, err := q.EnqueueMany(ctx, nil); err != nil || len(jobs) != 0 {
+			t.Errorf("EnqueueMany(nil) = %v, %v; want nothing", jobs, err)
+		}
+	})
+}
+
+// Many goroutines enqueueing on one Queue at once share round trips; every
+// job lands exactly once, each caller gets its own job back, and a worker
+// runs each job once.
+func TestConcurrentEnqueuesCoalesce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		const goroutines, each = 16, 25
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			seen = map[string]bool{}
+		)
+		for g := range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					args := fmt.Sprintf(`"%d-%d"`, g, i)
+					opts := []EnqueueOption{}
+					if i%10 == 0 {
+						opts = append(opts, JobID(fmt.Sprintf("fixed-%d-%d", g, i)))
+					}
+					j, err := q.EnqueueContext(ctx, "f", []byte(args), opts...)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if string(j.Args) != args || j.Status != StatusQueued {
+						t.Errorf("caller %d/%d got job %s args %s status %s, want its own queued job", g, i, j.ID, j.Args, j.Status)
+					}
+					mu.Lock()
+					if seen[j.ID] {
+						t.Errorf("job id %s returned twice", j.ID)
+					}
+					seen[j.ID] = true
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		// An id used again: refused, while others go through.
+		if _, err := q.EnqueueContext(ctx, "f", nil, JobID("fixed-0-0")); !errors.Is(err, ErrJobExists) {
+			t.Errorf("re-enqueue of fixed-0-0 = %v, want ErrJobExists", err)
+		}
+		ids, _ := q.JobIDs(ctx, StatusQueued, 0, 10*goroutines*each)
+		if len(ids) != goroutines*each {
+			t.Fatalf("%d jobs queued, want %d", len(ids), goroutines*each)
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				t.Errorf("queued job %s was not returned to any caller", id)
+			}
+		}
+		var runs sync.Map
+		w := e.worker(t, WorkerOptions{Concurrency: 20})
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+			if _, dup := runs.LoadOrStore(j.ID, true); dup {
+				t.Errorf("job %s ran twice", j.ID)
+			}
+			return nil, nil
+		})
+		runBurst(t, w)
+		if c, _ := q.Counts(ctx); c.Finished != goroutines*each {
+			t.Errorf("Counts = %+v, want %d finished", c, goroutines*each)
+		}
+	})
+}
+
+// A caller whose context ends while it waits for another caller's round
+// trip returns at once with the context's error; the others are served.
+func TestCoalescedEnqueueContextEnds(t *testing.T) {
+	e := newMiniEnv(t)
+	q := e.queue("default")
+	ctx := t.Context()
+	q.enq.mu.Lock()
+	q.enq.flying = maxFlights // as if other callers were sending
+	q.enq.mu.Unlock()
+	canceled, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := q.EnqueueContext(canceled, "f", nil)
+		done <- err
+	}()
+	waitFor(t, 5*time.Second, "caller in line", func() bool {
+		q.enq.mu.Lock()
+		defer q.enq.mu.Unlock()
+		return len(q.enq.line) == 1
+	})
+	other := make(chan error, 1)
+	go func() {
+		_, err := q.EnqueueContext(ctx, "g", nil, JobID("other"))
+		other <- err
+	}()
+	waitFor(t, 5*time.Second, "second caller in line", func() bool {
+		q.enq.mu.Lock()
+		defer q.enq.mu.Unlock()
+		return len(q.enq.line) == 2
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled caller = %v, want context.Canceled", err)
+	}
+	// The flight lands: the remaining caller gets its turn and is served.
+	q.enq.mu.Lock()
+	q.enq.handOnLocked()
+	q.enq.mu.Unlock()
+	if err := <-other; err != nil {
+		t.Fatalf("other caller = %v", err)
+	}
+	if n := e.rdb.LLen(ctx, q.k.pending()).Val(); n != 1 {
+		t.Errorf("%d jobs queued, want 1 (the canceled caller's job never left)", n)
+	}
+	q.enq.mu.Lock()
+	defer q.enq.mu.Unlock()
+	if q.enq.flying != maxFlights-1 || len(q.enq.line) != 0 {
+		t.Errorf("after the last flight: %d flying, %d in line; want %d (the others') and none", q.enq.flying, len(q.enq.line), maxFlights-1)
+	}
+}
+
+// A caller handed a batch to send whose context ends first passes the batch
+// to another of its callers: nobody in it is left waiting.
+func TestCoalescedEnqueueSenderContextEnds(t *testing.T) {
+	e := newMiniEnv(t)
+	q := e.queue("default")
+	ctx := t.Context()
+	for range 20 {
+		q.enq.mu.Lock()
+		q.enq.flying = maxFlights
+		q.enq.mu.Unlock()
+		canceled, cancel := context.WithCancel(ctx)
+		done := make(chan error, 2)
+		go func() {
+			_, err := q.EnqueueContext(canceled, "f", nil)
+			done <- err
+		}()
+		waitFor(t, 5*time.Second, "first caller in line", func() bool {
+			q.enq.mu.Lock()
+			defer q.enq.mu.Unlock()
+			return len(q.enq.line) == 1
+		})
+		go func() {
+			_, err := q.EnqueueContext(ctx, "g", nil)
+			done <- err
+		}()
+		waitFor(t, 5*time.Second, "second caller in line", func() bool {
+			q.enq.mu.Lock()
+			defer q.enq.mu.Unlock()
+			return len(q.enq.line) == 2
+		})
+		cancel()
+		q.enq.mu.Lock()
+		q.enq.handOnLocked() // the batch of both goes to the canceled caller
+		q.enq.mu.Unlock()
+		for range 2 {
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a caller is still waiting 10s after its batch was handed out")
+			}
+		}
+		q.enq.mu.Lock()
+		flying, line := q.enq.flying, len(q.enq.line)
+		q.enq.mu.Unlock()
+		if flying != maxFlights-1 || line != 0 {
+			t.Fatalf("after the flight: %d flying, %d in line; want %d and none", flying, line, maxFlights-1)
+		}
+	}
+	if ids, _ := q.JobIDs(ctx, StatusQueued, 0, 100); len(ids) < 20 {
+		t.Errorf("%d jobs queued, want at least the 20 of the live callers", len(ids))
+	}
+}
