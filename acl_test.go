@@ -52,6 +52,22 @@ func aclScenario(t *testing.T, rdb redis.UniversalClient) error {
 	if err != nil {
 		return err
 	}
+	// A batch, and concurrent enqueues (they may share a round trip).
+	if _, err := qa.EnqueueMany(ctx, []EnqueueRequest{{Func: "ok", Args: 4}, {Func: "ok", Args: 5}}); err != nil {
+		return err
+	}
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			_, err := qa.EnqueueContext(ctx, "ok", 10+i)
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
 	if err := qb.Cancel(ctx, canceled.ID); err != nil {
 		return err
 	}

@@ -156,13 +156,39 @@ func TestClusterQueuesOnEveryShard(t *testing.T) {
 		bad     = map[string]string{}
 		delayed = map[string]string{}
 	)
+	// 20 jobs per queue from concurrent goroutines (concurrent enqueues to
+	// a queue share round trips), and a batch of 5 per queue.
+	queues := map[string]*Queue{}
 	for _, name := range names {
-		q := e.queue(name)
+		queues[name] = e.queue(name)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, name := range names {
 		for i := range 20 {
-			j, err := q.EnqueueContext(ctx, "ok", i)
-			if err != nil {
-				t.Fatalf("enqueue to %s (on %s): %v", name, shard[name], err)
-			}
+			wg.Go(func() {
+				j, err := queues[name].EnqueueContext(ctx, "ok", i)
+				if err != nil {
+					t.Errorf("enqueue to %s (on %s): %v", name, shard[name], err)
+					return
+				}
+				mu.Lock()
+				ok[name] = append(ok[name], j.ID)
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for _, name := range names {
+		q := queues[name]
+		jobs, err := q.EnqueueMany(ctx, []EnqueueRequest{{Func: "ok"}, {Func: "ok"}, {Func: "ok"}, {Func: "ok"}, {Func: "ok"}})
+		if err != nil {
+			t.Fatalf("EnqueueMany to %s (on %s): %v", name, shard[name], err)
+		}
+		for _, j := range jobs {
 			ok[name] = append(ok[name], j.ID)
 		}
 		j, err := q.EnqueueContext(ctx, "flaky", nil, RetryIntervals(10*time.Millisecond))
@@ -197,7 +223,6 @@ func TestClusterQueuesOnEveryShard(t *testing.T) {
 	}
 
 	w := e.worker(t, WorkerOptions{Queues: names, Concurrency: 8, Logger: log})
-	var mu sync.Mutex
 	tries := map[string]int{}
 	w.Register("ok", func(ctx context.Context, j *Job) (any, error) { return "done", nil })
 	w.Register("flaky", func(ctx context.Context, j *Job) (any, error) {
@@ -225,7 +250,7 @@ func TestClusterQueuesOnEveryShard(t *testing.T) {
 	for _, name := range names {
 		q := e.queue(name)
 		got, err := q.Counts(ctx)
-		if want := (Counts{Finished: 22, Failed: 1, Canceled: 1}); err != nil || got != want {
+		if want := (Counts{Finished: 27, Failed: 1, Canceled: 1}); err != nil || got != want {
 			t.Errorf("%s: Counts = %+v, %v; want %+v", name, got, err, want)
 		}
 		jobs, err := q.Jobs(ctx, StatusFailed, 0, 10)
