@@ -36,18 +36,18 @@ func StartCluster(t testing.TB, masters, replicasPerMaster int) *Cluster {
 	c := &Cluster{t: t}
 	n := masters * (1 + replicasPerMaster)
 	for range n {
-		port, bus := FreePort(t), FreePort(t)
-		s := launch(t, port, []string{"--port", strconv.Itoa(port),
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-port", strconv.Itoa(bus),
-			"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout.Milliseconds())),
-			"--repl-diskless-sync-delay", "0",
-			// Tests kill masters: let a replica take over however stale.
-			"--cluster-replica-validity-factor", "0"})
+		s := retryPorts(t, func() (*Server, error) {
+			port, bus := FreePort(t), FreePort(t)
+			s := launch(t, port, []string{"--port", strconv.Itoa(port),
+				"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+				"--cluster-port", strconv.Itoa(bus),
+				"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout.Milliseconds())),
+				"--repl-diskless-sync-delay", "0",
+				// Tests kill masters: let a replica take over however stale.
+				"--cluster-replica-validity-factor", "0"})
+			return s, s.waitReady(func(ctx context.Context) error { return ping(ctx, s.Addr) })
+		})
 		c.Nodes = append(c.Nodes, s)
-	}
-	for _, s := range c.Nodes {
-		s.waitReady(func(ctx context.Context) error { return ping(ctx, s.Addr) })
 	}
 	args := []string{"--cluster", "create"}
 	for _, s := range c.Nodes {
@@ -59,7 +59,7 @@ func StartCluster(t testing.TB, masters, replicasPerMaster int) *Cluster {
 		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	for _, s := range c.Nodes {
-		s.waitReady(func(ctx context.Context) error { return nodeReady(ctx, s.Addr, n, replicasPerMaster) })
+		s.mustReady(func(ctx context.Context) error { return nodeReady(ctx, s.Addr, n, replicasPerMaster) })
 	}
 	return c
 }

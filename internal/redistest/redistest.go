@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -57,15 +58,51 @@ func Binary(t testing.TB, name string) string {
 	return ""
 }
 
-// FreePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+var (
+	portsMu sync.Mutex
+	given   = map[int]bool{} // ports FreePort returned in this process
+)
+
+// FreePort returns a TCP port of 127.0.0.1 that was free a moment ago and
+// that FreePort has not returned before in this process.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		portsMu.Lock()
+		fresh := !given[port]
+		given[port] = true
+		portsMu.Unlock()
+		if fresh {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("finding a free port: no new port in 100 tries")
+	return 0
+}
+
+// errPortTaken says a process exited at start because another process took
+// one of its ports between FreePort and its start.
+var errPortTaken = errors.New("port taken")
+
+// retryPorts calls start, which starts a process on fresh ports and waits
+// for it, again while a port it was given turns out to be taken.
+func retryPorts(t testing.TB, start func() (*Server, error)) *Server {
+	t.Helper()
+	for range 5 {
+		s, err := start()
+		if err == nil {
+			return s
+		}
+		t.Logf("%s: %v; retrying on other ports", s.Addr, err)
+	}
+	t.Fatal("5 starts failed on ports taken meanwhile")
+	return nil
 }
 
 // StartServer starts redis-server on a free port, without persistence, with
@@ -73,14 +110,11 @@ func FreePort(t testing.TB) int {
 // "noeviction"), and waits until it answers PING.
 func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
-	port := FreePort(t)
-	s := launch(t, port, append([]string{"--port", strconv.Itoa(port)}, args...))
-	s.waitReady(func(ctx context.Context) error {
-		c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
-		defer c.Close()
-		return c.Ping(ctx).Err()
+	return retryPorts(t, func() (*Server, error) {
+		port := FreePort(t)
+		s := launch(t, port, append([]string{"--port", strconv.Itoa(port)}, args...))
+		return s, s.waitReady(func(ctx context.Context) error { return ping(ctx, s.Addr) })
 	})
-	return s
 }
 
 // launch starts redis-server with args in a temporary directory, without
@@ -111,14 +145,18 @@ func launchBin(t testing.TB, name, dir string, port int, argv []string) *Server 
 }
 
 // waitReady polls ready (nothing signals a server's readiness) until it
-// succeeds, failing the test when the process exits or time runs out.
-func (s *Server) waitReady(ready func(ctx context.Context) error) {
+// succeeds. It returns errPortTaken when the process exited because a port
+// was taken, and fails the test when it exited otherwise or time runs out.
+func (s *Server) waitReady(ready func(ctx context.Context) error) error {
 	s.t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	var err error
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
+			if strings.Contains(s.Output(), "Address already in use") {
+				return errPortTaken
+			}
 			s.t.Fatalf("redis-server on %s exited at start:\n%s", s.Addr, s.Output())
 		default:
 		}
@@ -126,11 +164,21 @@ func (s *Server) waitReady(ready func(ctx context.Context) error) {
 		err = ready(ctx)
 		cancel()
 		if err == nil {
-			return
+			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.t.Fatalf("redis-server on %s not ready after %s: %v\n%s", s.Addr, startTimeout, err, s.Output())
+	return nil
+}
+
+// mustReady is waitReady for a process that is already up: a port clash
+// cannot happen any more.
+func (s *Server) mustReady(ready func(ctx context.Context) error) {
+	s.t.Helper()
+	if err := s.waitReady(ready); err != nil {
+		s.t.Fatalf("redis-server on %s: %v", s.Addr, err)
+	}
 }
 
 // Kill stops the process with SIGKILL, as a crash would, and waits for it

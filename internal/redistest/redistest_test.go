@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -80,5 +81,18 @@ func TestStartTLS(t *testing.T) {
 	defer plain.Close()
 	if err := plain.Ping(ctx).Err(); err == nil {
 		t.Fatal("PING without TLS succeeded, want an error")
+	}
+}
+
+// A server whose port was taken meanwhile is reported as such, so that the
+// helpers start it again on other ports.
+func TestPortTaken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server; skipped with -short")
+	}
+	taken := StartServer(t)
+	s := launch(t, FreePort(t), []string{"--port", strconv.Itoa(taken.Port)})
+	if err := s.waitReady(func(ctx context.Context) error { return ping(ctx, s.Addr) }); err != errPortTaken {
+		t.Fatalf("waitReady on a taken port = %v, want errPortTaken", err)
 	}
 }

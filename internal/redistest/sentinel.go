@@ -34,7 +34,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	st := &Sentinel{t: t}
 	st.Master = StartServer(t, "--repl-diskless-sync-delay", "0")
 	st.Replica = StartServer(t, "--replicaof", "127.0.0.1", strconv.Itoa(st.Master.Port), "--repl-diskless-sync-delay", "0")
-	st.Master.waitReady(func(ctx context.Context) error {
+	st.Master.mustReady(func(ctx context.Context) error {
 		rdb := redis.NewClient(&redis.Options{Addr: st.Master.Addr, MaxRetries: -1})
 		defer rdb.Close()
 		repl, err := rdb.Info(ctx, "replication").Result()
@@ -44,20 +44,22 @@ func StartSentinel(t testing.TB) *Sentinel {
 		return replicasOnline(repl, 1)
 	})
 	for range 3 {
-		port := FreePort(t)
-		dir := t.TempDir()
-		conf := writeFile(t, dir, "sentinel.conf", fmt.Sprintf(
-			"port %d\nbind 127.0.0.1\ndir %s\n"+
-				"sentinel monitor %s 127.0.0.1 %d 2\n"+
-				"sentinel down-after-milliseconds %s %d\n"+
-				"sentinel failover-timeout %s 10000\n"+
-				"sentinel parallel-syncs %s 1\n",
-			port, dir, MasterName, st.Master.Port, MasterName, DownAfter.Milliseconds(), MasterName, MasterName))
-		s := launchSentinel(t, conf, port, dir)
-		st.Sentinels = append(st.Sentinels, s)
+		st.Sentinels = append(st.Sentinels, retryPorts(t, func() (*Server, error) {
+			port := FreePort(t)
+			dir := t.TempDir()
+			conf := writeFile(t, dir, "sentinel.conf", fmt.Sprintf(
+				"port %d\nbind 127.0.0.1\ndir %s\n"+
+					"sentinel monitor %s 127.0.0.1 %d 2\n"+
+					"sentinel down-after-milliseconds %s %d\n"+
+					"sentinel failover-timeout %s 10000\n"+
+					"sentinel parallel-syncs %s 1\n",
+				port, dir, MasterName, st.Master.Port, MasterName, DownAfter.Milliseconds(), MasterName, MasterName))
+			s := launchSentinel(t, conf, port, dir)
+			return s, s.waitReady(func(ctx context.Context) error { return ping(ctx, s.Addr) })
+		}))
 	}
 	for _, s := range st.Sentinels {
-		s.waitReady(func(ctx context.Context) error {
+		s.mustReady(func(ctx context.Context) error {
 			rdb := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
 			defer rdb.Close()
 			m, err := rdb.Master(ctx, MasterName).Result()

@@ -54,13 +54,15 @@ func StartTLS(t testing.TB) *TLSServer {
 		t.Fatalf("loading the client certificate: %v", err)
 	}
 	s.ClientCert = cc
-	port := FreePort(t)
-	s.Server = launch(t, port, []string{"--port", "0", "--tls-port", strconv.Itoa(port),
-		"--tls-cert-file", s.CertFile, "--tls-key-file", s.KeyFile, "--tls-ca-cert-file", s.CAFile})
-	s.waitReady(func(ctx context.Context) error {
-		c := redis.NewClient(&redis.Options{Addr: s.Addr, TLSConfig: s.ClientTLS(), MaxRetries: -1})
-		defer c.Close()
-		return c.Ping(ctx).Err()
+	s.Server = retryPorts(t, func() (*Server, error) {
+		port := FreePort(t)
+		srv := launch(t, port, []string{"--port", "0", "--tls-port", strconv.Itoa(port),
+			"--tls-cert-file", s.CertFile, "--tls-key-file", s.KeyFile, "--tls-ca-cert-file", s.CAFile})
+		return srv, srv.waitReady(func(ctx context.Context) error {
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr, TLSConfig: s.ClientTLS(), MaxRetries: -1})
+			defer c.Close()
+			return c.Ping(ctx).Err()
+		})
 	})
 	return s
 }
