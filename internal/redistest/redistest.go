@@ -135,7 +135,10 @@ func launchBin(t testing.TB, name, dir string, port int, argv []string) *Server 
 	s.cmd = exec.Command(bin, argv...)
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so Kill reaches a snapshot fork too; killed
+	// with the test binary should that die without running its cleanups
+	// (a -timeout panic, a signal).
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting %s %s: %v", bin, strings.Join(argv, " "), err)
 	}
