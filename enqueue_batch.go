@@ -273,6 +273,16 @@ func batchContext(batch []*enqueueCall) (context.Context, context.CancelFunc) {
 	}
 }
 
+// manyFields is the hash fields of prepare's enqueue.lua ARGV that
+// enqueue_many.lua does not set itself: all but id, queue and attempt, which
+// prepare puts first.
+func manyFields(argv []any) []any {
+	if len(argv) >= 13 && argv[3] == fID && argv[5] == fQueue && argv[11] == fAttempt {
+		return append(argv[7:11:11], argv[13:]...)
+	}
+	return argv[3:] // the script's own values are the same
+}
+
 // send enqueues the calls' jobs in one round trip: one enqueue.lua call for
 // a single job, else enqueue_many.lua calls of up to maxEnqueueBatch jobs,
 // and records each call's result in it.
@@ -292,15 +302,17 @@ func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 	for rest := calls; len(rest) > 0; {
 		chunk := rest[:min(len(rest), maxEnqueueBatch)]
 		rest = rest[len(chunk):]
-		n := 0
+		n := 1
 		for _, c := range chunk {
 			n += len(c.argv) + 1
 		}
 		args := make([]any, 0, n)
+		args = append(args, q.name)
 		for _, c := range chunk {
+			fields := manyFields(c.argv)
 			args = append(args, c.argv[:3]...)
-			args = append(args, len(c.argv)-3)
-			args = append(args, c.argv[3:]...)
+			args = append(args, len(fields))
+			args = append(args, fields...)
 		}
 		scripts = append(scripts, &scriptCall{s: enqueueManyScript, keys: keys, args: args})
 	}

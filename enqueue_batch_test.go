@@ -53,13 +53,31 @@ func TestEnqueueMany(t *testing.T) {
 		if got, _ := q.FetchJob(ctx, jobs[6].ID); got == nil || got.MaxRetries != 2 || got.Timeout != time.Second || string(got.Args) != "7" {
 			t.Errorf("job with options = %+v, want retry 2, timeout 1s, args 7", got)
 		}
-		ids, _ := q.JobIDs(ctx, StatusQueued, 0, 100)
+		ids, _ := q.JobIDs(ctx, StatusQueued, 0, 4)
 		want := []string{"existing", jobs[0].ID, "twice", jobs[6].ID}
 		if fmt.Sprint(ids) != fmt.Sprint(want) {
 			t.Errorf("queued ids = %v, want %v (in request order)", ids, want)
 		}
 		if c, _ := q.Counts(ctx); c.Scheduled != 1 {
 			t.Errorf("Counts = %+v, want 1 scheduled", c)
+		}
+
+		// A job enqueued in a batch has the hash of one enqueued alone.
+		opts := []EnqueueOption{Retry(4), Timeout(time.Minute), ResultTTL(time.Hour), Backoff(time.Second, time.Minute)}
+		if _, err := q.EnqueueContext(ctx, "h", map[string]int{"x": 1}, append(opts, JobID("alone"))...); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.EnqueueMany(ctx, []EnqueueRequest{{Func: "h", Args: map[string]int{"x": 1}, Options: append(opts, JobID("batched"))}, {Func: "h"}}); err != nil {
+			t.Fatal(err)
+		}
+		alone, batched := e.rdb.HGetAll(ctx, q.k.job("alone")).Val(), e.rdb.HGetAll(ctx, q.k.job("batched")).Val()
+		for _, h := range []map[string]string{alone, batched} {
+			delete(h, fID)
+			delete(h, fCreatedAt)
+			delete(h, fEnqueuedAt)
+		}
+		if fmt.Sprint(alone) != fmt.Sprint(batched) {
+			t.Errorf("hash of a batched job\n%v\nwant as enqueued alone\n%v", batched, alone)
 		}
 
 		// Every job valid: no error; more jobs than one script call takes.

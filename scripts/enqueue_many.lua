@@ -7,12 +7,14 @@
 -- KEYS[4] job key prefix  <prefix>:{<queue>}:job:  (job keys are this plus the
 --         id, so they share the queue's hash tag and Cluster slot)
 --
--- ARGV is one group per job, one after the other:
---   job id
+-- ARGV[1] queue name (the job hashes' `queue` field)
+-- ARGV[2..] one group per job, one after the other:
+--   job id (also the hash's `id` field)
 --   absolute ready time, Unix ms (0 = now)
 --   delay from Redis's clock, ms (0 = none; wins over the ready time)
 --   N, the number of arguments that follow in this group
---   N arguments: field, value pairs stored in the job hash
+--   N arguments: field, value pairs stored in the job hash, besides id,
+--   queue, attempt (0), status and the times, which the script sets
 --
 -- Returns {now_ms, code1, code2, ...}, one code per job in order: 0 = a job
 -- with this id exists (nothing written for it; a later duplicate of an id
@@ -22,7 +24,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {now}
 local ready = {}
 local created = false
-local i = 1
+local i = 2
 while i <= #ARGV do
   local id = ARGV[i]
   local n = tonumber(ARGV[i + 3])
@@ -35,12 +37,14 @@ while i <= #ARGV do
       at = now + delay
     end
     if at > now then
-      redis.call('HSET', k, 'status', 'scheduled', 'created_at', now, 'scheduled_at', at, unpack(ARGV, i + 4, i + 3 + n))
+      redis.call('HSET', k, 'id', id, 'queue', ARGV[1], 'attempt', 0,
+        'status', 'scheduled', 'created_at', now, 'scheduled_at', at, unpack(ARGV, i + 4, i + 3 + n))
       redis.call('ZADD', KEYS[2], at, id)
       code = 2
       created = true
     else
-      redis.call('HSET', k, 'status', 'queued', 'created_at', now, 'enqueued_at', now, unpack(ARGV, i + 4, i + 3 + n))
+      redis.call('HSET', k, 'id', id, 'queue', ARGV[1], 'attempt', 0,
+        'status', 'queued', 'created_at', now, 'enqueued_at', now, unpack(ARGV, i + 4, i + 3 + n))
       ready[#ready + 1] = id
       if #ready >= 1000 then
         redis.call('RPUSH', KEYS[1], unpack(ready))
