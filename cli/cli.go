@@ -162,7 +162,8 @@ type env struct {
 	url    string
 	prefix string
 	cmd    *command // nil before the subcommand is known
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
+	tls    tlsFlags
 }
 
 func (e *env) close() {
@@ -176,6 +177,10 @@ func (e *env) close() {
 func (e *env) globalFlags(fs *flag.FlagSet) {
 	fs.StringVar(&e.url, "url", e.url, "Redis `URL`, rediss:// for TLS (default $REDIS_URL, else redis://127.0.0.1:6379/0)")
 	fs.StringVar(&e.prefix, "prefix", e.prefix, "key `PREFIX` of the queues (default $RQGO_PREFIX, else rqgo)")
+	fs.StringVar(&e.tls.ca, "tls-ca", e.tls.ca, "with rediss://: trust the CA certificates in `FILE` (PEM)")
+	fs.StringVar(&e.tls.cert, "tls-cert", e.tls.cert, "with rediss://: client certificate `FILE` (PEM), with --tls-key")
+	fs.StringVar(&e.tls.key, "tls-key", e.tls.key, "with rediss://: client key `FILE` (PEM), with --tls-cert")
+	fs.BoolVar(&e.tls.insecure, "tls-insecure", e.tls.insecure, "with rediss://: do not verify the server's certificate (testing only)")
 }
 
 func (e *env) run(args []string) int {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rqgo/rqgo"
 )
 
@@ -23,7 +24,8 @@ finished, failed and canceled jobs, and the live workers. --json prints
 "failed": N, "canceled": N}, ...}, "workers": [{"id", "host", "pid",
 "queues", "concurrency", "running", "started_at"}, ...], "schedules": [...]}
 (the periodic jobs, as "schedule --json" prints them), times in RFC 3339 UTC
-with milliseconds.
+with milliseconds. On a Redis Cluster each queue also shows the master that
+holds it ("shard": "HOST:PORT").
 
 Examples:
   %[1]s info
@@ -39,6 +41,9 @@ type countsOut struct {
 	Finished  int64 `json:"finished"`
 	Failed    int64 `json:"failed"`
 	Canceled  int64 `json:"canceled"`
+	// Shard is the address of the Redis Cluster master that holds the
+	// queue; empty (and left out of JSON) on a single Redis or Sentinel.
+	Shard string `json:"shard,omitempty"`
 }
 
 type workerOut struct {
@@ -78,7 +83,12 @@ func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			if err != nil {
 				return err
 			}
-			out.Queues[name] = countsOut(c)
+			shard, err := shardOf(ctx, rdb, name)
+			if err != nil {
+				return err
+			}
+			out.Queues[name] = countsOut{Queued: c.Queued, Started: c.Started, Scheduled: c.Scheduled,
+				Finished: c.Finished, Failed: c.Failed, Canceled: c.Canceled, Shard: shard}
 		}
 		workers, err := rqgo.Workers(ctx, rdb, e.prefix)
 		if err != nil {
@@ -104,12 +114,38 @@ func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 	}
 }
 
+// shardOf names the Cluster master holding queue name: every key of a
+// queue carries the hash tag {name}, so the tag alone gives the slot.
+func shardOf(ctx context.Context, rdb redis.UniversalClient, name string) (string, error) {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return "", nil
+	}
+	node, err := cc.MasterForKey(ctx, "{"+name+"}")
+	if err != nil {
+		return "", fmt.Errorf("find the shard of queue %s: %w", name, err)
+	}
+	return node.Options().Addr, nil
+}
+
 func writeInfo(w io.Writer, names []string, out infoOut) {
+	sharded := false
+	for _, c := range out.Queues {
+		sharded = sharded || c.Shard != ""
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "QUEUE\tQUEUED\tSTARTED\tSCHEDULED\tFINISHED\tFAILED\tCANCELED")
+	head := "QUEUE\tQUEUED\tSTARTED\tSCHEDULED\tFINISHED\tFAILED\tCANCELED"
+	if sharded {
+		head += "\tSHARD"
+	}
+	fmt.Fprintln(tw, head)
 	for _, name := range names {
 		c := out.Queues[name]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", name, c.Queued, c.Started, c.Scheduled, c.Finished, c.Failed, c.Canceled)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d", name, c.Queued, c.Started, c.Scheduled, c.Finished, c.Failed, c.Canceled)
+		if sharded {
+			fmt.Fprintf(tw, "\t%s", c.Shard)
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	if len(names) == 0 {
