@@ -196,7 +196,11 @@ func TestStaleTokenIsRefused(t *testing.T) {
 		}
 		k := q.k
 		ack := func(token string) int64 {
-			return ackScript.Run(ctx, e.rdb, []string{k.job(job.ID), k.active(), k.finished()}, job.ID, token, `"x"`, -1).Val().(int64)
+			res, err := ackManyScript.Run(ctx, e.rdb, []string{k.active(), k.finished(), k.jobPrefix()}, -1, job.ID, token, `"x"`).Int64Slice()
+			if err != nil || len(res) != 1 {
+				t.Fatalf("ack_many.lua = %v, %v; want one result", res, err)
+			}
+			return res[0]
 		}
 		fail := func(token string) int64 {
 			return failScript.Run(ctx, e.rdb, []string{k.job(job.ID), k.active(), k.scheduled(), k.failed(), k.pending(), k.wake()}, job.ID, token, "e", -1, -1).Val().(int64)

@@ -9,9 +9,6 @@ import (
 	"time"
 )
 
-// enqueueManyScript creates a batch of jobs of one queue in one call.
-var enqueueManyScript = loadScript("enqueue_many")
-
 // maxEnqueueBatch is the most jobs one enqueue_many.lua call creates; longer
 // batches are split into calls sent in one round trip, so Redis serves
 // other clients between them.
@@ -291,6 +288,7 @@ func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 		c := calls[0]
 		res, err := enqueueScript.Run(ctx, q.rdb, []string{q.k.job(c.j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, c.argv...).Int64Slice()
 		if err != nil {
+			reloadTopology(q.rdb)
 			c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)
 			return
 		}

@@ -45,6 +45,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			}
 			failures++
 			d := backoff.Ceiling(failures)
+			reloadTopology(w.rdb)
 			w.log.Warn("fetching jobs failed; retrying", "err", err, "in", d)
 			sleepCtx(ctx, d)
 			continue
@@ -204,6 +205,7 @@ func (w *Worker) blpop(ctx context.Context, d time.Duration, q workerQueue) {
 		err = w.rdb.Do(ctx, "BLPOP", keys[0], keys[1], strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).Err()
 	}
 	if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
+		reloadTopology(w.rdb)
 		w.log.Warn("waiting for jobs failed", "queue", q.name, "err", err)
 		sleepCtx(ctx, 100*time.Millisecond)
 	}
@@ -304,7 +306,7 @@ func (w *Worker) call(ctx context.Context, j *Job) (result any, err error) {
 	return h.ProcessJob(ctx, j)
 }
 
-// judge turns a handler's return values into what fail.lua or ack.lua writes.
+// judge turns a handler's return values into what fail.lua or ack_many.lua writes.
 func (w *Worker) judge(r *run, result any, err error, malformed bool) *outcome {
 	o := &outcome{r: r}
 	if err == nil {

@@ -16,10 +16,6 @@ const maxErrorLen = 16 << 10
 
 var errShutdown = errors.New("rqgo: worker shut down")
 
-// ackManyScript records a batch of successful attempts (the worker's path;
-// ack.lua records one).
-var ackManyScript = loadScript("ack_many")
-
 // scriptCall is one script invocation in a pipelined batch.
 type scriptCall struct {
 	s    *redis.Script
@@ -32,6 +28,14 @@ type scriptCall struct {
 // NOSCRIPT (its script cache is empty, e.g. after a restart) is sent again
 // with the script's source.
 func runScripts(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) {
+	defer func() {
+		for _, c := range calls {
+			if c.cmd.Err() != nil {
+				reloadTopology(rdb)
+				return
+			}
+		}
+	}()
 	if len(calls) == 1 {
 		c := calls[0]
 		c.cmd = c.s.Run(ctx, rdb, c.keys, c.args...)
@@ -47,6 +51,18 @@ func runScripts(ctx context.Context, rdb redis.UniversalClient, calls []*scriptC
 		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 			c.cmd = c.s.Run(ctx, rdb, c.keys, c.args...)
 		}
+	}
+}
+
+// reloadTopology asks a Cluster client to reload its slot map after a
+// command failed. go-redis reloads it on MOVED and ASK replies, but not when
+// a node refuses connections: after a master dies and its replica takes
+// over, it would go on dialing the dead master until its
+// ClusterStateReloadInterval (60s by default) passes. go-redis coalesces
+// reloads, so calling this after every failure is cheap.
+func reloadTopology(rdb redis.UniversalClient) {
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		c.ReloadState(context.Background())
 	}
 }
 
@@ -319,11 +335,15 @@ func (w *Worker) renew(ctx context.Context) {
 			gone[id] = true
 		}
 		for _, r := range groups[i] {
-			if gone[r.job.ID] {
-				w.loseLocked(r)
-			} else {
+			switch {
+			case !gone[r.job.ID]:
 				r.renewed = start
+			case !r.done:
+				w.loseLocked(r)
 			}
+			// A run whose handler returned and whose lease is gone was most
+			// likely recorded between the snapshot and extend.lua; if not,
+			// ack_many.lua's token check refuses its outcome.
 		}
 	}
 }
