@@ -672,16 +672,12 @@ func TestClusterFailoverWorkerGoesOn(t *testing.T) {
 	}
 }
 
-// With go-redis's default cluster options the worker should still find the
-// new master soon after a failover. It does not yet: go-redis reloads its
-// slot map every 60s and not when a node refuses connections
-// (go-redis#3979), and the worker does not ask it to. Set
-// RQGO_TEST_CLUSTER_RELOAD=1 to run this test.
+// With go-redis's default cluster options the worker still finds the new
+// master soon after a failover: go-redis reloads its slot map every 60s and
+// not when a node refuses connections (go-redis#3979), so rqgo asks it to
+// reload after a failed command.
 func TestClusterFailoverDefaultClientOptions(t *testing.T) {
 	skipShort(t)
-	if os.Getenv("RQGO_TEST_CLUSTER_RELOAD") != "1" {
-		t.Skip("the worker does not reload the cluster's slot map after errors yet; set RQGO_TEST_CLUSTER_RELOAD=1 to run")
-	}
 	c := redistest.StartCluster(t, 3, 1)
 	e := clusterEnv(t, c) // default options
 	ctx := t.Context()

@@ -25,6 +25,10 @@ var (
 	// ErrMalformedJob: a job hash lacks fields rqgo needs, or holds values it
 	// cannot read (for example written by another tool).
 	ErrMalformedJob = errors.New("rqgo: malformed job")
+	// ErrNotReplicated: an enqueue with [WithWait] was written to the
+	// master, but fewer replicas than asked acknowledged it in time; the job
+	// exists, and is lost if the master fails before replicating it.
+	ErrNotReplicated = errors.New("rqgo: job not acknowledged by enough replicas")
 )
 
 // SkipRetry wraps err so the job fails at once, retries left or not.

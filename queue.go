@@ -26,9 +26,11 @@ type Queue struct {
 	prefix      string
 	k           keys
 	maxArgsSize int
-	err         error       // invalid name or option: every call returns it
-	known       atomic.Bool // the name is in the <prefix>:queues set
-	enq         enqueuer    // coalesces concurrent enqueues
+	err         error         // invalid name or option: every call returns it
+	waitN       int           // WithWait: replicas to wait for; 0 = none
+	waitTimeout time.Duration // WithWait: longest wait; 0 = no limit
+	known       atomic.Bool   // the name is in the <prefix>:queues set
+	enq         enqueuer      // coalesces concurrent enqueues
 }
 
 // QueueOption configures a [Queue].
@@ -46,6 +48,18 @@ func WithMaxArgsSize(n int) QueueOption {
 	return func(q *Queue) { q.maxArgsSize = n }
 }
 
+// WithWait makes every enqueue wait until at least replicas replicas of
+// the queue's Redis master have acknowledged the job (Redis's WAIT), for
+// at most timeout (0 waits without limit). When fewer did, Enqueue returns
+// the job and an error wrapping [ErrNotReplicated]: the job exists, but a
+// failover now could lose it. Enqueue with a [JobID] to retry safely: a
+// retry of a job that survived gives [ErrJobExists]. The client must be a
+// *redis.Client (single node or Sentinel) or a *redis.ClusterClient.
+// Default: no waiting; Redis replicates asynchronously.
+func WithWait(replicas int, timeout time.Duration) QueueOption {
+	return func(q *Queue) { q.waitN, q.waitTimeout = replicas, timeout }
+}
+
 // NewQueue returns the queue called name on rdb. It does no I/O. An invalid
 // name or option is reported by every later call, wrapping [ErrInvalid].
 func NewQueue(name string, rdb redis.UniversalClient, opts ...QueueOption) *Queue {
@@ -59,6 +73,9 @@ func NewQueue(name string, rdb redis.UniversalClient, opts ...QueueOption) *Queu
 	}
 	if rdb == nil {
 		q.err = errors.Join(q.err, fmt.Errorf("%w: nil Redis client", ErrInvalid))
+	}
+	if q.waitN < 0 || q.waitTimeout < 0 {
+		q.err = errors.Join(q.err, fmt.Errorf("%w: WithWait(%d, %s): negative", ErrInvalid, q.waitN, q.waitTimeout))
 	}
 	q.k = newKeys(q.prefix, name)
 	return q
@@ -86,7 +103,60 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 	if err := q.remember(ctx); err != nil {
 		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
 	}
+	if q.waitN > 0 {
+		return q.enqueueAndWait(ctx, j, []string{q.k.job(j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, argv)
+	}
 	return q.enqueue(&enqueueCall{ctx: ctx, j: j, argv: argv})
+}
+
+// enqueueAndWait sends the enqueue script and WAIT down one connection to
+// the queue's master, in one round trip: WAIT counts the replicas that
+// acknowledged the writes of its own connection.
+func (q *Queue) enqueueAndWait(ctx context.Context, j *Job, keys []string, argv []any) (*Job, error) {
+	var master *redis.Client
+	switch c := q.rdb.(type) {
+	case *redis.Client:
+		master = c
+	case *redis.ClusterClient:
+		m, err := c.MasterForKey(ctx, keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("rqgo: enqueue %q: %w", j.Func, err)
+		}
+		master = m
+	default:
+		return nil, fmt.Errorf("%w: WithWait needs a *redis.Client or *redis.ClusterClient, not %T", ErrInvalid, q.rdb)
+	}
+	var (
+		run  *redis.Cmd
+		wait *redis.IntCmd
+	)
+	send := func(p redis.Pipeliner, s func() *redis.Cmd) error {
+		run = s()
+		wait = redis.NewIntCmd(ctx, "WAIT", q.waitN, q.waitTimeout.Milliseconds())
+		return p.Process(ctx, wait)
+	}
+	_, _ = master.Pipelined(ctx, func(p redis.Pipeliner) error {
+		return send(p, func() *redis.Cmd { return enqueueScript.EvalSha(ctx, p, keys, argv...) })
+	})
+	if redis.HasErrorPrefix(run.Err(), "NOSCRIPT") {
+		_, _ = master.Pipelined(ctx, func(p redis.Pipeliner) error {
+			return send(p, func() *redis.Cmd { return enqueueScript.Eval(ctx, p, keys, argv...) })
+		})
+	}
+	res, err := run.Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: enqueue %q: %w", j.Func, err)
+	}
+	if j, err = finishEnqueue(j, res); err != nil {
+		return nil, err
+	}
+	if n, err := wait.Result(); err != nil || n < int64(q.waitN) {
+		if err == nil {
+			err = fmt.Errorf("%d of %d replicas within %s", n, q.waitN, q.waitTimeout)
+		}
+		return j, fmt.Errorf("%w: %q in queue %q: %v", ErrNotReplicated, j.ID, q.name, err)
+	}
+	return j, nil
 }
 
 func finishEnqueue(j *Job, res []int64) (*Job, error) {
