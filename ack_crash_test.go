@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,44 +117,12 @@ func TestKilledWhileAckingLosesNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 				const lease = 300 * time.Millisecond
-				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				cmd.Env = append(os.Environ(),
-					"RQGO_TEST_CHILD=acker",
+				cmd, lines := startChildMode(t, "acker",
 					"RQGO_TEST_ADDR="+e.addr,
 					"RQGO_TEST_PREFIX="+e.prefix,
 					"RQGO_TEST_LEASE="+lease.String(),
 					"RQGO_TEST_ACK_BLOCK="+when,
 				)
-				cmd.Stderr = &testLineWriter{log: testLogger(t)}
-				out, err := cmd.StdoutPipe()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-				lines := make(chan string, 2*n)
-				go func() {
-					defer close(lines)
-					buf := make([]byte, 0, 4096)
-					tmp := make([]byte, 4096)
-					for {
-						k, err := out.Read(tmp)
-						buf = append(buf, tmp[:k]...)
-						for {
-							i := strings.IndexByte(string(buf), '\n')
-							if i < 0 {
-								break
-							}
-							lines <- string(buf[:i])
-							buf = buf[i+1:]
-						}
-						if err != nil {
-							return
-						}
-					}
-				}()
 				ranInChild := map[string]bool{}
 				acking := expectLine(t, lines, "acking ")
 				// Lines printed before the ack batch: the jobs that ran.

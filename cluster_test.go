@@ -1,14 +1,12 @@
 package rqgo
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -409,24 +407,11 @@ func TestClusterKilledWorkerJobsRunAgain(t *testing.T) {
 		ids[name] = j.ID
 	}
 	const lease = 300 * time.Millisecond
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "RQGO_TEST_CHILD=cluster-worker",
+	cmd, lines := startChildMode(t, "cluster-worker",
 		"RQGO_TEST_ADDRS="+strings.Join(c.Addrs(), ","), "RQGO_TEST_PREFIX="+e.prefix,
 		"RQGO_TEST_QUEUES="+strings.Join(names, ","), "RQGO_TEST_LEASE="+lease.String())
-	cmd.Stderr = &testLineWriter{log: testLogger(t)}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
 	for range names {
-		if !sc.Scan() {
-			t.Fatalf("child worker exited before starting every job: %v", sc.Err())
-		}
+		expectLine(t, lines, "") // the child started a job
 	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -49,14 +49,22 @@ func childWorker() int {
 // startChild starts a child worker and returns it with its stdout lines.
 func startChild(t *testing.T, e *testEnv, lease, hold time.Duration) (*exec.Cmd, <-chan string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(),
-		"RQGO_TEST_CHILD=worker",
+	return startChildMode(t, "worker",
 		"RQGO_TEST_ADDR="+e.addr,
 		"RQGO_TEST_PREFIX="+e.prefix,
 		"RQGO_TEST_LEASE="+lease.String(),
 		"RQGO_TEST_HOLD="+hold.String(),
 	)
+}
+
+// startChildMode starts this test binary as a child in the given role (see
+// childModes) with env added to its environment, logs its stderr to the
+// test, and returns it with its stdout lines. The child is killed when the
+// test ends.
+func startChildMode(t *testing.T, mode string, env ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), "RQGO_TEST_CHILD="+mode), env...)
 	cmd.Stderr = &testLineWriter{log: testLogger(t)}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -70,7 +78,7 @@ func startChild(t *testing.T, e *testEnv, lease, hold time.Duration) (*exec.Cmd,
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	lines := make(chan string, 16)
+	lines := make(chan string, 256)
 	go func() {
 		defer close(lines)
 		s := bufio.NewScanner(out)
