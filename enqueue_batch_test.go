@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // EnqueueMany creates every valid job in one call; a duplicate id (in Redis
@@ -101,7 +104,7 @@ func TestEnqueueMany(t *testing.T) {
 	})
 }
 
-// Many goroutines enqueueing on one Queue at once share round trips; every
+// Many goroutines enqueueing on one Queue at once (coalesced); every
 // job lands exactly once, each caller gets its own job back, and a worker
 // runs each job once.
 func TestConcurrentEnqueuesCoalesce(t *testing.T) {
@@ -271,5 +274,92 @@ func TestCoalescedEnqueueSenderContextEnds(t *testing.T) {
 	}
 	if ids, _ := q.JobIDs(ctx, StatusQueued, 0, 100); len(ids) < 20 {
 		t.Errorf("%d jobs queued, want at least the 20 of the live callers", len(ids))
+	}
+}
+
+// scriptGate counts the scripts a client runs and holds the first one until
+// release is closed.
+type scriptGate struct {
+	calls   atomic.Int32
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (g *scriptGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *scriptGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			if g.calls.Add(1) == 1 {
+				close(g.held)
+				<-g.release
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g *scriptGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if n := cmd.Name(); n == "evalsha" || n == "eval" {
+				g.calls.Add(1)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// While one enqueue is in flight, the calls that arrive wait and then go
+// together in one script call: 11 jobs, 2 scripts.
+func TestEnqueuesShareRoundTrips(t *testing.T) {
+	e := newMiniEnv(t)
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr})
+	t.Cleanup(func() { rdb.Close() })
+	gate := &scriptGate{held: make(chan struct{}), release: make(chan struct{})}
+	rdb.AddHook(gate)
+	q := NewQueue("default", rdb, WithPrefix(e.prefix))
+	ctx := t.Context()
+	if err := q.remember(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Loaded beforehand, so no call needs a NOSCRIPT retry.
+	for _, s := range []*redis.Script{enqueueScript, enqueueManyScript} {
+		if err := s.Load(ctx, e.rdb).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	const waiting = 10
+	errs := make(chan error, waiting+1)
+	go func() { _, err := q.EnqueueContext(ctx, "f", 0); errs <- err }()
+	<-gate.held // the first enqueue is in flight
+	for i := range waiting {
+		go func() { _, err := q.EnqueueContext(ctx, "f", i+1); errs <- err }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		q.enq.mu.Lock()
+		n := len(q.enq.line)
+		q.enq.mu.Unlock()
+		if n == waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls waiting in line, want %d", n, waiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(gate.release)
+	for range waiting + 1 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, _ := q.Counts(ctx); c.Queued != waiting+1 {
+		t.Errorf("queued = %d, want %d", c.Queued, waiting+1)
+	}
+	if n := gate.calls.Load(); n != 2 {
+		t.Errorf("%d jobs took %d script calls, want 2 (one alone, then one for the %d that waited)", waiting+1, n, waiting)
 	}
 }
