@@ -14,6 +14,7 @@
 -- is damaged): nothing is written for that job, the others are recorded.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nows = tostring(now) -- formatted once, not per job
 local default = tonumber(ARGV[1])
 local out = {}
 local finished = {}
@@ -32,8 +33,8 @@ for i = 2, #ARGV, 3 do
       redis.call('DEL', k)
     else
       redis.call('HDEL', k, 'token')
-      redis.call('HSET', k, 'status', 'finished', 'ended_at', now, 'result', ARGV[i + 2])
-      finished[#finished + 1] = now
+      redis.call('HSET', k, 'status', 'finished', 'ended_at', nows, 'result', ARGV[i + 2])
+      finished[#finished + 1] = nows
       finished[#finished + 1] = id
       if ttl > 0 then
         redis.call('PEXPIRE', k, ttl)

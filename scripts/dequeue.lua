@@ -26,13 +26,16 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = KEYS[6]
+-- Numbers used more than once are turned into strings once: Redis formats
+-- every number argument of redis.call anew.
+local nows = tostring(now)
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[3], id)
   local k = prefix .. id
   if redis.call('TYPE', k).ok == 'hash' then
-    redis.call('HSET', k, 'status', 'queued', 'enqueued_at', now)
+    redis.call('HSET', k, 'status', 'queued', 'enqueued_at', nows)
     redis.call('RPUSH', KEYS[1], id)
   end
 end
@@ -41,7 +44,7 @@ local out = {0, now}
 local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
 if ids then
   local tok = redis.call('INCRBY', KEYS[4], #ids) - #ids
-  local deadline = now + tonumber(ARGV[2])
+  local deadline = tostring(now + tonumber(ARGV[2]))
   local active = {}
   for _, id in ipairs(ids) do
     local k = prefix .. id
@@ -65,7 +68,7 @@ if ids then
     end
     if found then
       local attempt = (tonumber(h[16]) or 0) + 1
-      redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', now, 'worker', ARGV[3], 'token', tok)
+      redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', tok)
       active[#active + 1] = deadline
       active[#active + 1] = id
       if #active >= 1000 then

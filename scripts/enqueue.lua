@@ -23,12 +23,13 @@ if delay > 0 then
   at = now + delay
 end
 local code = 1
+local nows = tostring(now)
 if at > now then
-  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'created_at', now, 'scheduled_at', at, unpack(ARGV, 4))
+  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'created_at', nows, 'scheduled_at', at, unpack(ARGV, 4))
   redis.call('ZADD', KEYS[3], at, ARGV[1])
   code = 2
 else
-  redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', now, 'enqueued_at', now, unpack(ARGV, 4))
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', nows, 'enqueued_at', nows, unpack(ARGV, 4))
   redis.call('RPUSH', KEYS[2], ARGV[1])
 end
 -- One token at most: an idle worker wakes, fetches (or recomputes its wait
