@@ -43,6 +43,7 @@ type config struct {
 	memprofile         string
 	asynqTaskCheck     time.Duration
 	quick              bool
+	senders            bool
 }
 
 func main() {
@@ -75,6 +76,7 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&cfg.asynqTaskCheck, "asynq-task-check", 0, "asynq's TaskCheckInterval, how long its idle workers sleep between polls (0: asynq's default, 1s)")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write CPU profiles of rqgo's first timed run of enqueue with -producers (FILE gets .enqueue before its extension) and of processing at each concurrency N (.cN)")
 	flag.StringVar(&cfg.memprofile, "memprofile", "", "write allocation profiles around rqgo's first timed processing run at each concurrency N: FILE.cN and FILE.cN.base (compare with go tool pprof -base)")
+	flag.BoolVar(&cfg.senders, "senders", false, "instead of the comparison, measure the enqueue rate with -producers for several ways of sending the same jobs: rqgo, asynq, and rqgo's enqueue.lua once per job through a plain client and through go-redis's auto-pipeliners")
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: smaller sizes and one run per figure, unless set by flags")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -148,6 +150,13 @@ func run() error {
 	fmt.Printf("sizes: %d runs; enqueue %d jobs; processing %d preloaded jobs at concurrency %v; latency %g jobs/s for %s, concurrency %d\n\n",
 		cfg.runs, cfg.enqueueJobs, cfg.jobs, cfg.concurrency, cfg.latencyRate, cfg.latencyFor, cfg.latencyConcurrency)
 	began := time.Now()
+	if cfg.senders {
+		if err := compareSenders(ctx, e); err != nil {
+			return err
+		}
+		fmt.Printf("\ntook %s\n", time.Since(began).Round(time.Second))
+		return nil
+	}
 
 	t := &table{}
 	// Figures per system, in the order of systems.
