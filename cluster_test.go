@@ -302,31 +302,12 @@ func TestClusterIdleWorkerWakesForEachShard(t *testing.T) {
 	skipShort(t)
 	c := redistest.StartCluster(t, 3, 0)
 	e := clusterEnv(t, c)
-	ctx := t.Context()
 	names, _ := queuesOnShards(t, c, e.prefix, 1)
 	log, rec := recordingLogger(t)
 	w := e.worker(t, WorkerOptions{Queues: names, Logger: log})
 	w.maxBlock = time.Hour
-	ran := make(chan string)
-	RegisterFunc(w, "f", func(ctx context.Context, s string) (any, error) {
-		ran <- s
-		return nil, nil
-	})
-	stop := start(t, w)
-	for _, name := range []string{names[2], names[0], names[1], names[2]} {
-		waitBlockedOnEveryMaster(t, e.rdb.(*redis.ClusterClient))
-		if _, err := e.queue(name).EnqueueContext(ctx, "f", name); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case got := <-ran:
-			if got != name {
-				t.Fatalf("ran a job of %s, want %s", got, name)
-			}
-		case <-time.After(15 * time.Second):
-			t.Fatalf("job enqueued to idle queue %s never started: no wake-up", name)
-		}
-	}
+	stop := expectWakeUps(t, e, w, []string{names[2], names[0], names[1], names[2]},
+		func() { waitBlockedOnEveryMaster(t, e.rdb.(*redis.ClusterClient)) })
 	stop() // returns without the hour passing: shutdown wakes every shard
 	if lines := rec.matching(slotErrors...); len(lines) > 0 {
 		t.Errorf("slot errors logged:\n%s", strings.Join(lines, "\n"))

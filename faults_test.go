@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,113 +16,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rqgo/rqgo/internal/redistest"
 )
 
-// ownRedis is a redis-server of a test's own, on a free port, which the
-// test may stop and start again. With persist it keeps its data across a
-// restart in an append-only file fsynced on every write.
-type ownRedis struct {
-	t       *testing.T
-	bin     string
-	dir     string
-	port    int
-	persist bool
-	cmd     *exec.Cmd
-	exited  chan struct{}
-}
-
-func startOwnRedis(t *testing.T, persist bool) *ownRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
-			t.Fatalf("redis-server is not in PATH and RQGO_REQUIRE_REDIS=1")
-		}
-		t.Skip("redis-server is not in PATH; this test starts and stops a Redis of its own")
-	}
-	r := &ownRedis{t: t, bin: bin, dir: t.TempDir(), persist: persist}
-	t.Cleanup(r.kill)
-	for range 5 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.port = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if err = r.tryStart(); err == nil {
-			return r
-		}
-		t.Logf("starting redis-server: %v; trying another port", err)
-	}
-	t.Fatalf("could not start redis-server")
-	return nil
-}
-
-func (r *ownRedis) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
-
-// start starts the server again on the same port and data directory.
-func (r *ownRedis) start() {
-	r.t.Helper()
-	if err := r.tryStart(); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-func (r *ownRedis) tryStart() error {
-	aof := "no"
-	if r.persist {
-		aof = "yes"
-	}
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", aof, "--appendfsync", "always",
-		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"))
-	if err := r.cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	r.exited = exited
-	go func(cmd *exec.Cmd) { cmd.Wait(); close(exited) }(r.cmd)
-	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("redis-server on port %d exited at start", r.port)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on port %d did not answer: %v", r.port, err)
-		}
-	}
-}
-
-// stop shuts the server down (flushing its append-only file) and waits
-// for the process to exit.
-func (r *ownRedis) stop() {
-	r.t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer c.Close()
-	c.Do(context.Background(), "SHUTDOWN") // answered by the connection closing
-	select {
-	case <-r.exited:
-	case <-time.After(10 * time.Second):
-		r.t.Fatal("redis-server did not exit within 10s of SHUTDOWN")
-	}
-}
-
-func (r *ownRedis) kill() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		<-r.exited
-	}
-}
+// persistent are redis-server arguments that keep every acknowledged write
+// across a restart: an append-only file fsynced on every write.
+var persistent = []string{"--appendonly", "yes", "--appendfsync", "always"}
 
 // logBuffer collects a worker's log lines, for tests that check what it
 // reported, and passes them on to the test log.
@@ -183,8 +79,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // outcome it could not record is recorded once Redis is back; it takes new
 // jobs afterwards; and when Run returns no goroutine is left behind.
 func TestWorkerSurvivesRedisOutage(t *testing.T) {
-	srv := startOwnRedis(t, true)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	srv := redistest.StartServer(t, persistent...)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	ctx := t.Context()
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -242,10 +138,10 @@ func TestWorkerSurvivesRedisOutage(t *testing.T) {
 
 	// Redis goes away for 2.5s: longer than go-redis's own dial retries
 	// (about 1.7s), shorter than the 6s lease.
-	srv.stop()
+	srv.Shutdown()
 	close(release["during"])            // finishes while Redis is down: its ack fails
 	time.Sleep(2500 * time.Millisecond) // the outage itself
-	srv.start()
+	srv.Restart()
 	close(release["spans"]) // finishes after Redis is back
 
 	for _, id := range []string{"spans", "during"} {
@@ -293,8 +189,8 @@ func TestWorkerSurvivesRedisOutage(t *testing.T) {
 // Run returns and leaves no goroutine behind even when Redis is gone at the
 // moment it shuts down with a handler still running.
 func TestNoGoroutineLeakWhenRedisIsGone(t *testing.T) {
-	srv := startOwnRedis(t, false)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	srv := redistest.StartServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	ctx := t.Context()
 	rdb.Ping(ctx)
@@ -314,7 +210,7 @@ func TestNoGoroutineLeakWhenRedisIsGone(t *testing.T) {
 	runDone := make(chan error, 1)
 	go func() { runDone <- w.Run(runCtx) }()
 	<-started
-	srv.stop()
+	srv.Shutdown()
 	stopRun()
 	select {
 	case <-runDone:

@@ -370,33 +370,42 @@ func TestInvalidWorkerOptions(t *testing.T) {
 // wait made an hour long, only a wake-up can start these jobs.
 func TestIdleWorkerWakesForEachQueue(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *testEnv) {
-		ctx := t.Context()
 		w := e.worker(t, WorkerOptions{Queues: []string{"a", "b", "c"}})
 		w.maxBlock = time.Hour
-		ran := make(chan string)
-		RegisterFunc(w, "f", func(ctx context.Context, s string) (any, error) {
-			ran <- s
-			return nil, nil
-		})
-		stop := start(t, w)
-		for _, name := range []string{"c", "a", "b", "c"} {
-			// Wait until the worker is blocked, so the wake-up is what starts the job.
-			waitBlocked(t, e, 3)
-			if _, err := e.queue(name).EnqueueContext(ctx, "f", name); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case got := <-ran:
-				if got != name {
-					t.Fatalf("ran a job of %s, want %s", got, name)
-				}
-			case <-time.After(15 * time.Second):
-				t.Fatalf("job enqueued to idle queue %s never started: no wake-up", name)
-			}
-		}
+		// Wait until the worker is blocked, so the wake-up is what starts each job.
+		stop := expectWakeUps(t, e, w, []string{"c", "a", "b", "c"}, func() { waitBlocked(t, e, 3) })
 		// Shutdown wakes the worker too: stop returns without the hour passing.
 		stop()
 	})
+}
+
+// expectWakeUps starts w, whose idle wait must be too long for any job to
+// start without a wake-up, and enqueues one job to each queue of names in
+// turn, each after blocked returns (the worker waits in Redis again). Each
+// job must start before the next is enqueued. It returns w's stop.
+func expectWakeUps(t *testing.T, e *testEnv, w *Worker, names []string, blocked func()) (stop func()) {
+	t.Helper()
+	ran := make(chan string)
+	RegisterFunc(w, "f", func(ctx context.Context, s string) (any, error) {
+		ran <- s
+		return nil, nil
+	})
+	stop = start(t, w)
+	for _, name := range names {
+		blocked()
+		if _, err := e.queue(name).EnqueueContext(t.Context(), "f", name); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-ran:
+			if got != name {
+				t.Fatalf("ran a job of %s, want %s", got, name)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("job enqueued to idle queue %s never started: no wake-up", name)
+		}
+	}
+	return stop
 }
 
 // waitBlocked polls until n client connections are blocked in BLPOP.

@@ -38,6 +38,8 @@ type Server struct {
 	Dir  string // working directory: data, config, log
 
 	t    testing.TB
+	bin  string
+	argv []string
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan struct{} // closed when the process has exited
@@ -129,22 +131,55 @@ func launch(t testing.TB, port int, args []string) *Server {
 // launchBin starts a Redis program in dir.
 func launchBin(t testing.TB, name, dir string, port int, argv []string) *Server {
 	t.Helper()
-	bin := Binary(t, name)
 	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir,
-		t: t, out: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(bin, argv...)
-	s.cmd.Dir = dir
+		t: t, bin: Binary(t, name), argv: argv, out: &syncBuffer{}}
+	s.spawn()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// spawn starts the process with the server's command line.
+func (s *Server) spawn() {
+	s.t.Helper()
+	s.done = make(chan struct{})
+	s.cmd = exec.Command(s.bin, s.argv...)
+	s.cmd.Dir = s.Dir
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	// Its own process group, so Kill reaches a snapshot fork too; killed
 	// with the test binary should that die without running its cleanups
 	// (a -timeout panic, a signal).
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("starting %s %s: %v", bin, strings.Join(argv, " "), err)
+		s.t.Fatalf("starting %s %s: %v", s.bin, strings.Join(s.argv, " "), err)
 	}
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(s.Kill)
-	return s
+	cmd, done := s.cmd, s.done
+	go func() { _ = cmd.Wait(); close(done) }()
+}
+
+// Shutdown stops the server with SHUTDOWN, which writes out an append-only
+// file when it has one, and waits for the process to exit.
+func (s *Server) Shutdown() {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	c.Do(context.Background(), "SHUTDOWN") // answered by the connection closing
+	select {
+	case <-s.done:
+	case <-time.After(startTimeout):
+		s.t.Fatalf("redis-server on %s did not exit within %s of SHUTDOWN", s.Addr, startTimeout)
+	}
+}
+
+// Restart starts a server that has exited again, on the same port, in the
+// same directory and with the same command line (so with the same data when
+// it persists any), and waits until it answers PING.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if !s.Exited() {
+		s.t.Fatalf("redis-server on %s: Restart while it runs", s.Addr)
+	}
+	s.spawn()
+	s.mustReady(func(ctx context.Context) error { return ping(ctx, s.Addr) })
 }
 
 // waitReady polls ready (nothing signals a server's readiness) until it
