@@ -19,7 +19,7 @@ func TestBatchedAckSkipsStaleToken(t *testing.T) {
 		}
 		w := e.worker(t, WorkerOptions{})
 		w.handlerBase = ctx
-		jobs, _, err := w.fetch(ctx, 4)
+		jobs, _, _, err := w.fetch(ctx, 4)
 		if err != nil || len(jobs) != 4 {
 			t.Fatalf("fetch = %d jobs, %v; want 4", len(jobs), err)
 		}

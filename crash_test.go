@@ -229,7 +229,7 @@ func TestStaleTokenIsRefused(t *testing.T) {
 
 func dequeueOne(t *testing.T, w *Worker) *Job {
 	t.Helper()
-	jobs, _, err := w.fetch(t.Context(), 1)
+	jobs, _, _, err := w.fetch(t.Context(), 1)
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("fetch = %d jobs, %v; want 1", len(jobs), err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,27 +19,32 @@ import (
 // read timeout (3s).
 const maxBlock = time.Second
 
+// maxHold is the longest a job fetched ahead waits for a free slot before
+// the worker gives it back to its queue (see WorkerOptions.Prefetch).
+const maxHold = 100 * time.Millisecond
+
 // fetchLoop takes jobs while slots are free, blocking in Redis when there
 // are none, until ctx ends or, in burst mode, the work runs out.
 func (w *Worker) fetchLoop(ctx context.Context) {
 	backoff := RetryPolicy{Base: 50 * time.Millisecond, Cap: 5 * time.Second}
 	failures := 0
+	ahead, lastQuick := 0, int64(0) // jobs to take beyond the free slots
 	for ctx.Err() == nil {
-		// A slot frees when its handler returns; outcomes waiting to be
-		// recorded hold back fetching only when as many wait as slots exist.
-		free := int64(w.opts.Concurrency) - w.inflight.Load()
-		if w.settling.Load() >= int64(w.opts.Concurrency) {
-			free = 0
-		}
-		if free <= 0 {
-			select {
-			case <-ctx.Done():
-			case <-w.freed:
-			}
+		want, held := w.want(ahead)
+		if want <= 0 {
+			w.waitFreed(ctx)
 			continue
 		}
-		fetched, idle := time.Now(), w.inflight.Load()+w.settling.Load() == 0
-		jobs, next, err := w.fetch(ctx, int(free))
+		fetched, idle := time.Now(), w.inflight.Load()+w.settling.Load()+int64(held) == 0
+		// Take ahead as many jobs as handlers returned within a round trip
+		// since the last fetch: handlers that quick would otherwise leave
+		// their slots idle while the next fetch is in flight. A worker whose
+		// handlers take longer than a round trip takes none ahead.
+		quick := w.quick.Load()
+		ahead = min(w.opts.Prefetch, int(quick-lastQuick))
+		lastQuick = quick
+		jobs, next, more, err := w.fetch(ctx, want)
+		w.roundTrip.Store(int64(time.Since(fetched)))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -51,7 +57,12 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		if len(jobs) == int(free) || (len(jobs) > 0 && w.opts.Burst) {
+		if more {
+			// A later queue waits for a slot to free.
+			w.waitFreed(ctx)
+			continue
+		}
+		if len(jobs) == want || (len(jobs) > 0 && w.opts.Burst) {
 			continue
 		}
 		if w.opts.Burst && len(jobs) == 0 {
@@ -63,6 +74,104 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		}
 		w.block(ctx, next)
 	}
+}
+
+// want returns how many jobs the fetch loop should take now, 0 to wait,
+// and how many fetched jobs are held waiting for a slot. ahead is how many
+// jobs to hold beyond the free slots.
+//
+// A slot frees when its handler returns. Outcomes waiting to be recorded
+// hold back fetching only when as many wait as the worker can hold. While
+// held jobs remain, the loop waits until a quarter of its room is empty, so
+// fetches stay large.
+func (w *Worker) want(ahead int) (want, held int) {
+	w.mu.Lock()
+	held = len(w.held)
+	w.mu.Unlock()
+	room := w.opts.Concurrency + ahead
+	if w.settling.Load() >= int64(room) {
+		return 0, held
+	}
+	want = room - int(w.inflight.Load()) - held
+	if held > 0 && 4*want < room {
+		return 0, held
+	}
+	return want, held
+}
+
+// waitFreed waits for a slot to free, an outcome to be recorded, or the
+// oldest held job to reach maxHold, which it then returns to its queue.
+func (w *Worker) waitFreed(ctx context.Context) {
+	w.mu.Lock()
+	var oldest time.Time
+	if len(w.held) > 0 {
+		oldest = w.held[0].fetched
+	}
+	w.mu.Unlock()
+	if oldest.IsZero() {
+		select {
+		case <-ctx.Done():
+		case <-w.freed:
+		}
+		return
+	}
+	t := time.NewTimer(time.Until(oldest.Add(w.maxHold)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-w.freed:
+	case <-t.C:
+		w.releaseHeld(context.WithoutCancel(ctx), time.Now().Add(-w.maxHold))
+	}
+}
+
+// releaseHeld gives held jobs fetched at or before t (every held job when t is
+// zero) back to the head of their queues with release.lua, which does not
+// count the attempt. A job whose release fails runs again once its lease
+// expires.
+func (w *Worker) releaseHeld(ctx context.Context, t time.Time) {
+	var runs []*run
+	w.mu.Lock()
+	n := 0
+	for n < len(w.held) && (t.IsZero() || !w.held[n].fetched.After(t)) {
+		r := w.held[n]
+		delete(w.running, r)
+		if !r.lost { // a run whose lease was lost while held has nothing to give back
+			r.lost = true
+			runs = append(runs, r)
+		}
+		n++
+	}
+	clear(w.held[:n])
+	w.held = w.held[n:]
+	w.mu.Unlock()
+	if len(runs) == 0 {
+		return
+	}
+	// release.lua pushes each job to the head of its queue: the last held
+	// goes first, so the queue ends up in the order the jobs were fetched.
+	calls := make([]*scriptCall, 0, len(runs))
+	for _, r := range slices.Backward(runs) {
+		r.cancel(errShutdown)
+		k := r.q.k
+		calls = append(calls, &scriptCall{s: releaseScript,
+			keys: []string{k.job(r.job.ID), k.active(), k.pending(), k.wake()},
+			args: []any{r.job.ID, r.job.token}})
+	}
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	runScripts(c, w.rdb, calls)
+	released := 0
+	for _, call := range calls {
+		if n, err := call.cmd.Int(); err == nil && n == 1 {
+			released++
+		}
+	}
+	if released < len(runs) {
+		w.log.Warn("could not return some held jobs to their queues; they run again once their leases expire", "returned", released, "held", len(runs))
+		return
+	}
+	w.log.Debug("returned held jobs to their queues", "jobs", released)
 }
 
 // retriesDue says whether every retry this worker scheduled was due before
@@ -93,22 +202,33 @@ func (w *Worker) waitBurst(ctx context.Context, next time.Time) {
 }
 
 // fetch runs dequeue.lua on the queues in priority order until it has up to
-// n jobs, and starts a handler for each. It returns the earliest time a
-// scheduled job of these queues comes due.
-func (w *Worker) fetch(ctx context.Context, n int) ([]*Job, time.Time, error) {
-	var (
-		jobs []*Job
-		next time.Time
-	)
+// n jobs, and starts a handler for each, or holds the job until a slot
+// frees. It returns the earliest time a scheduled job of these queues comes
+// due.
+//
+// Only the first queue's jobs are held: a later queue is asked for no more
+// jobs than there are free slots left, so a held job never makes a job of
+// a higher-priority queue wait. more reports that a later queue was not
+// asked for that reason.
+func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, next time.Time, more bool, err error) {
+	w.mu.Lock()
+	free := w.opts.Concurrency - int(w.inflight.Load()) - len(w.held)
+	w.mu.Unlock()
 	lease := w.opts.Lease.Milliseconds()
 	for i := range w.queues {
 		q := &w.queues[i]
-		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, n, lease, w.id).Slice()
+		ask := n - len(jobs)
+		if i > 0 {
+			if ask = min(ask, free-len(jobs)); ask <= 0 {
+				return jobs, next, len(jobs) < n, nil
+			}
+		}
+		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id).Slice()
 		if err != nil {
-			return jobs, next, fmt.Errorf("dequeue from %q: %w", q.name, err)
+			return jobs, next, false, fmt.Errorf("dequeue from %q: %w", q.name, err)
 		}
 		if len(res) < 2 || (len(res)-2)%dequeuedLen != 0 {
-			return jobs, next, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
+			return jobs, next, false, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
 		}
 		if ms, _ := res[0].(int64); ms > 0 {
 			if t := time.UnixMilli(ms); next.IsZero() || t.Before(next) {
@@ -118,15 +238,14 @@ func (w *Worker) fetch(ctx context.Context, n int) ([]*Job, time.Time, error) {
 		now, _ := res[1].(int64)
 		for r := res[2:]; len(r) > 0; r = r[dequeuedLen:] {
 			j, derr := w.dequeued(q, now, r[:dequeuedLen])
-			w.start(*q, j, derr)
+			w.admit(*q, j, derr)
 			jobs = append(jobs, j)
 		}
-		n -= (len(res) - 2) / dequeuedLen
-		if n <= 0 {
+		if len(jobs) >= n {
 			break
 		}
 	}
-	return jobs, next, nil
+	return jobs, next, false, nil
 }
 
 // dequeuedLen is the number of elements per job in dequeue.lua's reply:
@@ -227,11 +346,16 @@ func (w *Worker) wakeSelf(ctx context.Context, skip int) {
 	})
 }
 
-// run is one attempt of a job on this worker.
+// run is one attempt of a job on this worker. It is held from its fetch
+// until a slot is free, then its handler runs; it ends when its outcome is
+// recorded or its lease is lost or given back.
 type run struct {
 	job     *Job
 	q       workerQueue
+	bad     error // why the job cannot run at all (a malformed hash)
+	ctx     context.Context
 	cancel  context.CancelCauseFunc
+	fetched time.Time // worker clock
 	renewed time.Time // last successful lease renewal (worker clock)
 	lost    bool      // lease lost or released: write nothing for this run
 	done    bool      // the handler returned
@@ -247,48 +371,95 @@ type outcome struct {
 
 var errTimeout = errors.New("rqgo: job timeout")
 
-// start runs the handler for j in a goroutine; bad is a reason the job
-// cannot run at all (a malformed hash).
-func (w *Worker) start(q workerQueue, j *Job, bad error) {
-	w.inflight.Add(1)
+// admit takes on a fetched job: its handler starts at once when a slot is
+// free and no job is held before it; otherwise the job is held, its lease
+// renewed like a running job's, until a returning handler passes on its
+// slot. bad is a reason the job cannot run at all (a malformed hash).
+func (w *Worker) admit(q workerQueue, j *Job, bad error) {
+	ctx, cancel := context.WithCancelCause(w.handlerBase)
+	now := time.Now()
+	r := &run{job: j, q: q, bad: bad, ctx: ctx, cancel: cancel, fetched: now, renewed: now}
+	w.mu.Lock()
+	w.running[r] = struct{}{}
+	slot := len(w.held) == 0 && !w.stopping && w.inflight.Load() < int64(w.opts.Concurrency)
+	if slot {
+		w.inflight.Add(1)
+	} else {
+		w.held = append(w.held, r)
+	}
+	w.mu.Unlock()
+	if slot {
+		go w.execute(r)
+	}
+}
+
+// execute runs r's handler and records nothing itself: it hands the
+// outcome to the ack loop, passing its slot to the next held job first.
+func (w *Worker) execute(r *run) {
+	for r != nil {
+		began := time.Now()
+		o := w.attempt(r)
+		if time.Since(began) < time.Duration(w.roundTrip.Load()) {
+			w.quick.Add(1)
+		}
+		w.mu.Lock()
+		r.done = true
+		w.mu.Unlock()
+		// The run stays in w.running, its lease renewed, until its outcome
+		// is recorded (finish).
+		w.settling.Add(1)
+		r = w.passSlot()
+		w.signalFreed()
+		w.outcomes <- o
+	}
+}
+
+// passSlot returns the next held job to run in a slot that just freed, or
+// frees the slot when none is held (or the worker is stopping).
+func (w *Worker) passSlot() *run {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.held) > 0 && !w.stopping {
+		r := w.held[0]
+		w.held[0] = nil
+		w.held = w.held[1:]
+		if !r.lost {
+			return r
+		}
+		delete(w.running, r) // its lease was lost while it was held
+	}
+	w.inflight.Add(-1)
+	return nil
+}
+
+// attempt runs the handler of r and judges its outcome.
+func (w *Worker) attempt(r *run) *outcome {
+	j := r.job
 	timeout := j.Timeout
 	if timeout <= 0 {
 		timeout = w.opts.Timeout
 	}
-	ctx, cancel := context.WithCancelCause(w.handlerBase)
-	r := &run{job: j, q: q, cancel: cancel, renewed: time.Now()}
-	w.mu.Lock()
-	w.running[r] = struct{}{}
-	w.mu.Unlock()
-	go func() {
-		tctx, stop := context.WithTimeoutCause(ctx, timeout, errTimeout)
-		defer stop()
-		var (
-			result any
-			err    = bad
-		)
-		if err == nil {
-			result, err = w.call(tctx, j)
+	// The run's context ends with its handler, which also takes it off
+	// handlerBase's list of children.
+	defer r.cancel(context.Canceled)
+	tctx, stop := context.WithTimeoutCause(r.ctx, timeout, errTimeout)
+	defer stop()
+	var (
+		result any
+		err    = r.bad
+	)
+	if err == nil {
+		result, err = w.call(tctx, j)
+	}
+	if context.Cause(tctx) == errTimeout {
+		// Past its deadline the attempt fails, whatever the handler said.
+		if err != nil {
+			err = fmt.Errorf("timeout after %s: %w", timeout, err)
+		} else {
+			err = fmt.Errorf("timeout after %s", timeout)
 		}
-		if context.Cause(tctx) == errTimeout {
-			// Past its deadline the attempt fails, whatever the handler said.
-			if err != nil {
-				err = fmt.Errorf("timeout after %s: %w", timeout, err)
-			} else {
-				err = fmt.Errorf("timeout after %s", timeout)
-			}
-		}
-		o := w.judge(r, result, err, bad != nil)
-		w.mu.Lock()
-		r.done = true
-		w.mu.Unlock()
-		// The slot is free for the next job; the run stays in w.running,
-		// its lease renewed, until its outcome is recorded (finish).
-		w.settling.Add(1)
-		w.inflight.Add(-1)
-		w.signalFreed()
-		w.outcomes <- o
-	}()
+	}
+	return w.judge(r, result, err, r.bad != nil)
 }
 
 // call runs the job's handler, turning a panic into an error that carries

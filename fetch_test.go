@@ -26,7 +26,7 @@ func TestFetchedJobMatchesItsHash(t *testing.T) {
 
 		w := e.worker(t, WorkerOptions{})
 		w.handlerBase = ctx
-		jobs, _, err := w.fetch(ctx, 10)
+		jobs, _, _, err := w.fetch(ctx, 10)
 		if err != nil || len(jobs) != 2 {
 			t.Fatalf("fetch = %d jobs, %v; want 2", len(jobs), err)
 		}

@@ -32,6 +32,15 @@ type WorkerOptions struct {
 	Queues []string
 	// Concurrency is the most handlers that run at once. Default: 10.
 	Concurrency int
+	// Prefetch is the most jobs the worker takes beyond its free slots, so
+	// that a slot whose handler returns starts its next job without waiting
+	// for Redis. The worker takes ahead only as many jobs as its handlers
+	// finished during its last fetch, so a worker whose jobs run longer than
+	// a round trip holds none. A job held for 100ms goes back to the head of
+	// its queue, its attempt not counted. Held jobs are leased like running
+	// ones and show as started. Negative turns prefetch off.
+	// Default: Concurrency.
+	Prefetch int
 	// Lease is how long a job stays assigned to this worker without a
 	// heartbeat; a killed worker's jobs run again about one Lease later. The
 	// worker renews leases every Lease/3. Default: 30s.
@@ -94,8 +103,12 @@ type Worker struct {
 	running  map[*run]struct{}
 
 	queues    []workerQueue
+	held      []*run        // fetched jobs waiting for a slot, oldest first; guarded by mu
+	stopping  bool          // shutting down: held jobs start no more; guarded by mu
 	inflight  atomic.Int64  // handlers running
 	settling  atomic.Int64  // returned handlers whose outcome is not recorded yet
+	quick     atomic.Int64  // handlers that returned within roundTrip of starting
+	roundTrip atomic.Int64  // duration of the last fetch, ns
 	freed     chan struct{} // a slot came free
 	outcomes  chan *outcome
 	retryDue  atomic.Int64 // Unix ms of the latest retry this worker scheduled
@@ -106,6 +119,7 @@ type Worker struct {
 	handlerBase context.Context
 	startedAt   time.Time
 	maxBlock    time.Duration // longest idle wait in Redis: maxBlock, longer in tests
+	maxHold     time.Duration // longest a fetched job waits for a slot: maxHold, shorter in tests
 }
 
 type workerQueue struct {
@@ -133,6 +147,12 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 	o.Queues = append([]string(nil), o.Queues...)
 	if o.Concurrency == 0 {
 		o.Concurrency = DefaultConcurrency
+	}
+	switch {
+	case o.Prefetch == 0:
+		o.Prefetch = max(o.Concurrency, 0)
+	case o.Prefetch < 0:
+		o.Prefetch = 0
 	}
 	if o.Lease == 0 {
 		o.Lease = DefaultLease
@@ -168,13 +188,14 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		running:   map[*run]struct{}{},
 		freed:     make(chan struct{}, 1),
 		maxBlock:  maxBlock,
+		maxHold:   maxHold,
 		reapEvery: min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
 	}
 	for _, name := range o.Queues {
 		w.queues = append(w.queues, newWorkerQueue(o.Prefix, name))
 	}
 	if o.Concurrency > 0 {
-		w.outcomes = make(chan *outcome, o.Concurrency)
+		w.outcomes = make(chan *outcome, o.Concurrency+o.Prefetch)
 	}
 	return w
 }
