@@ -518,6 +518,8 @@ func TestBadInput(t *testing.T) {
 		{"worker without functions", nil, []string{"worker", "--burst"}, 2, "--exec"},
 		{"worker bad queue", nil, []string{"worker", "--burst", "--queues", "a:b", "--exec", "f=true"}, 2, `queue name "a:b"`},
 		{"worker bad concurrency", nil, []string{"worker", "--concurrency", "0", "--exec", "f=true"}, 2, "--concurrency"},
+		{"worker bad prefetch", nil, []string{"worker", "--prefetch", "-2", "--exec", "f=true"}, 2, "--prefetch -2"},
+		{"worker prefetch not a number", nil, []string{"worker", "--prefetch", "many", "--exec", "f=true"}, 2, "--prefetch"},
 		{"requeue without queue", nil, []string{"requeue", "--all"}, 2, "--queue is required"},
 		{"requeue without ids", nil, []string{"requeue", "--queue", "default"}, 2, "--all or"},
 		{"requeue all and ids", nil, []string{"requeue", "--queue", "default", "--all", "x"}, 2, "not both"},

@@ -16,7 +16,7 @@ import (
 var workerCommand = &command{
 	name:     "worker",
 	summary:  "run jobs from queues until stopped (or, with --burst, until they are empty)",
-	synopsis: "[--queues Q1,Q2] [--concurrency N] [--burst] [--lease D] [--timeout D] [--grace D] [--exec NAME=COMMAND]... [--name NAME] [--with-scheduler --schedule FILE]",
+	synopsis: "[--queues Q1,Q2] [--concurrency N] [--prefetch N] [--burst] [--lease D] [--timeout D] [--grace D] [--exec NAME=COMMAND]... [--name NAME] [--with-scheduler --schedule FILE]",
 	help: `
 Run jobs from the listed queues, in strict priority order: a job of a later
 queue starts only when every earlier queue has none ready. SIGINT or SIGTERM
@@ -57,6 +57,7 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 	var (
 		queues      = fs.String("queues", "default", "comma-separated `QUEUES` to take jobs from, highest priority first")
 		concurrency = fs.Int("concurrency", rqgo.DefaultConcurrency, "`N` jobs at most run at once")
+		prefetch    = fs.Int("prefetch", 0, "`N` jobs at most taken ahead of free slots, for handlers quicker than a round trip to Redis (0: as many as --concurrency; -1: none)")
 		burst       = fs.Bool("burst", false, "exit 0 once the queues are empty and nothing runs")
 		lease       = fs.Duration("lease", rqgo.DefaultLease, "how long a job stays assigned without a heartbeat; a dead worker's jobs run again about one lease later")
 		timeout     = fs.Duration("timeout", rqgo.DefaultTimeout, "time limit of one attempt, for jobs enqueued without --timeout")
@@ -89,6 +90,9 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		}
 		if *concurrency < 1 {
 			return usagef("--concurrency %d: want at least 1", *concurrency)
+		}
+		if *prefetch < -1 {
+			return usagef("--prefetch %d: want -1 (none), 0 (as many as --concurrency) or more", *prefetch)
 		}
 		for _, d := range []struct {
 			flag string
@@ -128,6 +132,7 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{
 			Queues:          qs,
 			Concurrency:     *concurrency,
+			Prefetch:        *prefetch,
 			Lease:           *lease,
 			ShutdownTimeout: *grace,
 			Timeout:         *timeout,
