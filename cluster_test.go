@@ -359,15 +359,7 @@ func childClusterWorker() int {
 		Lease:  lease,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
-	w.Register("hold", func(ctx context.Context, j *Job) (any, error) {
-		fmt.Printf("started %s\n", j.ID)
-		select {}
-	})
-	if err := w.Run(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
+	return runUntilKilled(w, "hold")
 }
 
 // A worker killed with SIGKILL while it runs jobs of queues on three

@@ -46,6 +46,20 @@ func childWorker() int {
 	return 0
 }
 
+// runUntilKilled runs w, in a child process, with a handler for fn that
+// prints "started <id>" and holds its job until the process is killed.
+func runUntilKilled(w *Worker, fn string) int {
+	w.Register(fn, func(ctx context.Context, j *Job) (any, error) {
+		fmt.Printf("started %s\n", j.ID)
+		select {}
+	})
+	if err := w.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
 // startChild starts a child worker and returns it with its stdout lines.
 func startChild(t *testing.T, e *testEnv, lease, hold time.Duration) (*exec.Cmd, <-chan string) {
 	t.Helper()

@@ -150,23 +150,11 @@ func (w *Worker) releaseHeld(ctx context.Context, t time.Time) {
 	}
 	// release.lua pushes each job to the head of its queue: the last held
 	// goes first, so the queue ends up in the order the jobs were fetched.
-	calls := make([]*scriptCall, 0, len(runs))
-	for _, r := range slices.Backward(runs) {
+	slices.Reverse(runs)
+	for _, r := range runs {
 		r.cancel(errShutdown)
-		k := r.q.k
-		calls = append(calls, &scriptCall{s: releaseScript,
-			keys: []string{k.job(r.job.ID), k.active(), k.pending(), k.wake()},
-			args: []any{r.job.ID, r.job.token}})
 	}
-	c, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	runScripts(c, w.rdb, calls)
-	released := 0
-	for _, call := range calls {
-		if n, err := call.cmd.Int(); err == nil && n == 1 {
-			released++
-		}
-	}
+	released := w.release(ctx, runs)
 	if released < len(runs) {
 		w.log.Warn("could not return some held jobs to their queues; they run again once their leases expire", "returned", released, "held", len(runs))
 		return

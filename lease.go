@@ -416,8 +416,17 @@ func (w *Worker) drain(ctx context.Context, stopHandlers context.CancelCauseFunc
 	if len(unfinished) == 0 {
 		return
 	}
-	calls := make([]*scriptCall, len(unfinished))
-	for i, r := range unfinished {
+	released := w.release(ctx, unfinished)
+	w.log.Warn("grace period over; returned unfinished jobs to their queues", "released", released, "unfinished", len(unfinished))
+}
+
+// release gives the jobs of runs back to the head of their queues, in
+// order, with release.lua, which does not count the attempt, and returns
+// how many it gave back. A job whose release fails runs again once its
+// lease expires.
+func (w *Worker) release(ctx context.Context, runs []*run) (released int) {
+	calls := make([]*scriptCall, len(runs))
+	for i, r := range runs {
 		k := r.q.k
 		calls[i] = &scriptCall{s: releaseScript,
 			keys: []string{k.job(r.job.ID), k.active(), k.pending(), k.wake()},
@@ -426,11 +435,10 @@ func (w *Worker) drain(ctx context.Context, stopHandlers context.CancelCauseFunc
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	runScripts(c, w.rdb, calls)
-	released := 0
 	for _, call := range calls {
 		if n, err := call.cmd.Int(); err == nil && n == 1 {
 			released++
 		}
 	}
-	w.log.Warn("grace period over; returned unfinished jobs to their queues", "released", released, "unfinished", len(unfinished))
+	return released
 }

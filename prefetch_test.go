@@ -223,15 +223,7 @@ func childHolder() int {
 	w := NewWorker(rdb, WorkerOptions{Prefix: os.Getenv("RQGO_TEST_PREFIX"), Lease: lease, Concurrency: 1, Prefetch: ahead})
 	w.quick.Store(int64(ahead))
 	w.maxHold = time.Hour
-	w.Register("block", func(ctx context.Context, j *Job) (any, error) {
-		fmt.Printf("started %s\n", j.ID)
-		select {}
-	})
-	if err := w.Run(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
+	return runUntilKilled(w, "block")
 }
 
 // A worker killed with SIGKILL while it holds jobs ahead loses none of
