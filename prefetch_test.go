@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -301,4 +302,72 @@ func TestWorkerMemoryDoesNotGrowWithJobs(t *testing.T) {
 			t.Errorf("heap grew by %d bytes over %d jobs with the worker still running; want under %d", grew, jobs, jobs*100)
 		}
 	}
+}
+
+// A fetch that returns after Run's context ended starts none of its jobs:
+// the shutdown gives them back, their attempt not counted.
+func TestFetchEndingAfterShutdownStartsNothing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		// The context ends while the fetch that takes the job is in flight.
+		e.rdb.AddHook(&afterDequeue{f: func(n int) {
+			if n > 0 {
+				cancel()
+			}
+		}})
+		w := e.worker(t, WorkerOptions{ShutdownTimeout: time.Minute})
+		var ran atomic.Bool
+		w.Register("late", func(ctx context.Context, j *Job) (any, error) {
+			ran.Store(true)
+			return nil, nil
+		})
+		job, err := q.EnqueueContext(ctx, "late", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Run(runCtx); err != nil {
+			t.Fatal(err)
+		}
+		if ran.Load() {
+			t.Error("the handler ran for a job fetched after the context ended")
+		}
+		got, err := q.FetchJob(ctx, job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != StatusQueued || got.Attempt != 0 {
+			t.Errorf("job after shutdown = %s attempt %d; want queued, attempt 0", got.Status, got.Attempt)
+		}
+		if c, _ := q.Counts(ctx); c != (Counts{Queued: 1}) {
+			t.Errorf("Counts after shutdown = %+v, want the job queued and nothing else", c)
+		}
+	})
+}
+
+// afterDequeue calls f with the number of jobs each dequeue.lua call
+// returned, before the worker sees the reply.
+type afterDequeue struct{ f func(jobs int) }
+
+func (h *afterDequeue) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *afterDequeue) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		a := cmd.Args()
+		if len(a) == 12 && strings.HasPrefix(fmt.Sprint(a[0]), "eval") && fmt.Sprint(a[2]) == "6" {
+			if c, ok := cmd.(*redis.Cmd); ok && err == nil {
+				if res, _ := c.Slice(); len(res) > 2 {
+					h.f((len(res) - 2) / dequeuedLen)
+				}
+			}
+		}
+		return err
+	}
+}
+
+func (h *afterDequeue) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
