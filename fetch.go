@@ -224,12 +224,14 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, next time.Time,
 			}
 		}
 		now, _ := res[1].(int64)
-		// A fetch that ends after ctx does starts nothing: its jobs are held,
-		// and the shutdown gives them back.
-		start := ctx.Err() == nil
+		if ctx.Err() != nil {
+			// A fetch that ends after ctx does starts nothing: its jobs are
+			// held, and the shutdown gives them back.
+			w.stop()
+		}
 		for r := res[2:]; len(r) > 0; r = r[dequeuedLen:] {
 			j, derr := w.dequeued(q, now, r[:dequeuedLen])
-			w.admit(*q, j, derr, start)
+			w.admit(*q, j, derr)
 			jobs = append(jobs, j)
 		}
 		if len(jobs) >= n {
@@ -362,20 +364,17 @@ type outcome struct {
 
 var errTimeout = errors.New("rqgo: job timeout")
 
-// admit takes on a fetched job: its handler starts at once when start is
-// set, a slot is free and no job is held before it; otherwise the job is
-// held, its lease renewed like a running job's, until a returning handler
-// passes on its slot or the job is given back. bad is a reason the job
-// cannot run at all (a malformed hash).
-func (w *Worker) admit(q workerQueue, j *Job, bad error, start bool) {
+// admit takes on a fetched job: its handler starts at once when a slot is
+// free, no job is held before it and the worker is not stopping; otherwise
+// the job is held, its lease renewed like a running job's, until a returning
+// handler passes on its slot or the job is given back. bad is a reason the
+// job cannot run at all (a malformed hash).
+func (w *Worker) admit(q workerQueue, j *Job, bad error) {
 	ctx, cancel := context.WithCancelCause(w.handlerBase)
 	now := time.Now()
 	r := &run{job: j, q: q, bad: bad, ctx: ctx, cancel: cancel, fetched: now, renewed: now}
 	w.mu.Lock()
 	w.running[r] = struct{}{}
-	if !start {
-		w.stopping = true // no slot passes it on either
-	}
 	slot := !w.stopping && len(w.held) == 0 && w.inflight.Load() < int64(w.opts.Concurrency)
 	if slot {
 		w.inflight.Add(1)
@@ -407,6 +406,14 @@ func (w *Worker) execute(r *run) {
 		w.signalFreed()
 		w.outcomes <- o
 	}
+}
+
+// stop makes the worker start no more jobs: held jobs wait to be given
+// back, and fetched ones are held.
+func (w *Worker) stop() {
+	w.mu.Lock()
+	w.stopping = true
+	w.mu.Unlock()
 }
 
 // passSlot returns the next held job to run in a slot that just freed, or

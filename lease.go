@@ -386,9 +386,7 @@ func (w *Worker) reap(ctx context.Context) {
 // rest and puts their jobs straight back in their queues with release.lua.
 func (w *Worker) drain(ctx context.Context, stopHandlers context.CancelCauseFunc) {
 	// Jobs fetched ahead have not started: they go back at once.
-	w.mu.Lock()
-	w.stopping = true
-	w.mu.Unlock()
+	w.stop()
 	w.releaseHeld(ctx, time.Time{})
 	if w.inflight.Load() > 0 {
 		w.log.Info("shutting down; waiting for running jobs", "running", w.inflight.Load(), "grace", w.opts.ShutdownTimeout)

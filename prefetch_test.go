@@ -119,15 +119,23 @@ func (h *dequeueAsks) DialHook(next redis.DialHook) redis.DialHook { return next
 
 func (h *dequeueAsks) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		a := cmd.Args()
-		// EVALSHA sha 6 <6 keys> n lease worker
-		if len(a) == 12 && fmt.Sprint(a[0]) == "evalsha" && fmt.Sprint(a[2]) == "6" {
-			n, _ := strconv.ParseInt(fmt.Sprint(a[9]), 10, 64)
+		if n, ok := dequeueAsk(cmd); ok {
 			for m := h.max.Load(); n > m && !h.max.CompareAndSwap(m, n); m = h.max.Load() {
 			}
 		}
 		return next(ctx, cmd)
 	}
+}
+
+// dequeueAsk reports whether cmd runs dequeue.lua (EVAL or EVALSHA, 6 keys,
+// then n, lease and worker), and how many jobs n it asks for.
+func dequeueAsk(cmd redis.Cmder) (n int64, ok bool) {
+	a := cmd.Args()
+	if len(a) != 12 || !strings.HasPrefix(fmt.Sprint(a[0]), "eval") || fmt.Sprint(a[2]) != "6" {
+		return 0, false
+	}
+	n, _ = strconv.ParseInt(fmt.Sprint(a[9]), 10, 64)
+	return n, true
 }
 
 func (h *dequeueAsks) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
@@ -356,8 +364,7 @@ func (h *afterDequeue) DialHook(next redis.DialHook) redis.DialHook { return nex
 func (h *afterDequeue) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		a := cmd.Args()
-		if len(a) == 12 && strings.HasPrefix(fmt.Sprint(a[0]), "eval") && fmt.Sprint(a[2]) == "6" {
+		if _, ok := dequeueAsk(cmd); ok {
 			if c, ok := cmd.(*redis.Cmd); ok && err == nil {
 				if res, _ := c.Slice(); len(res) > 2 {
 					h.f((len(res) - 2) / dequeuedLen)
