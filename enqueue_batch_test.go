@@ -277,9 +277,11 @@ func TestCoalescedEnqueueSenderContextEnds(t *testing.T) {
 	}
 }
 
-// scriptGate counts the scripts a client runs and holds the first one until
-// release is closed.
+// scriptGate counts the scripts a client runs and holds the first hold of
+// them (at least one) until release is closed; held is closed when the
+// last of those arrives.
 type scriptGate struct {
+	hold    int32
 	calls   atomic.Int32
 	held    chan struct{}
 	release chan struct{}
@@ -290,8 +292,10 @@ func (g *scriptGate) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (g *scriptGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if n := cmd.Name(); n == "evalsha" || n == "eval" {
-			if g.calls.Add(1) == 1 {
-				close(g.held)
+			if n := g.calls.Add(1); n <= max(g.hold, 1) {
+				if n == max(g.hold, 1) {
+					close(g.held)
+				}
 				<-g.release
 			}
 		}
@@ -310,8 +314,8 @@ func (g *scriptGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
-// While one enqueue is in flight, the calls that arrive wait and then go
-// together in one script call: 11 jobs, 2 scripts.
+// While maxFlights enqueues are in flight, the calls that arrive wait and
+// then go together in one script call: 11 jobs, 2 scripts.
 func TestEnqueuesShareRoundTrips(t *testing.T) {
 	e := newMiniEnv(t)
 	rdb := redis.NewClient(&redis.Options{Addr: e.addr})
@@ -330,6 +334,9 @@ func TestEnqueuesShareRoundTrips(t *testing.T) {
 		}
 	}
 
+	q.enq.mu.Lock()
+	q.enq.flying = maxFlights - 1 // as if other callers were sending
+	q.enq.mu.Unlock()
 	const waiting = 10
 	errs := make(chan error, waiting+1)
 	go func() { _, err := q.EnqueueContext(ctx, "f", 0); errs <- err }()
@@ -361,5 +368,61 @@ func TestEnqueuesShareRoundTrips(t *testing.T) {
 	}
 	if n := gate.calls.Load(); n != 2 {
 		t.Errorf("%d jobs took %d script calls, want 2 (one alone, then one for the %d that waited)", waiting+1, n, waiting)
+	}
+	q.enq.mu.Lock()
+	defer q.enq.mu.Unlock()
+	if q.enq.flying != maxFlights-1 || len(q.enq.line) != 0 {
+		t.Errorf("after the flights: %d flying, %d in line; want %d (the others') and none", q.enq.flying, len(q.enq.line), maxFlights-1)
+	}
+}
+
+// Up to maxFlights concurrent enqueues go at once, each alone; only the
+// next one waits in line.
+func TestEnqueueFlightsRunAtOnce(t *testing.T) {
+	e := newMiniEnv(t)
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr})
+	t.Cleanup(func() { rdb.Close() })
+	gate := &scriptGate{hold: maxFlights, held: make(chan struct{}), release: make(chan struct{})}
+	rdb.AddHook(gate)
+	q := NewQueue("default", rdb, WithPrefix(e.prefix))
+	ctx := t.Context()
+	if err := q.remember(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := enqueueScript.Load(ctx, e.rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, maxFlights+1)
+	for i := range maxFlights {
+		go func() { _, err := q.EnqueueContext(ctx, "f", i); errs <- err }()
+	}
+	select {
+	case <-gate.held: // every flight is on its way, none waited for another
+	case <-time.After(5 * time.Second):
+		close(gate.release)
+		t.Fatalf("%d of %d concurrent enqueues on their way after 5s; the others wait in line", gate.calls.Load(), maxFlights)
+	}
+	go func() { _, err := q.EnqueueContext(ctx, "f", "last"); errs <- err }()
+	waitFor(t, 5*time.Second, "the next call in line", func() bool {
+		q.enq.mu.Lock()
+		defer q.enq.mu.Unlock()
+		return len(q.enq.line) == 1
+	})
+	close(gate.release)
+	for range maxFlights + 1 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := gate.calls.Load(); n != maxFlights+1 {
+		t.Errorf("%d jobs took %d script calls, want %d", maxFlights+1, n, maxFlights+1)
+	}
+	if c, _ := q.Counts(ctx); c.Queued != maxFlights+1 {
+		t.Errorf("queued = %d, want %d", c.Queued, maxFlights+1)
+	}
+	q.enq.mu.Lock()
+	defer q.enq.mu.Unlock()
+	if q.enq.flying != 0 || len(q.enq.line) != 0 {
+		t.Errorf("after the flights: %d flying, %d in line; want none", q.enq.flying, len(q.enq.line))
 	}
 }
