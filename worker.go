@@ -300,7 +300,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.checkEviction(ctx)
-	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency, "lease", w.opts.Lease)
+	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency, "prefetch", w.opts.Prefetch, "lease", w.opts.Lease)
 
 	// Handlers and the bookkeeping around them outlive ctx by the grace
 	// period, so they run under contexts of their own.

@@ -349,6 +349,27 @@ func TestWorkerExec(t *testing.T) {
 	}
 }
 
+// --prefetch reaches the worker: its start line shows the value in force
+// (as many as --concurrency by default, 0 when turned off).
+func TestWorkerPrefetchFlag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--prefetch", "3"}, "prefetch=3"},
+		{nil, "prefetch=2"},
+		{[]string{"--prefetch", "-1"}, "prefetch=0"},
+	} {
+		args := append([]string{"worker", "--burst", "--concurrency", "2", "--exec", "f=true"}, c.args...)
+		r := e.run(t, args...)
+		if r.code != 0 || !strings.Contains(r.stderr, c.want+" ") {
+			t.Errorf("rqgo %s: exit %d, stderr:\n%s\nwant exit 0 and a start line with %s", strings.Join(args, " "), r.code, r.stderr, c.want)
+		}
+	}
+}
+
 func TestRequeue(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
