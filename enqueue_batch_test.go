@@ -292,8 +292,8 @@ func (g *scriptGate) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (g *scriptGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if n := cmd.Name(); n == "evalsha" || n == "eval" {
-			if n := g.calls.Add(1); n <= max(g.hold, 1) {
-				if n == max(g.hold, 1) {
+			if c := g.calls.Add(1); c <= max(g.hold, 1) {
+				if c == max(g.hold, 1) {
 					close(g.held)
 				}
 				<-g.release

@@ -94,8 +94,8 @@ func (q *Queue) Enqueue(fn string, args any, opts ...EnqueueOption) (*Job, error
 // as it is). It is one round trip to Redis; concurrent calls on one Queue
 // share round trips (a call made while three are in flight waits for one
 // of them to land, then goes with every call that waited, in one script
-// call). The returned
-// Job has its id, status (queued or scheduled) and creation time.
+// call). The returned Job has its id, status (queued or scheduled) and
+// creation time.
 func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ...EnqueueOption) (*Job, error) {
 	j, argv, err := q.prepare(fn, args, opts)
 	if err != nil {

@@ -24,6 +24,7 @@ type report struct {
 	Duplicates                    int // executions beyond the first, over all jobs
 	AllowedDuplicates             int // what the faults can explain
 	Kills, Stops, Restarts, Drops int
+	KillsHolding                  int // kills of a worker holding jobs fetched ahead of its slots
 	MaxRecovery                   time.Duration
 	EnqueueErrors                 int
 	LateAcksRefused               int            // outcomes a worker could not record: its attempt was no longer the job's
@@ -40,8 +41,8 @@ func (r *report) Line() string {
 
 // Details says what else was done and seen.
 func (r *report) Details() string {
-	s := fmt.Sprintf("chaos: executions=%d duplicates_allowed=%d pauses=%d redis_restarts=%d connection_drops=%d enqueue_retries=%d late_acks_refused=%d leases_lost=%d",
-		r.Executions, r.AllowedDuplicates, r.Stops, r.Restarts, r.Drops, r.EnqueueErrors, r.LateAcksRefused, r.LeasesLost)
+	s := fmt.Sprintf("chaos: executions=%d duplicates_allowed=%d kills_while_holding=%d pauses=%d redis_restarts=%d connection_drops=%d enqueue_retries=%d late_acks_refused=%d leases_lost=%d",
+		r.Executions, r.AllowedDuplicates, r.KillsHolding, r.Stops, r.Restarts, r.Drops, r.EnqueueErrors, r.LateAcksRefused, r.LeasesLost)
 	for e, n := range r.FailedErrors {
 		s += fmt.Sprintf("\nchaos: %d jobs failed with %q", n, e)
 	}
@@ -53,7 +54,7 @@ func (h *harness) check() (*report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	h.mu.Lock()
-	r := &report{Jobs: h.cfg.Jobs, Kills: h.kills, Stops: h.stops, Restarts: h.restarts, Drops: h.drops,
+	r := &report{Jobs: h.cfg.Jobs, Kills: h.kills, KillsHolding: h.holding, Stops: h.stops, Restarts: h.restarts, Drops: h.drops,
 		EnqueueErrors: h.enqErrors, FailedErrors: map[string]int{}}
 	for _, d := range h.recovery {
 		r.MaxRecovery = max(r.MaxRecovery, d)

@@ -54,6 +54,7 @@ type harness struct {
 	workers    map[*workerProc]bool // alive
 	spawned    int
 	kills      int
+	holding    int // kills of a worker that held jobs fetched ahead of its slots
 	stops      int
 	restarts   int
 	drops      int
@@ -343,6 +344,12 @@ func (h *harness) killOne() error {
 	killed := time.Now()
 	held := h.heldBy(p.name)
 	h.logf("SIGKILL %s (held %d jobs)", p.name, len(held))
+	if len(held) > h.cfg.Concurrency {
+		// More started jobs than slots: some were fetched ahead (prefetch).
+		h.mu.Lock()
+		h.holding++
+		h.mu.Unlock()
+	}
 	h.recovering.Add(1)
 	go func() {
 		defer h.recovering.Done()
