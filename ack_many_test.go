@@ -3,6 +3,9 @@ package rqgo
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // One ack_many.lua call records a batch of successes; a job in the batch
@@ -69,4 +72,103 @@ func TestBatchedAckSkipsStaleToken(t *testing.T) {
 			t.Errorf("Counts = %+v, want 2 finished and 2 still started", c)
 		}
 	})
+}
+
+// The next fetch goes out while the acks of the last one are on their way:
+// with one slot and no prefetch, a second job runs while the first job's
+// ack is held up, and the rest run once the acks get through.
+func TestFetchGoesOutWhileAcksAreOnTheirWay(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		jobs, err := q.EnqueueMany(ctx, []EnqueueRequest{{Func: "f", Args: 1}, {Func: "f", Args: 2}, {Func: "f", Args: 3}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gate := &ackGate{acking: make(chan struct{}, 10), release: make(chan struct{})}
+		e.rdb.AddHook(gate)
+		w := e.worker(t, WorkerOptions{Concurrency: 1, Prefetch: -1})
+		ran := make(chan string, 10)
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+			ran <- j.ID
+			return nil, nil
+		})
+		start(t, w)
+		expect := func(id, what string) {
+			t.Helper()
+			select {
+			case got := <-ran:
+				if got != id {
+					t.Fatalf("%s: job %s ran, want %s", what, got, id)
+				}
+			case <-time.After(10 * time.Second):
+				close(gate.release)
+				t.Fatalf("%s: job %s did not run within 10s", what, id)
+			}
+		}
+		expect(jobs[0].ID, "first job")
+		<-gate.acking // its ack is on its way, and held there
+		expect(jobs[1].ID, "while the first ack is on its way")
+		close(gate.release)
+		expect(jobs[2].ID, "after the acks got through")
+		for _, j := range jobs {
+			waitJob(t, q, j.ID, StatusFinished)
+		}
+	})
+}
+
+// Outcomes not yet sent hold fetching back once as many wait as the worker
+// can hold; those in the batch being written do not count.
+func TestUnsentOutcomesHoldFetchingBack(t *testing.T) {
+	e := newMiniEnv(t)
+	w := e.worker(t, WorkerOptions{Concurrency: 2, Prefetch: -1})
+	for _, c := range []struct {
+		settling, acking int64
+		want             int
+	}{
+		{0, 0, 2},
+		{1, 0, 2}, // a slot frees when its handler returns
+		{2, 0, 0}, // two outcomes wait: as many as the worker holds
+		{2, 2, 2}, // both on their way
+		{3, 2, 2},
+		{4, 2, 0}, // two wait behind the batch on its way
+	} {
+		w.settling.Store(c.settling)
+		w.acking.Store(c.acking)
+		if got, _ := w.want(0); got != c.want {
+			t.Errorf("%d outcomes unrecorded, %d on their way: want() = %d, want %d", c.settling, c.acking, got, c.want)
+		}
+	}
+}
+
+// ackGate holds every ack_many.lua call until release is closed, after
+// sending on acking.
+type ackGate struct {
+	acking  chan struct{}
+	release chan struct{}
+}
+
+func (g *ackGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *ackGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if ackJobs(cmd) > 0 {
+			g.acking <- struct{}{}
+			<-g.release
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g *ackGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if ackJobs(cmd) > 0 {
+				g.acking <- struct{}{}
+				<-g.release
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
 }

@@ -81,15 +81,17 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 // jobs to hold beyond the free slots.
 //
 // A slot frees when its handler returns. Outcomes waiting to be recorded
-// hold back fetching only when as many wait as the worker can hold. While
-// held jobs remain, the loop waits until a quarter of its room is empty, so
-// fetches stay large.
+// hold back fetching only when as many wait as the worker can hold, not
+// counting the batch being written: the next fetch goes out while the acks
+// of the last one are on their way, and a worker whose acks fail (Redis
+// unreachable) stops taking jobs. While held jobs remain, the loop waits
+// until a quarter of its room is empty, so fetches stay large.
 func (w *Worker) want(ahead int) (want, held int) {
 	w.mu.Lock()
 	held = len(w.held)
 	w.mu.Unlock()
 	room := w.opts.Concurrency + ahead
-	if w.settling.Load() >= int64(room) {
+	if w.settling.Load()-w.acking.Load() >= int64(room) {
 		return 0, held
 	}
 	want = room - int(w.inflight.Load()) - held

@@ -94,7 +94,11 @@ func (w *Worker) ackLoop(ctx context.Context, stop <-chan struct{}) {
 		}
 		batch = w.drainOutcomes(batch)
 		c, cancel := context.WithTimeout(ctx, w.opts.Lease)
+		// Outcomes on their way no longer hold back the fetch loop (want).
+		w.acking.Store(int64(len(batch)))
+		w.signalFreed()
 		retry = w.settle(c, batch)
+		w.acking.Store(0)
 		cancel()
 		if len(retry) == 0 {
 			failures = 0
