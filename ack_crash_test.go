@@ -98,9 +98,10 @@ func childAcker() int {
 }
 
 // A worker SIGKILLed while a batch of acks is on its way (not yet sent, or
-// run by Redis but not answered) loses nothing: every job ends finished,
-// either by the dead worker's ack or by running again once its lease
-// expires.
+// run by Redis but not answered), with the jobs of the fetch that overlaps
+// it run and their outcomes waiting, loses nothing: every job ends
+// finished, either by the dead worker's ack or by running again once its
+// lease expires.
 func TestKilledWhileAckingLosesNothing(t *testing.T) {
 	for _, when := range []string{"before", "after"} {
 		t.Run(when, func(t *testing.T) {
@@ -123,18 +124,27 @@ func TestKilledWhileAckingLosesNothing(t *testing.T) {
 					"RQGO_TEST_LEASE="+lease.String(),
 					"RQGO_TEST_ACK_BLOCK="+when,
 				)
+				// The worst moment: the first batch's acks are on their way,
+				// and the fetch that went out meanwhile has run more jobs,
+				// whose outcomes wait behind them.
 				ranInChild := map[string]bool{}
-				acking := expectLine(t, lines, "acking ")
-				// Lines printed before the ack batch: the jobs that ran.
-			drain:
-				for {
+				acking := ""
+				timeout := time.After(15 * time.Second)
+				for acking == "" || len(ranInChild) <= DefaultConcurrency {
 					select {
-					case l := <-lines:
+					case l, ok := <-lines:
+						if !ok {
+							t.Fatalf("child exited after printing %q and running %d jobs", acking, len(ranInChild))
+						}
 						if f := strings.Fields(l); len(f) == 3 && f[0] == "ran" {
 							ranInChild[f[1]] = true
 						}
-					default:
-						break drain
+						if strings.HasPrefix(l, "acking ") {
+							acking = l
+						}
+					case <-timeout:
+						t.Fatalf("after 15s the child printed %q and ran %d jobs; want its acks on their way and more than %d jobs run",
+							acking, len(ranInChild), DefaultConcurrency)
 					}
 				}
 				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
