@@ -179,9 +179,7 @@ func TestCoalescedEnqueueContextEnds(t *testing.T) {
 	e := newMiniEnv(t)
 	q := e.queue("default")
 	ctx := t.Context()
-	q.enq.mu.Lock()
-	q.enq.flying = maxFlights // as if other callers were sending
-	q.enq.mu.Unlock()
+	pretendFlying(t, q, maxFlights) // as if other callers were sending
 	canceled, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -231,9 +229,7 @@ func TestCoalescedEnqueueSenderContextEnds(t *testing.T) {
 	q := e.queue("default")
 	ctx := t.Context()
 	for range 20 {
-		q.enq.mu.Lock()
-		q.enq.flying = maxFlights
-		q.enq.mu.Unlock()
+		pretendFlying(t, q, maxFlights)
 		canceled, cancel := context.WithCancel(ctx)
 		done := make(chan error, 2)
 		go func() {
@@ -275,6 +271,23 @@ func TestCoalescedEnqueueSenderContextEnds(t *testing.T) {
 	if ids, _ := q.JobIDs(ctx, StatusQueued, 0, 100); len(ids) < 20 {
 		t.Errorf("%d jobs queued, want at least the 20 of the live callers", len(ids))
 	}
+}
+
+// pretendFlying makes q count n batches in flight, here and over all
+// Queues (flights), as if callers were sending them; the test's end takes
+// away those still counted.
+func pretendFlying(t *testing.T, q *Queue, n int) {
+	t.Helper()
+	q.enq.mu.Lock()
+	flights.Add(int32(n - q.enq.flying))
+	q.enq.flying = n
+	q.enq.mu.Unlock()
+	t.Cleanup(func() {
+		q.enq.mu.Lock()
+		defer q.enq.mu.Unlock()
+		flights.Add(-int32(q.enq.flying))
+		q.enq.flying = 0
+	})
 }
 
 // scriptGate counts the scripts a client runs and holds the first hold of
@@ -334,9 +347,7 @@ func TestEnqueuesShareRoundTrips(t *testing.T) {
 		}
 	}
 
-	q.enq.mu.Lock()
-	q.enq.flying = maxFlights - 1 // as if other callers were sending
-	q.enq.mu.Unlock()
+	pretendFlying(t, q, maxFlights-1) // as if other callers were sending
 	const waiting = 10
 	errs := make(chan error, waiting+1)
 	go func() { _, err := q.EnqueueContext(ctx, "f", 0); errs <- err }()
@@ -424,5 +435,68 @@ func TestEnqueueFlightsRunAtOnce(t *testing.T) {
 	defer q.enq.mu.Unlock()
 	if q.enq.flying != 0 || len(q.enq.line) != 0 {
 		t.Errorf("after the flights: %d flying, %d in line; want none", q.enq.flying, len(q.enq.line))
+	}
+}
+
+// Batches in flight count over all Queues: once maxFlights are in flight, a
+// Queue with one of them waits in line, while a Queue with none still sends
+// its job at once.
+func TestEnqueueFlightsAcrossQueues(t *testing.T) {
+	e := newMiniEnv(t)
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr})
+	t.Cleanup(func() { rdb.Close() })
+	gate := &scriptGate{hold: 2, held: make(chan struct{}), release: make(chan struct{})}
+	rdb.AddHook(gate)
+	ctx := t.Context()
+	qa, qb, qc := NewQueue("a", rdb, WithPrefix(e.prefix)), NewQueue("b", rdb, WithPrefix(e.prefix)), NewQueue("c", rdb, WithPrefix(e.prefix))
+	for _, q := range []*Queue{qa, qb, qc} {
+		if err := q.remember(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := enqueueScript.Load(ctx, e.rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Batches of other Queues, so that a's and b's make maxFlights.
+	flights.Add(maxFlights - 2)
+	t.Cleanup(func() { flights.Add(-(maxFlights - 2)) })
+
+	errs := make(chan error, 4)
+	enqueue := func(q *Queue) { _, err := q.EnqueueContext(ctx, "f", nil); errs <- err }
+	go enqueue(qa)
+	go enqueue(qb)
+	select {
+	case <-gate.held: // a's and b's first batches are in flight
+	case <-time.After(5 * time.Second):
+		close(gate.release)
+		t.Fatalf("%d of 2 first enqueues on their way after 5s", gate.calls.Load())
+	}
+	go enqueue(qa)
+	waitFor(t, 5*time.Second, "a's second call in line", func() bool {
+		qa.enq.mu.Lock()
+		defer qa.enq.mu.Unlock()
+		return len(qa.enq.line) == 1
+	})
+	go enqueue(qc) // none in flight on c: it goes at once
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(gate.release)
+		t.Fatal("c's enqueue did not return within 5s while maxFlights batches were in flight")
+	}
+	close(gate.release)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := gate.calls.Load(); n != 4 {
+		t.Errorf("4 jobs took %d script calls, want 4", n)
+	}
+	if n := flights.Load(); n != maxFlights-2 {
+		t.Errorf("after the flights: %d in flight over all Queues, want the %d of the others", n, maxFlights-2)
 	}
 }
