@@ -215,11 +215,7 @@ func TestCoalescedEnqueueContextEnds(t *testing.T) {
 	if n := e.rdb.LLen(ctx, q.k.pending()).Val(); n != 1 {
 		t.Errorf("%d jobs queued, want 1 (the canceled caller's job never left)", n)
 	}
-	q.enq.mu.Lock()
-	defer q.enq.mu.Unlock()
-	if q.enq.flying != maxFlights-1 || len(q.enq.line) != 0 {
-		t.Errorf("after the last flight: %d flying, %d in line; want %d (the others') and none", q.enq.flying, len(q.enq.line), maxFlights-1)
-	}
+	expectFlying(t, q, maxFlights-1) // the others'
 }
 
 // A caller handed a batch to send whose context ends first passes the batch
@@ -261,15 +257,21 @@ func TestCoalescedEnqueueSenderContextEnds(t *testing.T) {
 				t.Fatal("a caller is still waiting 10s after its batch was handed out")
 			}
 		}
-		q.enq.mu.Lock()
-		flying, line := q.enq.flying, len(q.enq.line)
-		q.enq.mu.Unlock()
-		if flying != maxFlights-1 || line != 0 {
-			t.Fatalf("after the flight: %d flying, %d in line; want %d and none", flying, line, maxFlights-1)
-		}
+		expectFlying(t, q, maxFlights-1)
 	}
 	if ids, _ := q.JobIDs(ctx, StatusQueued, 0, 100); len(ids) < 20 {
 		t.Errorf("%d jobs queued, want at least the 20 of the live callers", len(ids))
+	}
+}
+
+// expectFlying checks that q has want batches in flight and no call
+// waiting in line.
+func expectFlying(t *testing.T, q *Queue, want int) {
+	t.Helper()
+	q.enq.mu.Lock()
+	defer q.enq.mu.Unlock()
+	if q.enq.flying != want || len(q.enq.line) != 0 {
+		t.Errorf("after the flights: %d in flight, %d in line; want %d and none", q.enq.flying, len(q.enq.line), want)
 	}
 }
 
@@ -380,11 +382,7 @@ func TestEnqueuesShareRoundTrips(t *testing.T) {
 	if n := gate.calls.Load(); n != 2 {
 		t.Errorf("%d jobs took %d script calls, want 2 (one alone, then one for the %d that waited)", waiting+1, n, waiting)
 	}
-	q.enq.mu.Lock()
-	defer q.enq.mu.Unlock()
-	if q.enq.flying != maxFlights-1 || len(q.enq.line) != 0 {
-		t.Errorf("after the flights: %d flying, %d in line; want %d (the others') and none", q.enq.flying, len(q.enq.line), maxFlights-1)
-	}
+	expectFlying(t, q, maxFlights-1) // the others'
 }
 
 // Up to maxFlights concurrent enqueues go at once, each alone; only the
@@ -431,11 +429,7 @@ func TestEnqueueFlightsRunAtOnce(t *testing.T) {
 	if c, _ := q.Counts(ctx); c.Queued != maxFlights+1 {
 		t.Errorf("queued = %d, want %d", c.Queued, maxFlights+1)
 	}
-	q.enq.mu.Lock()
-	defer q.enq.mu.Unlock()
-	if q.enq.flying != 0 || len(q.enq.line) != 0 {
-		t.Errorf("after the flights: %d flying, %d in line; want none", q.enq.flying, len(q.enq.line))
-	}
+	expectFlying(t, q, 0)
 }
 
 // Batches in flight count over all Queues: once maxFlights are in flight, a
