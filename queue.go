@@ -92,11 +92,10 @@ func (q *Queue) Enqueue(fn string, args any, opts ...EnqueueOption) (*Job, error
 // EnqueueContext adds a job that calls the function registered as fn with
 // args, encoded as JSON (a [json.RawMessage] or []byte is taken as JSON
 // as it is). It is one round trip to Redis; concurrent calls on one Queue
-// share round trips (a call made while batches are in flight, three over
-// all Queues or one or more of this Queue's own, waits for one of this
-// Queue's to land, then goes with every call that waited, in one script
-// call). The returned Job has its id, status (queued or scheduled) and
-// creation time.
+// share round trips (a call made while this Queue has a batch in flight
+// and three are in flight over all Queues waits for one of this Queue's to
+// land, then goes with every call that waited, in one script call). The
+// returned Job has its id, status (queued or scheduled) and creation time.
 func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ...EnqueueOption) (*Job, error) {
 	j, argv, err := q.prepare(fn, args, opts)
 	if err != nil {

@@ -107,7 +107,7 @@ type Worker struct {
 	stopping  bool          // shutting down: held jobs start no more; guarded by mu
 	inflight  atomic.Int64  // handlers running
 	settling  atomic.Int64  // returned handlers whose outcome is not recorded yet
-	acking    atomic.Int64  // of those, the outcomes the ack loop is writing now
+	acking    atomic.Int64  // outcomes in the batch the ack loop is writing now
 	quick     atomic.Int64  // handlers that returned within roundTrip of starting
 	roundTrip atomic.Int64  // duration of the last fetch, ns
 	freed     chan struct{} // a slot came free
