@@ -2,6 +2,7 @@ package rqgo
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,6 +95,9 @@ func TestFetchGoesOutWhileAcksAreOnTheirWay(t *testing.T) {
 			return nil, nil
 		})
 		start(t, w)
+		// Cleanups run last first: the acks get through before the worker stops.
+		release := sync.OnceFunc(func() { close(gate.release) })
+		t.Cleanup(release)
 		expect := func(id, what string) {
 			t.Helper()
 			select {
@@ -102,14 +106,13 @@ func TestFetchGoesOutWhileAcksAreOnTheirWay(t *testing.T) {
 					t.Fatalf("%s: job %s ran, want %s", what, got, id)
 				}
 			case <-time.After(10 * time.Second):
-				close(gate.release)
 				t.Fatalf("%s: job %s did not run within 10s", what, id)
 			}
 		}
 		expect(jobs[0].ID, "first job")
 		<-gate.acking // its ack is on its way, and held there
 		expect(jobs[1].ID, "while the first ack is on its way")
-		close(gate.release)
+		release()
 		expect(jobs[2].ID, "after the acks got through")
 		for _, j := range jobs {
 			waitJob(t, q, j.ID, StatusFinished)
@@ -142,10 +145,18 @@ func TestUnsentOutcomesHoldFetchingBack(t *testing.T) {
 }
 
 // ackGate holds every ack_many.lua call until release is closed, after
-// sending on acking.
+// sending on acking (when it has room).
 type ackGate struct {
 	acking  chan struct{}
 	release chan struct{}
+}
+
+func (g *ackGate) hold() {
+	select {
+	case g.acking <- struct{}{}:
+	default:
+	}
+	<-g.release
 }
 
 func (g *ackGate) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -153,8 +164,7 @@ func (g *ackGate) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (g *ackGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if ackJobs(cmd) > 0 {
-			g.acking <- struct{}{}
-			<-g.release
+			g.hold()
 		}
 		return next(ctx, cmd)
 	}
@@ -164,8 +174,7 @@ func (g *ackGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
 			if ackJobs(cmd) > 0 {
-				g.acking <- struct{}{}
-				<-g.release
+				g.hold()
 				break
 			}
 		}
