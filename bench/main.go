@@ -175,16 +175,16 @@ func run() error {
 				if r == 0 && s.name == "rqgo" && p == cfg.producers {
 					profile = profileName(cfg.cpuprofile, "enqueue")
 				}
-				v, trips, cpu, byCmd, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, p, profile)
+				res, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, p, profile)
 				if err != nil {
 					return err
 				}
-				progress("enqueue, %d producer%s, run %d: %s %.0f jobs/s, %.2f round trips/job", p, plural(p), r+1, s.name, v, trips)
-				f[i] = append(f[i], v)
-				enqTrips[i] = append(enqTrips[i], trips)
-				enqCPU[i] = append(enqCPU[i], cpu)
+				progress("enqueue, %d producer%s, run %d: %s %.0f jobs/s, %.2f round trips/job", p, plural(p), r+1, s.name, res.rate, res.trips)
+				f[i] = append(f[i], res.rate)
+				enqTrips[i] = append(enqTrips[i], res.trips)
+				enqCPU[i] = append(enqCPU[i], res.redisUsec)
 				if p == cfg.producers && r == cfg.runs-1 {
-					enqByCmd[i] = byCmd
+					enqByCmd[i] = res.byCmd
 				}
 			}
 		}

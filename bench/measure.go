@@ -36,50 +36,66 @@ func noopPayload(i int) []byte {
 	return append(strconv.AppendInt([]byte(`{"n":`), int64(i), 10), '}')
 }
 
+// enqueueResult is one enqueue-rate run.
+type enqueueResult struct {
+	rate       float64 // jobs/s
+	trips      float64 // round trips the client sent, per job
+	redisUsec  float64 // Redis server CPU time (INFO cpu), µs per job
+	clientUsec float64 // this process's CPU time (getrusage: the producers and their client), µs per job
+	byCmd      map[string]cmdStat
+}
+
 // enqueueRate enqueues n jobs from p concurrent producers, each waiting for
-// its Enqueue to return before the next, and returns jobs per second and
-// round trips per job.
-func (e *env) enqueueRate(ctx context.Context, s system, n, p int, profile string) (rate, trips, cpuUsec float64, byCmd map[string]cmdStat, err error) {
+// its Enqueue to return before the next.
+func (e *env) enqueueRate(ctx context.Context, s system, n, p int, profile string) (enqueueResult, error) {
 	rdb, hook := e.client()
 	defer rdb.Close()
 	defer cleanup(ctx, rdb, s.keys)
 	enqueue := s.producer(rdb)
 	// One warm-up call loads scripts and opens a connection.
 	if err := enqueue(ctx, noopPayload(-1)); err != nil {
-		return 0, 0, 0, nil, fmt.Errorf("%s enqueue: %w", s.name, err)
+		return enqueueResult{}, fmt.Errorf("%s enqueue: %w", s.name, err)
 	}
 	stats0, err := commandStats(ctx, rdb)
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return enqueueResult{}, err
 	}
 	cpu0, err := redisCPU(ctx, rdb)
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return enqueueResult{}, err
 	}
 	trips0 := hook.trips.Load()
+	client0 := processCPU()
 	stopProfile, err := startProfile(profile)
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return enqueueResult{}, err
 	}
 	start := time.Now()
 	err = produce(ctx, enqueue, n, p)
 	elapsed := time.Since(start)
+	client1 := processCPU()
 	stopProfile()
 	if err != nil {
-		return 0, 0, 0, nil, fmt.Errorf("%s enqueue: %w", s.name, err)
+		return enqueueResult{}, fmt.Errorf("%s enqueue: %w", s.name, err)
 	}
 	cpu1, err := redisCPU(ctx, rdb)
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return enqueueResult{}, err
 	}
 	stats1, err := commandStats(ctx, rdb)
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return enqueueResult{}, err
 	}
-	byCmd = diffStats(stats0, stats1)
+	byCmd := diffStats(stats0, stats1)
 	delete(byCmd, "info")
 	fn := float64(n)
-	return fn / elapsed.Seconds(), float64(hook.trips.Load()-trips0) / fn, (cpu1 - cpu0) * 1e6 / fn, byCmd, nil
+	return enqueueResult{
+		rate:       fn / elapsed.Seconds(),
+		trips:      float64(hook.trips.Load()-trips0) / fn,
+		redisUsec:  (cpu1 - cpu0) * 1e6 / fn,
+		clientUsec: (client1 - client0).Seconds() * 1e6 / fn,
+		byCmd:      byCmd,
+	}, nil
 }
 
 // produce enqueues n no-op jobs from p goroutines.

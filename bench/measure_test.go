@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -109,4 +112,52 @@ func TestDialRefuses(t *testing.T) {
 			t.Errorf("dial(%q, db %d) = %v, want an error mentioning %q", tc.url, tc.db, err, tc.want)
 		}
 	}
+}
+
+func TestFullBatches(t *testing.T) {
+	const p = 4
+	sent := make(chan []int, 10)
+	b := &fullBatches[int]{p: p, send: func(_ context.Context, batch []int) error {
+		sent <- batch
+		return nil
+	}}
+	ctx := context.Background()
+	if err := b.add(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-sent; len(got) != 1 {
+		t.Fatalf("warm-up call sent %v, want it alone", got)
+	}
+	var wg sync.WaitGroup
+	for i := range 2 * p {
+		wg.Go(func() {
+			if err := b.add(ctx, i); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	close(sent)
+	var n int
+	for batch := range sent {
+		if len(batch) != p {
+			t.Errorf("batch %v, want %d jobs", batch, p)
+		}
+		n += len(batch)
+	}
+	if n != 2*p {
+		t.Errorf("%d jobs sent, want %d", n, 2*p)
+	}
+
+	// Every producer of a batch gets its error.
+	boom := errors.New("boom")
+	b.send = func(context.Context, []int) error { return boom }
+	for i := range p {
+		wg.Go(func() {
+			if err := b.add(ctx, i); !errors.Is(err, boom) {
+				t.Errorf("add = %v, want %v", err, boom)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -42,6 +45,87 @@ func scriptSender(name string, src string, scripter func(*redis.Client) (redis.S
 	}
 }
 
+// fullBatches gathers the jobs of p producers into batches of exactly p,
+// sent by the producer that completes one; the others wait for its result.
+// The first call, enqueueRate's warm-up, is sent alone.
+type fullBatches[T any] struct {
+	p    int
+	send func(context.Context, []T) error
+
+	mu      sync.Mutex
+	warm    bool
+	line    []T
+	waiting []chan error
+}
+
+// add sends item in a full batch and returns the batch's error.
+func (b *fullBatches[T]) add(ctx context.Context, item T) error {
+	b.mu.Lock()
+	if !b.warm {
+		b.warm = true
+		b.mu.Unlock()
+		return b.send(ctx, []T{item})
+	}
+	b.line = append(b.line, item)
+	if len(b.line) < b.p {
+		done := make(chan error, 1)
+		b.waiting = append(b.waiting, done)
+		b.mu.Unlock()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	batch, waiting := b.line, b.waiting
+	b.line, b.waiting = nil, nil
+	b.mu.Unlock()
+	err := b.send(ctx, batch)
+	for _, w := range waiting {
+		w <- err
+	}
+	return err
+}
+
+// boundSender is a system that does, per job, only the writes rqgo's
+// enqueue makes: an HSET of the same 9 fields, and one RPUSH per batch, in a
+// pipeline carrying exactly p jobs (so the enqueue rate's job count must be
+// a multiple of p). No script, no check for an existing id, no options,
+// never a partial batch: its rate bounds what any design that stores this
+// job hash can reach with p producers that each wait for their own job.
+func boundSender(p int) system {
+	return system{
+		name: fmt.Sprintf("bound: HSET per job + RPUSH, %d jobs per pipeline, no script", p),
+		keys: rqgoPrefix + ":*",
+		producer: func(rdb redis.UniversalClient) func(context.Context, []byte) error {
+			type job struct {
+				id      string
+				payload []byte
+			}
+			k := func(suffix string) string { return rqgoPrefix + ":{" + benchQueue + "}:" + suffix }
+			b := &fullBatches[job]{p: p, send: func(ctx context.Context, jobs []job) error {
+				now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+				pipe := rdb.Pipeline()
+				ids := make([]any, len(jobs))
+				for i, j := range jobs {
+					pipe.HSet(ctx, k("job:"+j.id), "id", j.id, "queue", benchQueue, "func", "noop", "args", j.payload,
+						"attempt", 0, "max_retries", 3, "status", "queued", "created_at", now, "enqueued_at", now)
+					ids[i] = j.id
+				}
+				pipe.RPush(ctx, k("pending"), ids...)
+				_, err := pipe.Exec(ctx)
+				return err
+			}}
+			return func(ctx context.Context, payload []byte) error {
+				var r [10]byte
+				_, _ = rand.Read(r[:])
+				return b.add(ctx, job{hex.EncodeToString(r[:]), payload})
+			}
+		},
+	}
+}
+
 // compareSenders measures the enqueue rate with -producers producers for
 // several ways of sending the same jobs, and prints a table of medians.
 func compareSenders(ctx context.Context, e *env) error {
@@ -68,23 +152,30 @@ func compareSenders(ctx context.Context, e *env) error {
 		scriptSender("enqueue.lua via go-redis auto-pipeliner, half duplex", string(src), auto(false)),
 	}
 	cfg := e.cfg
+	if cfg.enqueueJobs%cfg.producers == 0 {
+		senders = append(senders, boundSender(cfg.producers))
+	} else {
+		fmt.Fprintf(os.Stderr, "senders: no bound row: -enqueue %d is not a multiple of -producers %d\n", cfg.enqueueJobs, cfg.producers)
+	}
 	rates := make([][]float64, len(senders))
 	cpus := make([][]float64, len(senders))
+	clients := make([][]float64, len(senders))
 	for r := range cfg.runs {
 		for i, s := range senders {
-			v, _, cpu, _, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, cfg.producers, "")
+			res, err := e.enqueueRate(ctx, s, cfg.enqueueJobs, cfg.producers, "")
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "senders, run %d: %s %.0f jobs/s\n", r+1, s.name, v)
-			rates[i] = append(rates[i], v)
-			cpus[i] = append(cpus[i], cpu)
+			fmt.Fprintf(os.Stderr, "senders, run %d: %s %.0f jobs/s\n", r+1, s.name, res.rate)
+			rates[i] = append(rates[i], res.rate)
+			cpus[i] = append(cpus[i], res.redisUsec)
+			clients[i] = append(clients[i], res.clientUsec)
 		}
 	}
 	var rows [][]string
 	for i, s := range senders {
-		rows = append(rows, []string{s.name, fmt.Sprintf("%.0f", median(rates[i])), fmt.Sprintf("%.1f", median(cpus[i]))})
+		rows = append(rows, []string{s.name, fmt.Sprintf("%.0f", median(rates[i])), fmt.Sprintf("%.1f", median(cpus[i])), fmt.Sprintf("%.1f", median(clients[i]))})
 	}
-	fmt.Print(markdown([]string{fmt.Sprintf("sender, %d producers", cfg.producers), "jobs/s", "Redis CPU µs/job"}, rows))
+	fmt.Print(markdown([]string{fmt.Sprintf("sender, %d producers", cfg.producers), "jobs/s", "Redis CPU µs/job", "client CPU µs/job"}, rows))
 	return nil
 }
