@@ -88,15 +88,38 @@ func (b *fullBatches[T]) add(ctx context.Context, item T) error {
 	return err
 }
 
-// boundSender is a system that does, per job, only the writes rqgo's
-// enqueue makes: an HSET of the same 9 fields, and one RPUSH per batch, in a
-// pipeline carrying exactly p jobs (so the enqueue rate's job count must be
-// a multiple of p). No script, no check for an existing id, no options,
-// never a partial batch: its rate bounds what any design that stores this
-// job hash can reach with p producers that each wait for their own job.
-func boundSender(p int) system {
+// A boundHash is the job hash a bound sender writes: HSET's field, value
+// pairs for a job, or none.
+type boundHash struct {
+	name   string
+	fields func(id string, payload []byte, now string) []any
+}
+
+var (
+	// rqgoHash is the hash rqgo's enqueue writes: 9 readable fields.
+	rqgoHash = boundHash{"HSET of rqgo's 9 fields", func(id string, payload []byte, now string) []any {
+		return []any{"id", id, "queue", benchQueue, "func", "noop", "args", payload,
+			"attempt", 0, "max_retries", 3, "status", "queued", "created_at", now, "enqueued_at", now}
+	}}
+	// compactHash is a hash of 3 fields, as asynq writes: the job encoded
+	// as one value, its state and a time.
+	compactHash = boundHash{"HSET of 3 fields (job as one JSON value)", func(id string, payload []byte, now string) []any {
+		msg := `{"id":"` + id + `","queue":"` + benchQueue + `","func":"noop","args":` + string(payload) + `,"max_retries":3}`
+		return []any{"msg", msg, "status", "queued", "enqueued_at", now}
+	}}
+	// noHash writes no hash: only the ids go to the list.
+	noHash = boundHash{"no hash", nil}
+)
+
+// boundSender is a system that does, per job, only an HSET of h's fields
+// (none for noHash), with one RPUSH of the ids per batch, in a pipeline
+// carrying exactly p jobs (so the enqueue rate's job count must be a
+// multiple of p). No script, no check for an existing id, no options, never
+// a partial batch: its rate bounds what any design that writes such a hash
+// per job can reach with p producers that each wait for their own job.
+func boundSender(p int, h boundHash) system {
 	return system{
-		name: fmt.Sprintf("bound: HSET per job + RPUSH, %d jobs per pipeline, no script", p),
+		name: fmt.Sprintf("bound: %s + RPUSH, %d jobs per pipeline", h.name, p),
 		keys: rqgoPrefix + ":*",
 		producer: func(rdb redis.UniversalClient) func(context.Context, []byte) error {
 			type job struct {
@@ -109,8 +132,9 @@ func boundSender(p int) system {
 				pipe := rdb.Pipeline()
 				ids := make([]any, len(jobs))
 				for i, j := range jobs {
-					pipe.HSet(ctx, k("job:"+j.id), "id", j.id, "queue", benchQueue, "func", "noop", "args", j.payload,
-						"attempt", 0, "max_retries", 3, "status", "queued", "created_at", now, "enqueued_at", now)
+					if h.fields != nil {
+						pipe.HSet(ctx, k("job:"+j.id), h.fields(j.id, j.payload, now)...)
+					}
 					ids[i] = j.id
 				}
 				pipe.RPush(ctx, k("pending"), ids...)
@@ -153,9 +177,11 @@ func compareSenders(ctx context.Context, e *env) error {
 	}
 	cfg := e.cfg
 	if cfg.enqueueJobs%cfg.producers == 0 {
-		senders = append(senders, boundSender(cfg.producers))
+		for _, h := range []boundHash{rqgoHash, compactHash, noHash} {
+			senders = append(senders, boundSender(cfg.producers, h))
+		}
 	} else {
-		fmt.Fprintf(os.Stderr, "senders: no bound row: -enqueue %d is not a multiple of -producers %d\n", cfg.enqueueJobs, cfg.producers)
+		fmt.Fprintf(os.Stderr, "senders: no bound rows: -enqueue %d is not a multiple of -producers %d\n", cfg.enqueueJobs, cfg.producers)
 	}
 	rates := make([][]float64, len(senders))
 	cpus := make([][]float64, len(senders))
