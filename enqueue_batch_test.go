@@ -186,21 +186,13 @@ func TestCoalescedEnqueueContextEnds(t *testing.T) {
 		_, err := q.EnqueueContext(canceled, "f", nil)
 		done <- err
 	}()
-	waitFor(t, 5*time.Second, "caller in line", func() bool {
-		q.enq.mu.Lock()
-		defer q.enq.mu.Unlock()
-		return len(q.enq.line) == 1
-	})
+	waitFor(t, 5*time.Second, "caller in line", func() bool { return inLine(q) == 1 })
 	other := make(chan error, 1)
 	go func() {
 		_, err := q.EnqueueContext(ctx, "g", nil, JobID("other"))
 		other <- err
 	}()
-	waitFor(t, 5*time.Second, "second caller in line", func() bool {
-		q.enq.mu.Lock()
-		defer q.enq.mu.Unlock()
-		return len(q.enq.line) == 2
-	})
+	waitFor(t, 5*time.Second, "second caller in line", func() bool { return inLine(q) == 2 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled caller = %v, want context.Canceled", err)
@@ -232,20 +224,12 @@ func TestCoalescedEnqueueSenderContextEnds(t *testing.T) {
 			_, err := q.EnqueueContext(canceled, "f", nil)
 			done <- err
 		}()
-		waitFor(t, 5*time.Second, "first caller in line", func() bool {
-			q.enq.mu.Lock()
-			defer q.enq.mu.Unlock()
-			return len(q.enq.line) == 1
-		})
+		waitFor(t, 5*time.Second, "first caller in line", func() bool { return inLine(q) == 1 })
 		go func() {
 			_, err := q.EnqueueContext(ctx, "g", nil)
 			done <- err
 		}()
-		waitFor(t, 5*time.Second, "second caller in line", func() bool {
-			q.enq.mu.Lock()
-			defer q.enq.mu.Unlock()
-			return len(q.enq.line) == 2
-		})
+		waitFor(t, 5*time.Second, "second caller in line", func() bool { return inLine(q) == 2 })
 		cancel()
 		q.enq.mu.Lock()
 		q.enq.handOnLocked() // the batch of both goes to the canceled caller
@@ -357,19 +341,7 @@ func TestEnqueuesShareRoundTrips(t *testing.T) {
 	for i := range waiting {
 		go func() { _, err := q.EnqueueContext(ctx, "f", i+1); errs <- err }()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		q.enq.mu.Lock()
-		n := len(q.enq.line)
-		q.enq.mu.Unlock()
-		if n == waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls waiting in line, want %d", n, waiting)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d calls waiting in line", waiting), func() bool { return inLine(q) == waiting })
 	close(gate.release)
 	for range waiting + 1 {
 		if err := <-errs; err != nil {
@@ -412,11 +384,7 @@ func TestEnqueueFlightsRunAtOnce(t *testing.T) {
 		t.Fatalf("%d of %d concurrent enqueues on their way after 5s; the others wait in line", gate.calls.Load(), maxFlights)
 	}
 	go func() { _, err := q.EnqueueContext(ctx, "f", "last"); errs <- err }()
-	waitFor(t, 5*time.Second, "the next call in line", func() bool {
-		q.enq.mu.Lock()
-		defer q.enq.mu.Unlock()
-		return len(q.enq.line) == 1
-	})
+	waitFor(t, 5*time.Second, "the next call in line", func() bool { return inLine(q) == 1 })
 	close(gate.release)
 	for range maxFlights + 1 {
 		if err := <-errs; err != nil {
@@ -493,4 +461,11 @@ func TestEnqueueFlightsAcrossQueues(t *testing.T) {
 	if n := flights.Load(); n != maxFlights-2 {
 		t.Errorf("after the flights: %d in flight over all Queues, want the %d of the others", n, maxFlights-2)
 	}
+}
+
+// inLine is the number of enqueue calls waiting in q's line.
+func inLine(q *Queue) int {
+	q.enq.mu.Lock()
+	defer q.enq.mu.Unlock()
+	return len(q.enq.line)
 }
