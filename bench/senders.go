@@ -34,15 +34,20 @@ func scriptSender(name string, src string, scripter func(*redis.Client) (redis.S
 			}
 			k := func(suffix string) string { return rqgoPrefix + ":{" + benchQueue + "}:" + suffix }
 			return func(ctx context.Context, payload []byte) error {
-				var b [10]byte
-				_, _ = rand.Read(b[:])
-				id := hex.EncodeToString(b[:])
+				id := randomID()
 				// enqueue.lua's KEYS and ARGV, as rqgo's Enqueue sends them.
 				return script.EvalSha(ctx, s, []string{k("job:" + id), k("pending"), k("scheduled"), k("wake")},
 					id, 0, 0, "id", id, "queue", benchQueue, "func", "noop", "args", payload, "attempt", 0, "max_retries", 3).Err()
 			}
 		},
 	}
+}
+
+// randomID returns a job id like the ones rqgo makes: 20 random hex digits.
+func randomID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // fullBatches gathers the jobs of p producers into batches of exactly p,
@@ -142,9 +147,7 @@ func boundSender(p int, h boundHash) system {
 				return err
 			}}
 			return func(ctx context.Context, payload []byte) error {
-				var r [10]byte
-				_, _ = rand.Read(r[:])
-				return b.add(ctx, job{hex.EncodeToString(r[:]), payload})
+				return b.add(ctx, job{randomID(), payload})
 			}
 		},
 	}
