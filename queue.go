@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -402,27 +403,66 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 	return n, nil
 }
 
-// RequeueFailed requeues every failed job, oldest first, a batch at a time.
+// requeuePage is how many failed jobs RequeueFailed reads and requeues per
+// round trip.
+var requeuePage int64 = 500
+
+// RequeueFailed requeues the jobs that were failed when it was called, oldest
+// first, a batch at a time, and returns how many it requeued. Each is
+// requeued once: a job that fails again while RequeueFailed runs, and any job
+// that fails after it started, stays in the failed registry.
 func (q *Queue) RequeueFailed(ctx context.Context) (int, error) {
+	if q.err != nil {
+		return 0, q.err
+	}
+	// The failed registry is scored by failure time. Its newest entry now is
+	// the bound: a job failing from here on scores at least as much, and a
+	// requeued job failing again within the same millisecond is known by id.
+	last, err := q.rdb.ZRangeWithScores(ctx, q.k.failed(), -1, -1).Result()
+	if err != nil || len(last) == 0 {
+		return 0, q.wrapRequeue(err)
+	}
+	bound := strconv.FormatFloat(last[0].Score, 'f', -1, 64)
+	tried := map[string]bool{}
 	total := 0
 	for skip := int64(0); ; {
-		if q.err != nil {
-			return 0, q.err
-		}
-		ids, err := q.rdb.ZRange(ctx, q.k.failed(), skip, skip+499).Result()
+		ids, err := q.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+			Key: q.k.failed(), Start: "-inf", Stop: bound, ByScore: true, Offset: skip, Count: requeuePage,
+		}).Result()
 		if err != nil {
-			return total, fmt.Errorf("rqgo: requeue in %q: %w", q.name, err)
+			return total, q.wrapRequeue(err)
 		}
-		if len(ids) == 0 {
-			return total, nil
+		var fresh []string
+		for _, id := range ids {
+			if !tried[id] {
+				fresh = append(fresh, id)
+			}
 		}
-		n, err := q.Requeue(ctx, ids...)
+		if len(fresh) == 0 {
+			if int64(len(ids)) < requeuePage {
+				return total, nil
+			}
+			skip += int64(len(ids)) // a page of jobs requeued here that failed again
+			continue
+		}
+		n, err := q.Requeue(ctx, fresh...)
 		total += n
 		if err != nil {
 			return total, err
 		}
-		skip += int64(len(ids) - n) // entries left behind are not failed jobs
+		// Every id tried is marked, so an entry Requeue leaves in the
+		// registry (a job whose state is not failed) is read past next time.
+		for _, id := range fresh {
+			tried[id] = true
+		}
 	}
+}
+
+func (q *Queue) wrapRequeue(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("rqgo: requeue in %q: %w", q.name, err)
 }
 
 // Cancel cancels a queued or scheduled job: it will not run, and it is kept

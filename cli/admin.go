@@ -15,8 +15,9 @@ var requeueCommand = &command{
 	summary:  "put failed (or canceled) jobs back in line",
 	synopsis: "--queue Q (--all | ID...)",
 	help: `
-Put jobs of queue Q back in line with their attempts reset: every failed job
-with --all, or the given failed or canceled jobs. It prints how many it
+Put jobs of queue Q back in line with their attempts reset: with --all,
+every job that was failed when the command started (each once; a job that
+fails again meanwhile stays failed), or the given failed or canceled jobs. It prints how many it
 requeued; an ID that is not failed or canceled is left alone and makes the
 exit status 1.
 
