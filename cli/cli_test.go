@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rqgo/rqgo"
+	"github.com/rqgo/rqgo/cli"
 )
 
 // rqgoBin is the rqgo binary under test, built once by TestMain.
@@ -599,5 +601,40 @@ func TestHelp(t *testing.T) {
 		if strings.Contains(r.stdout, "hunter2") {
 			t.Errorf("rqgo %q printed the password from $REDIS_URL", args)
 		}
+	}
+}
+
+// When the worker exits, the --exec commands still running are killed with
+// their children, even if their jobs' contexts never ended; a command that
+// starts after that is killed at once.
+func TestExitingWorkerKillsItsCommands(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	groups := &cli.ProcessGroups{}
+	h := cli.ExecHandler("hang", "sleep 60 & echo $! > "+pidFile+".tmp; mv "+pidFile+".tmp "+pidFile+"; wait", groups)
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.ProcessJob(context.Background(), &rqgo.Job{ID: "j1", Func: "hang"})
+		done <- err
+	}()
+	waitFor(t, "the command to start its child", 10*time.Second, func() bool {
+		_, err := os.Stat(pidFile)
+		return err == nil
+	})
+	child := readPID(t, pidFile)
+
+	groups.KillAll()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Errorf("ProcessJob = %v, want the command killed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ProcessJob still running 10s after KillAll")
+	}
+	waitFor(t, "the command's child to die", 5*time.Second, func() bool { return !alive(child) })
+
+	late := cli.ExecHandler("late", "sleep 60", groups)
+	if _, err := late.ProcessJob(context.Background(), &rqgo.Job{ID: "j2", Func: "late"}); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("a command started after KillAll: %v, want it killed", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ const execWaitDelay = time.Second
 type execHandler struct {
 	name    string
 	command string
+	groups  *processGroups // nil: not tracked
 }
 
 // parseExec reads an --exec value, NAME=COMMAND.
@@ -74,9 +76,14 @@ func (h *execHandler) ProcessJob(ctx context.Context, j *rqgo.Job) (any, error) 
 		"RQGO_ATTEMPT="+strconv.Itoa(j.Attempt),
 		"RQGO_QUEUE="+j.Queue,
 	)
-	err := cmd.Run()
-	if cmd.Process != nil {
+	err := cmd.Start()
+	if err == nil {
+		if !h.groups.add(cmd.Process) {
+			_ = killGroup(cmd.Process) // the worker has exited
+		}
+		err = cmd.Wait()
 		_ = killGroup(cmd.Process) // whatever COMMAND left behind
+		h.groups.remove(cmd.Process)
 	}
 	switch {
 	case stdout.over:
@@ -104,6 +111,54 @@ func (h *execHandler) ProcessJob(ctx context.Context, j *rqgo.Job) (any, error) 
 		return json.RawMessage(out), nil
 	}
 	return string(out), nil
+}
+
+// processGroups holds the process groups of the --exec commands running, so
+// that the worker kills what is left of them before it exits. Run returns
+// once it has given unfinished jobs back; a handler whose context it ended
+// may not yet have killed its command, and the command must not outlive the
+// worker and run next to the job's next attempt.
+type processGroups struct {
+	mu     sync.Mutex
+	procs  map[*os.Process]bool
+	closed bool
+}
+
+// add records p's group; false means the worker has exited and p must be
+// killed.
+func (g *processGroups) add(p *os.Process) bool {
+	if g == nil {
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	if g.procs == nil {
+		g.procs = map[*os.Process]bool{}
+	}
+	g.procs[p] = true
+	return true
+}
+
+func (g *processGroups) remove(p *os.Process) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.procs, p)
+}
+
+// killAll kills every group still running, and every group started later.
+func (g *processGroups) killAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	for p := range g.procs {
+		_ = killGroup(p)
+	}
 }
 
 // killGroup sends SIGKILL to p's process group (p leads it: Setpgid).

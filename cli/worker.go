@@ -147,13 +147,16 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		for _, fn := range e.setups {
 			fn(w)
 		}
+		groups := &processGroups{}
 		for _, h := range execs {
+			h.groups = groups
 			w.Handle(h.name, h)
 		}
 		// A second signal is caught too, so it cannot kill the worker and
 		// orphan running commands; the grace period bounds the shutdown.
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
+		defer groups.killAll()
 		if len(entries) == 0 {
 			return w.Run(ctx)
 		}
