@@ -100,7 +100,7 @@ var commands []*command // filled in by init, in the order --help lists them
 
 func init() {
 	commands = []*command{workerCommand, enqueueCommand, jobCommand, infoCommand, scheduleCommand,
-		requeueCommand, cancelCommand, emptyCommand}
+		requeueCommand, cancelCommand, emptyCommand, dashboardCommand}
 }
 
 func lookup(name string) *command {

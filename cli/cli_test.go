@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -8,7 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -494,6 +498,18 @@ func TestInfoAndShutdown(t *testing.T) {
 	}
 }
 
+// takenAddr returns a local address something listens on until the test
+// ends.
+func takenAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l.Addr().String()
+}
+
 // freeAddr returns a local address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -546,6 +562,9 @@ func TestBadInput(t *testing.T) {
 		{"requeue without queue", nil, []string{"requeue", "--all"}, 2, "--queue is required"},
 		{"requeue without ids", nil, []string{"requeue", "--queue", "default"}, 2, "--all or"},
 		{"requeue all and ids", nil, []string{"requeue", "--queue", "default", "--all", "x"}, 2, "not both"},
+		{"dashboard bad listen", nil, []string{"dashboard", "--listen", "8080"}, 2, `--listen "8080": want host:port`},
+		{"dashboard arguments", nil, []string{"dashboard", "now"}, 2, `unexpected arguments ["now"]`},
+		{"dashboard port taken", nil, []string{"dashboard", "--listen", takenAddr(t)}, 1, "address already in use"},
 		{"empty without queue", nil, []string{"empty"}, 2, "missing QUEUE"},
 		{"bad url scheme", []string{"REDIS_URL=http://example.com"}, []string{"info"}, 2, "invalid --url"},
 		{"bad url port", nil, []string{"--url", "redis://:hunter2@localhost:port/0", "info"}, 2, "invalid --url"},
@@ -636,5 +655,64 @@ func TestExitingWorkerKillsItsCommands(t *testing.T) {
 	late := cli.ExecHandler("late", "sleep 60", groups)
 	if _, err := late.ProcessJob(context.Background(), &rqgo.Job{ID: "j2", Func: "late"}); err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Errorf("a command started after KillAll: %v, want it killed", err)
+	}
+}
+
+// rqgo dashboard prints where it listens, serves the pages and the metrics
+// of the prefix's queues, refuses changes with --read-only, and exits 0 on
+// SIGTERM. By default it listens on 127.0.0.1 only.
+func TestDashboardCommand(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.enqueue(t, "--queue", "reports", "build")
+	if help := e.ok(t, "dashboard", "--help"); !strings.Contains(help, "(default 127.0.0.1:8080)") {
+		t.Errorf("dashboard --help does not give the default address 127.0.0.1:8080:\n%s", help)
+	}
+
+	cmd := exec.Command(rqgoBin, "dashboard", "--listen", "127.0.0.1:0", "--read-only")
+	cmd.Env = append(cleanEnv(), "REDIS_URL="+e.url, "RQGO_PREFIX="+e.prefix)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the dashboard's first line: %v; stderr:\n%s", err, stderr.String())
+	}
+	m := regexp.MustCompile(`^rqgo dashboard on (http://127\.0\.0\.1:\d+/) \(prefix (\S+), read-only\)\n$`).FindStringSubmatch(line)
+	if m == nil || m[2] != e.prefix {
+		t.Fatalf("first line %q, want the address and prefix %s", line, e.prefix)
+	}
+	for path, want := range map[string]string{
+		"":        `<a href="queues/reports">reports</a>`,
+		"metrics": `rqgo_queue_jobs{queue="reports",status="queued"} 1`,
+	} {
+		resp, err := http.Get(m[1] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET /%s = %d, want it to contain %s:\n%s", path, resp.StatusCode, want, body)
+		}
+	}
+	resp, err := http.PostForm(m[1]+"queues/reports/cancel", url.Values{"id": {id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || e.job(t, id)["status"] != "queued" {
+		t.Errorf("read-only cancel = %d, job %v; want 405 and the job still queued", resp.StatusCode, e.job(t, id)["status"])
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("dashboard after SIGTERM: %v, want exit 0; stderr:\n%s", err, stderr.String())
 	}
 }

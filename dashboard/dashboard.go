@@ -1,0 +1,268 @@
+// Package dashboard serves a small web UI over rqgo's queues and workers,
+// and their metrics for Prometheus.
+//
+// It reads and writes Redis through the rqgo library only, so what it shows
+// is what `rqgo info` and `rqgo job` show, and what it does is what
+// [rqgo.Queue.Requeue], [rqgo.Queue.RequeueFailed] and [rqgo.Queue.Cancel]
+// do:
+//
+//	http.Handle("/rqgo/", http.StripPrefix("/rqgo", dashboard.New(rdb, dashboard.Options{})))
+//
+// The dashboard has no authentication of its own: serve it on a private
+// address, behind a proxy that authenticates, or with ReadOnly set.
+package dashboard
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/rqgo/rqgo"
+)
+
+// PageSize is how many jobs a queue's page lists.
+const PageSize = 50
+
+// Options configure a dashboard. The zero value works.
+type Options struct {
+	// Prefix is the key prefix of the queues shown. Default: "rqgo".
+	Prefix string
+	// ReadOnly hides the requeue and cancel buttons and refuses those
+	// requests with 405. Default: false.
+	ReadOnly bool
+	// Logger receives the errors the dashboard answers with 500.
+	// Default: slog.Default().
+	Logger *slog.Logger
+}
+
+type server struct {
+	rdb  redis.UniversalClient
+	opts Options
+}
+
+// New returns the dashboard's handler. It serves:
+//
+//	GET  /                              queues, with their counts and latency, and live workers
+//	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page
+//	GET  /queues/{queue}/jobs/{id}      one job, every field
+//	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job)
+//	POST /queues/{queue}/cancel         id=ID (a queued or scheduled job)
+//	GET  /metrics                       Prometheus metrics, from a [Collector]
+//
+// Its links are relative, so it can be mounted under a path with
+// [http.StripPrefix]. POST requests from another origin are refused
+// ([http.CrossOriginProtection]). It is safe for concurrent use.
+func New(rdb redis.UniversalClient, opts Options) http.Handler {
+	opts.Prefix = cmp.Or(opts.Prefix, rqgo.DefaultPrefix)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &server{rdb: rdb, opts: opts}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(rdb, opts.Prefix))
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.overview)
+	mux.HandleFunc("GET /queues/{queue}", s.queue)
+	mux.HandleFunc("GET /queues/{queue}/jobs/{id}", s.job)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	requeue, cancel := s.requeue, s.cancel
+	if opts.ReadOnly {
+		requeue, cancel = readOnly, readOnly
+	}
+	mux.HandleFunc("POST /queues/{queue}/requeue", requeue)
+	mux.HandleFunc("POST /queues/{queue}/cancel", cancel)
+	return http.NewCrossOriginProtection().Handler(mux)
+}
+
+func (s *server) overview(w http.ResponseWriter, r *http.Request) {
+	queues, err := readQueues(r.Context(), s.rdb, s.opts.Prefix)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	workers, err := rqgo.Workers(r.Context(), s.rdb, s.opts.Prefix)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, "overview", map[string]any{"Title": "overview", "Root": "./",
+		"Queues": queues, "Workers": workers, "Prefix": s.opts.Prefix})
+}
+
+func (s *server) queue(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.openQueue(w, r)
+	if !ok {
+		return
+	}
+	status := rqgo.Status(cmp.Or(r.FormValue("status"), string(rqgo.StatusQueued)))
+	if !slices.Contains(rqgo.Statuses, status) {
+		http.Error(w, fmt.Sprintf("unknown status %q: want one of %v", status, rqgo.Statuses), http.StatusBadRequest)
+		return
+	}
+	page, err := strconv.Atoi(cmp.Or(r.FormValue("page"), "1"))
+	if err != nil || page < 1 {
+		http.Error(w, fmt.Sprintf("page %q is not a positive number", r.FormValue("page")), http.StatusBadRequest)
+		return
+	}
+	info, err := readQueue(r.Context(), q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	jobs, err := q.Jobs(r.Context(), status, (page-1)*PageSize, PageSize)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	total := int64(0)
+	for _, st := range info.states() {
+		if st.status == status {
+			total = st.n
+		}
+	}
+	s.render(w, r, "queue", map[string]any{
+		"Title": "queue " + q.Name(), "Root": "../",
+		"Queue": info, "Status": status, "Jobs": jobs, "Page": page,
+		"Prev": page - 1, "Next": nextPage(page, total),
+	})
+}
+
+// nextPage is the page after page, or 0 when page is the last.
+func nextPage(page int, total int64) int {
+	if int64(page)*PageSize < total {
+		return page + 1
+	}
+	return 0
+}
+
+func (s *server) job(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.openQueue(w, r)
+	if !ok {
+		return
+	}
+	j, err := q.FetchJob(r.Context(), r.PathValue("id"))
+	if errors.Is(err, rqgo.ErrJobNotFound) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	key := fmt.Sprintf("%s:{%s}:job:%s", s.opts.Prefix, j.Queue, j.ID)
+	s.render(w, r, "job", map[string]any{"Title": "job " + j.ID, "Root": "../../../",
+		"Job": j, "Key": key})
+}
+
+func (s *server) requeue(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.openQueue(w, r)
+	if !ok {
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ids := r.PostForm["id"]
+	var err error
+	switch {
+	case r.PostFormValue("all") == "1" && len(ids) == 0:
+		_, err = q.RequeueFailed(r.Context())
+	case len(ids) > 0 && r.PostFormValue("all") == "":
+		_, err = q.Requeue(r.Context(), ids...)
+	default:
+		http.Error(w, "give all=1 or the id of each job to requeue, not both", http.StatusBadRequest)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	seeOther(w, q, rqgo.StatusQueued)
+}
+
+func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.openQueue(w, r)
+	if !ok {
+		return
+	}
+	id := r.PostFormValue("id")
+	if id == "" {
+		http.Error(w, "give the id of the job to cancel", http.StatusBadRequest)
+		return
+	}
+	err := q.Cancel(r.Context(), id)
+	switch {
+	case errors.Is(err, rqgo.ErrJobNotFound):
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	case errors.Is(err, rqgo.ErrNotCancelable):
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	case err != nil:
+		s.fail(w, r, err)
+		return
+	}
+	seeOther(w, q, rqgo.StatusCanceled)
+}
+
+func readOnly(w http.ResponseWriter, r *http.Request) {
+	http.Error(w, "this rqgo dashboard is read-only", http.StatusMethodNotAllowed)
+}
+
+// openQueue returns the queue named in the path, or answers 404 when no
+// such queue is known.
+func (s *server) openQueue(w http.ResponseWriter, r *http.Request) (*rqgo.Queue, bool) {
+	name := r.PathValue("queue")
+	known, err := rqgo.Queues(r.Context(), s.rdb, s.opts.Prefix)
+	if err != nil {
+		s.fail(w, r, err)
+		return nil, false
+	}
+	for _, k := range known {
+		if k == name {
+			return rqgo.NewQueue(name, s.rdb, rqgo.WithPrefix(s.opts.Prefix)), true
+		}
+	}
+	http.Error(w, fmt.Sprintf("no queue %q under prefix %q", name, s.opts.Prefix), http.StatusNotFound)
+	return nil, false
+}
+
+// seeOther sends the browser, after a POST to /queues/{queue}/..., to the
+// queue's page for status. The location is relative so that it holds under
+// a mount path.
+func seeOther(w http.ResponseWriter, q *rqgo.Queue, status rqgo.Status) {
+	w.Header().Set("Location", url.PathEscape(q.Name())+"?status="+string(status))
+	w.WriteHeader(http.StatusSeeOther)
+}
+
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away
+	}
+	s.opts.Logger.Error("dashboard: reading or writing Redis", "path", r.URL.Path, "err", err)
+	http.Error(w, "rqgo dashboard: "+err.Error(), http.StatusInternalServerError)
+}
+
+// age formats how long ago t was, for the pages.
+func age(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	d := time.Since(t)
+	if d < 0 {
+		return "in " + (-d).Round(time.Second).String()
+	}
+	return d.Round(time.Second).String() + " ago"
+}
