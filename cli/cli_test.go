@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rqgo/rqgo"
 	"github.com/rqgo/rqgo/cli"
+	"github.com/rqgo/rqgo/internal/redistest"
 )
 
 // rqgoBin is the rqgo binary under test, built once by TestMain.
@@ -50,13 +49,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func redisURL() string {
-	if u := os.Getenv("REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379"
-}
-
 // testEnv is one test's Redis and key prefix; its keys are deleted when the
 // test ends.
 type testEnv struct {
@@ -69,37 +61,8 @@ type testEnv struct {
 // when none answers, unless RQGO_REQUIRE_REDIS=1.
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
-	url := redisURL()
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("REDIS_URL %q: %v", url, err)
-	}
-	rdb := redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		rdb.Close()
-		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
-			t.Fatalf("no Redis at %s and RQGO_REQUIRE_REDIS=1: %v", url, err)
-		}
-		t.Skipf("no Redis at %s (%v); set REDIS_URL to run the command's tests", url, err)
-	}
-	var b [6]byte
-	rand.Read(b[:])
-	e := &testEnv{url: url, prefix: "rqgoclitest" + hex.EncodeToString(b[:]), rdb: rdb}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, e.prefix+":*", 500).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-		rdb.Close()
-	})
-	return e
+	rdb, prefix := redistest.Shared(t, "rqgoclitest")
+	return &testEnv{url: redistest.SharedURL(), prefix: prefix, rdb: rdb}
 }
 
 type result struct {
