@@ -88,18 +88,25 @@ type HandlerFunc func(ctx context.Context, j *Job) (any, error)
 // ProcessJob calls f(ctx, j).
 func (f HandlerFunc) ProcessJob(ctx context.Context, j *Job) (any, error) { return f(ctx, j) }
 
+// Middleware wraps a handler with code that runs around every job: logging,
+// tracing, metrics. It is given the registered handler and returns the one
+// the worker calls.
+type Middleware func(Handler) Handler
+
 // Worker runs the handlers registered on it for jobs from its queues.
-// Register handlers, then call Run once. Register and Handle are safe to
-// call concurrently with Run.
+// Register handlers, then call Run once. Register, Handle and Use are safe
+// to call concurrently with Run.
 type Worker struct {
 	rdb  redis.UniversalClient
 	opts WorkerOptions
 	log  *slog.Logger
 	id   string
 
-	mu       sync.Mutex
-	handlers map[string]Handler
-	regErr   error
+	mu         sync.Mutex
+	handlers   map[string]Handler
+	middleware []Middleware
+	wrapped    map[string]Handler // handlers with the middleware around them
+	regErr     error
 	running  map[*run]struct{}
 
 	queues    []workerQueue
@@ -218,6 +225,24 @@ func (w *Worker) Handle(name string, h Handler) {
 		return
 	}
 	w.handlers[name] = h
+	delete(w.wrapped, name)
+}
+
+// Use adds middleware around every handler of the worker, those registered
+// before and after; the first added is the outermost. A panic in middleware
+// fails the attempt like a panic in a handler. A job whose function is not
+// registered fails without reaching the middleware.
+func (w *Worker) Use(mw ...Middleware) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range mw {
+		if m == nil {
+			w.regErr = errors.Join(w.regErr, fmt.Errorf("%w: nil middleware", ErrInvalid))
+			return
+		}
+	}
+	w.middleware = append(w.middleware, mw...)
+	clear(w.wrapped)
 }
 
 // Register registers fn for jobs whose function is name.
@@ -246,10 +271,31 @@ func RegisterFunc[A, R any](w *Worker, name string, fn func(ctx context.Context,
 	}))
 }
 
+// handler returns the handler for name with the middleware around it,
+// wrapped once and kept until Handle or Use changes it.
 func (w *Worker) handler(name string) Handler {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.handlers[name]
+	h := w.handlers[name]
+	if h == nil || len(w.middleware) == 0 {
+		return h
+	}
+	if wh, ok := w.wrapped[name]; ok {
+		return wh
+	}
+	for i := len(w.middleware) - 1; i >= 0 && h != nil; i-- {
+		h = w.middleware[i](h)
+	}
+	if h == nil {
+		h = HandlerFunc(func(context.Context, *Job) (any, error) {
+			return nil, fmt.Errorf("%w: middleware returned a nil handler for %q", ErrInvalid, name)
+		})
+	}
+	if w.wrapped == nil {
+		w.wrapped = map[string]Handler{}
+	}
+	w.wrapped[name] = h
+	return h
 }
 
 func (w *Worker) validate() error {
