@@ -107,7 +107,7 @@ type Worker struct {
 	middleware []Middleware
 	wrapped    map[string]Handler // handlers with the middleware around them
 	regErr     error
-	running  map[*run]struct{}
+	running    map[*run]struct{}
 
 	queues    []workerQueue
 	held      []*run        // fetched jobs waiting for a slot, oldest first; guarded by mu

@@ -525,6 +525,7 @@ func TestBadInput(t *testing.T) {
 		{"requeue without queue", nil, []string{"requeue", "--all"}, 2, "--queue is required"},
 		{"requeue without ids", nil, []string{"requeue", "--queue", "default"}, 2, "--all or"},
 		{"requeue all and ids", nil, []string{"requeue", "--queue", "default", "--all", "x"}, 2, "not both"},
+		{"worker bad metrics", nil, []string{"worker", "--metrics", "9090", "--exec", "f=true"}, 2, `--metrics "9090": want host:port`},
 		{"dashboard bad listen", nil, []string{"dashboard", "--listen", "8080"}, 2, `--listen "8080": want host:port`},
 		{"dashboard arguments", nil, []string{"dashboard", "now"}, 2, `unexpected arguments ["now"]`},
 		{"dashboard port taken", nil, []string{"dashboard", "--listen", takenAddr(t)}, 1, "address already in use"},
@@ -677,5 +678,70 @@ func TestDashboardCommand(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("dashboard after SIGTERM: %v, want exit 0; stderr:\n%s", err, stderr.String())
+	}
+}
+
+// rqgo worker --metrics serves the counts and times of the jobs it ran, at
+// the address it logs, until it stops.
+func TestWorkerMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.enqueue(t, "ping", `{"n":1}`)
+	e.enqueue(t, "fail", "--retry", "0")
+
+	cmd := exec.Command(rqgoBin, "worker", "--metrics", "127.0.0.1:0", "--exec", "ping=cat", "--exec", "fail=exit 1")
+	cmd.Env = append(cleanEnv(), "REDIS_URL="+e.url, "RQGO_PREFIX="+e.prefix)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	logs := bufio.NewScanner(stderr)
+	urlRE := regexp.MustCompile(`msg="serving the worker's metrics" url=(http://127\.0\.0\.1:\d+/metrics)`)
+	var metricsURL string
+	for metricsURL == "" && logs.Scan() {
+		if m := urlRE.FindStringSubmatch(logs.Text()); m != nil {
+			metricsURL = m[1]
+		}
+	}
+	if metricsURL == "" {
+		t.Fatalf("the worker did not log its metrics address (%v)", logs.Err())
+	}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for logs.Scan() {
+		}
+	}()
+	waitFor(t, "the job to finish", 10*time.Second, func() bool { return e.job(t, id)["status"] == "finished" })
+
+	want := []string{
+		`rqgo_job_attempts_total{func="ping",outcome="ok",queue="default"} 1`,
+		`rqgo_job_attempts_total{func="fail",outcome="error",queue="default"} 1`,
+		`rqgo_job_duration_seconds_count{func="ping",queue="default"} 1`,
+		`go_goroutines`,
+	}
+	var body []byte
+	waitFor(t, "both attempts counted", 10*time.Second, func() bool {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(body), want[1])
+	})
+	for _, w := range want {
+		if !strings.Contains(string(body), w) {
+			t.Errorf("metrics lack %s:\n%s", w, body)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	<-drained // the worker has closed its stderr
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("worker after SIGTERM: %v, want exit 0", err)
 	}
 }

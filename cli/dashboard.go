@@ -35,9 +35,9 @@ Examples:
 	setup: dashboardSetup,
 }
 
-// dashboardShutdown bounds how long the dashboard waits for requests in
-// progress when it is stopped.
-const dashboardShutdown = 5 * time.Second
+// httpShutdown bounds how long an HTTP server of the command waits for
+// requests in progress when it is stopped.
+const httpShutdown = 5 * time.Second
 
 func dashboardSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "`ADDR` to listen on, host:port")
@@ -46,41 +46,75 @@ func dashboardSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) er
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", args)
 		}
-		if _, _, err := net.SplitHostPort(*listen); err != nil {
-			return usagef("--listen %q: want host:port, like 127.0.0.1:8080 or :8080", *listen)
+		if err := checkAddr("listen", *listen); err != nil {
+			return err
 		}
 		rdb, err := e.connect(ctx)
 		if err != nil {
 			return err
 		}
-		l, err := net.Listen("tcp", *listen)
+		h := dashboard.New(rdb, dashboard.Options{Prefix: e.prefix, ReadOnly: *readOnly, Logger: e.logger})
+		srv, err := serveHTTP("dashboard", *listen, h)
 		if err != nil {
-			return fmt.Errorf("dashboard: %v", err)
-		}
-		srv := &http.Server{
-			Handler:           dashboard.New(rdb, dashboard.Options{Prefix: e.prefix, ReadOnly: *readOnly, Logger: e.logger}),
-			ReadHeaderTimeout: 10 * time.Second,
+			return err
 		}
 		mode := ""
 		if *readOnly {
 			mode = ", read-only"
 		}
-		fmt.Fprintf(e.stdout, "rqgo dashboard on http://%s/ (prefix %s%s)\n", l.Addr(), e.prefix, mode)
+		fmt.Fprintf(e.stdout, "rqgo dashboard on http://%s/ (prefix %s%s)\n", srv.addr, e.prefix, mode)
 
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(l) }()
 		select {
-		case err := <-served:
-			return fmt.Errorf("dashboard: %v", err)
+		case err := <-srv.failed:
+			return err
 		case <-ctx.Done():
 		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dashboardShutdown)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("dashboard: %v", err)
-		}
-		return nil
+		return srv.stop()
 	}
+}
+
+// checkAddr checks that the value of --name is host:port.
+func checkAddr(name, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return usagef("--%s %q: want host:port, like 127.0.0.1:8080 or :8080", name, addr)
+	}
+	return nil
+}
+
+// httpServer is an HTTP server of the command, serving in the background.
+type httpServer struct {
+	what   string
+	addr   net.Addr
+	srv    *http.Server
+	failed chan error // receives the error if serving stops on its own; closed once serving stops
+}
+
+// serveHTTP listens on addr and serves h there until stop.
+func serveHTTP(what, addr string, h http.Handler) (*httpServer, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", what, err)
+	}
+	s := &httpServer{what: what, addr: l.Addr(), failed: make(chan error, 1),
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	go func() {
+		defer close(s.failed)
+		if err := s.srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- fmt.Errorf("%s: %v", what, err)
+		}
+	}()
+	return s, nil
+}
+
+// stop closes the listener and waits up to httpShutdown for requests in
+// progress.
+func (s *httpServer) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdown)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %v", s.what, err)
+	}
+	return nil
 }

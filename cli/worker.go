@@ -4,19 +4,25 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rqgo/rqgo"
+	"github.com/rqgo/rqgo/dashboard"
 )
 
 var workerCommand = &command{
 	name:     "worker",
 	summary:  "run jobs from queues until stopped (or, with --burst, until they are empty)",
-	synopsis: "[--queues Q1,Q2] [--concurrency N] [--prefetch N] [--burst] [--lease D] [--timeout D] [--grace D] [--exec NAME=COMMAND]... [--name NAME] [--with-scheduler --schedule FILE]",
+	synopsis: "[--queues Q1,Q2] [--concurrency N] [--prefetch N] [--burst] [--lease D] [--timeout D] [--grace D] [--exec NAME=COMMAND]... [--name NAME] [--with-scheduler --schedule FILE] [--metrics ADDR]",
 	help: `
 Run jobs from the listed queues, in strict priority order: a job of a later
 queue starts only when every earlier queue has none ready. SIGINT or SIGTERM
@@ -45,6 +51,11 @@ periodic jobs listed in FILE, a JSON array such as
 Any number of workers may run the same schedule: each tick becomes exactly
 one job. A bad entry stops the worker at start with an error naming it.
 
+--metrics ADDR serves Prometheus metrics of the jobs this worker runs at
+http://ADDR/metrics: rqgo_job_attempts_total (by queue, func and outcome: ok,
+error or panic), rqgo_job_duration_seconds, rqgo_job_attempts_running, and
+Go's process metrics. The address it listens on is logged at start.
+
 Examples:
   %[1]s worker --queues high,default --exec 'resize=./bin/resize'
   %[1]s worker --queues default --burst --concurrency 4 \
@@ -65,6 +76,7 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		name        = fs.String("name", "", "worker `NAME` shown in jobs and in info (default host.pid.random)")
 		withSched   = fs.Bool("with-scheduler", false, "also enqueue the periodic jobs of --schedule (safe in every worker)")
 		schedFile   = fs.String("schedule", "", "JSON schedule `FILE` of periodic jobs, for --with-scheduler")
+		metricsAddr = fs.String("metrics", "", "serve Prometheus metrics of the jobs this worker runs at http://`ADDR`/metrics (host:port)")
 		execs       []*execHandler
 	)
 	fs.Func("exec", "register function NAME as the shell command COMMAND, given as `NAME=COMMAND` (repeatable)", func(v string) error {
@@ -100,6 +112,11 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		}{{"lease", *lease}, {"timeout", *timeout}, {"grace", *grace}} {
 			if d.v <= 0 {
 				return usagef("--%s %s: want a positive duration", d.flag, d.v)
+			}
+		}
+		if *metricsAddr != "" {
+			if err := checkAddr("metrics", *metricsAddr); err != nil {
+				return err
 			}
 		}
 		if len(execs) == 0 && len(e.handlers) == 0 && len(e.setups) == 0 {
@@ -151,6 +168,25 @@ func workerSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		for _, h := range execs {
 			h.groups = groups
 			w.Handle(h.name, h)
+		}
+		if *metricsAddr != "" {
+			m := dashboard.NewJobMetrics()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			w.Use(m.Middleware())
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+			srv, err := serveHTTP("worker metrics", *metricsAddr, mux)
+			if err != nil {
+				return err
+			}
+			e.logger.Info("serving the worker's metrics", "url", fmt.Sprintf("http://%s/metrics", srv.addr))
+			go func() {
+				for err := range srv.failed {
+					e.logger.Error("worker metrics server stopped", "err", err)
+				}
+			}()
+			defer srv.stop()
 		}
 		// A second signal is caught too, so it cannot kill the worker and
 		// orphan running commands; the grace period bounds the shutdown.
