@@ -52,7 +52,7 @@ type server struct {
 
 // New returns the dashboard's handler. It serves:
 //
-//	GET  /                              queues, with their counts and latency, and live workers
+//	GET  /                              queues, with their counts and latency, live workers, periodic jobs
 //	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page
 //	GET  /queues/{queue}/jobs/{id}      one job, every field
 //	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job)
@@ -96,8 +96,13 @@ func (s *server) overview(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	schedules, err := rqgo.Schedules(r.Context(), s.rdb, s.opts.Prefix)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.render(w, r, "overview", map[string]any{"Title": "overview", "Root": "./",
-		"Queues": queues, "Workers": workers, "Prefix": s.opts.Prefix})
+		"Queues": queues, "Workers": workers, "Schedules": schedules, "Prefix": s.opts.Prefix})
 }
 
 func (s *server) queue(w http.ResponseWriter, r *http.Request) {

@@ -120,6 +120,14 @@ func TestOverview(t *testing.T) {
 			return len(ws) == 1
 		})
 
+		sched := rqgo.NewScheduler(e.rdb, rqgo.SchedulerOptions{Prefix: e.prefix, Logger: quiet()})
+		if err := sched.AddEntry(rqgo.ScheduleEntry{Name: "hourly-report", Cron: "@every 1h", Func: "report", Queue: "high"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sched.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+
 		code, body := get(t, h, "/")
 		if code != 200 {
 			t.Fatalf("GET / = %d\n%s", code, body)
@@ -129,6 +137,7 @@ func TestOverview(t *testing.T) {
 			`<a href="queues/high?status=queued">3</a>`,
 			`<a href="queues/low?status=failed">2</a>`,
 			`<td>w-dash</td>`,
+			`<td>hourly-report</td><td><a href="queues/high">high</a></td><td>report</td><td><code>@every 1h</code></td>`,
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("GET / lacks %s:\n%s", want, body)
