@@ -469,15 +469,15 @@ func (w *Worker) attempt(r *run) *outcome {
 // call runs the job's handler, turning a panic into an error that carries
 // the stack.
 func (w *Worker) call(ctx context.Context, j *Job) (result any, err error) {
-	h := w.handler(j.Func)
-	if h == nil {
-		return nil, fmt.Errorf("%w %q", ErrUnknownFunc, j.Func)
-	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 		}
 	}()
+	h := w.handler(j.Func) // wraps it in the middleware on first use
+	if h == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownFunc, j.Func)
+	}
 	return h.ProcessJob(ctx, j)
 }
 

@@ -116,6 +116,20 @@ func TestMiddlewareOutcomes(t *testing.T) {
 	if err := bad.Run(ctx); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "nil middleware") {
 		t.Errorf("Run with a nil middleware = %v, want ErrInvalid naming it", err)
 	}
+	// A middleware that panics while it wraps fails the attempt; the worker
+	// goes on.
+	panicky := e.worker(t, WorkerOptions{Burst: true})
+	panicky.Use(func(Handler) Handler { panic("cannot wrap") })
+	panicky.Register("ok", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+	pj, err := q.EnqueueContext(ctx, "ok", nil, Retry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBurst(t, panicky)
+	if got, _ := q.FetchJob(ctx, pj.ID); got.Status != StatusFailed || !strings.Contains(got.Error, "panic: cannot wrap") {
+		t.Errorf("job behind a middleware that panics while wrapping: %s %q, want failed with the panic", got.Status, got.Error)
+	}
+
 	nilWrap := e.worker(t, WorkerOptions{Burst: true})
 	nilWrap.Use(func(Handler) Handler { return nil })
 	nilWrap.Register("ok", func(ctx context.Context, j *Job) (any, error) { return nil, nil })

@@ -90,7 +90,8 @@ func (f HandlerFunc) ProcessJob(ctx context.Context, j *Job) (any, error) { retu
 
 // Middleware wraps a handler with code that runs around every job: logging,
 // tracing, metrics. It is given the registered handler and returns the one
-// the worker calls.
+// the worker calls. The worker calls it once per function, when the first
+// job of that function runs; it must not call the Worker's methods.
 type Middleware func(Handler) Handler
 
 // Worker runs the handlers registered on it for jobs from its queues.
@@ -229,8 +230,8 @@ func (w *Worker) Handle(name string, h Handler) {
 }
 
 // Use adds middleware around every handler of the worker, those registered
-// before and after; the first added is the outermost. A panic in middleware
-// fails the attempt like a panic in a handler. A job whose function is not
+// before and after; the first added is the outermost. A panic in middleware,
+// or in building it, fails the attempt like a panic in a handler. A job whose function is not
 // registered fails without reaching the middleware.
 func (w *Worker) Use(mw ...Middleware) {
 	w.mu.Lock()
