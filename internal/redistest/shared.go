@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,13 @@ func SharedURL() string {
 	return "redis://127.0.0.1:6379"
 }
 
+// sharedUp is whether the shared Redis answered, asked once per test
+// binary so that a missing server costs one dial, not one per test.
+var sharedUp struct {
+	once sync.Once
+	err  error
+}
+
 // Shared connects to the shared real Redis at [SharedURL] and returns a
 // client with a fresh key prefix, name plus random hex; every key under the
 // prefix is deleted when the test ends, and nothing else. With no Redis
@@ -31,10 +39,15 @@ func Shared(t testing.TB, name string) (*redis.Client, string) {
 	if err != nil {
 		t.Fatalf("REDIS_URL %q: %v", url, err)
 	}
+	sharedUp.once.Do(func() {
+		rdb := redis.NewClient(opts)
+		defer rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		sharedUp.err = rdb.Ping(ctx).Err()
+	})
 	rdb := redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	if err := sharedUp.err; err != nil {
 		rdb.Close()
 		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
 			t.Fatalf("no Redis at %s and RQGO_REQUIRE_REDIS=1: %v", url, err)
