@@ -1,12 +1,14 @@
 package rqgo
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -520,6 +522,37 @@ func Queues(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]st
 		return nil, fmt.Errorf("rqgo: list queues: %w", err)
 	}
 	return names, nil
+}
+
+// FindJob looks for job id in every queue known under prefix and returns
+// what it finds, sorted by queue: no job, one, or several when the same
+// [JobID] was enqueued to several queues. A job whose hash cannot be read
+// fully is returned as far as it reads, with an error wrapping
+// [ErrMalformedJob]; other errors end the search.
+func FindJob(ctx context.Context, rdb redis.UniversalClient, prefix, id string) ([]*Job, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	names, err := Queues(ctx, rdb, prefix)
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	var found []*Job
+	var malformed error
+	for _, name := range names {
+		j, err := NewQueue(name, rdb, WithPrefix(prefix)).FetchJob(ctx, id)
+		switch {
+		case errors.Is(err, ErrJobNotFound):
+			continue
+		case errors.Is(err, ErrMalformedJob) && j != nil:
+			malformed = cmp.Or(malformed, err)
+		case err != nil:
+			return nil, err
+		}
+		found = append(found, j)
+	}
+	return found, malformed
 }
 
 func msTime(ms int64) time.Time {

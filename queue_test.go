@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -226,4 +227,43 @@ func TestEmptyJobIDIsInvalid(t *testing.T) {
 	if n := e.rdb.LLen(t.Context(), e.queue("default").k.pending()).Val(); n != 0 {
 		t.Errorf("%d jobs enqueued with invalid ids, want none", n)
 	}
+}
+
+// FindJob finds a job by id in whichever known queue holds it, all of them
+// when one JobID was enqueued to several queues, and returns a malformed
+// job as far as it reads, with the error.
+func TestFindJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		for _, c := range []struct{ queue, id string }{{"b", "dup"}, {"a", "dup"}, {"b", "solo"}} {
+			if _, err := e.queue(c.queue).EnqueueContext(ctx, "f", nil, JobID(c.id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		queuesOf := func(jobs []*Job) (qs []string) {
+			for _, j := range jobs {
+				qs = append(qs, j.Queue)
+			}
+			return qs
+		}
+		for _, c := range []struct {
+			id     string
+			queues []string
+		}{{"dup", []string{"a", "b"}}, {"solo", []string{"b"}}, {"none", nil}} {
+			jobs, err := FindJob(ctx, e.rdb, e.prefix, c.id)
+			if err != nil || !slices.Equal(queuesOf(jobs), c.queues) {
+				t.Errorf("FindJob(%s) = jobs in %v, %v; want in %v", c.id, queuesOf(jobs), err, c.queues)
+			}
+		}
+
+		c := e.queue("c")
+		if err := c.remember(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.rdb.HSet(ctx, c.k.job("broken"), "id", "broken", "queue", "c", "status", "queued")
+		jobs, err := FindJob(ctx, e.rdb, e.prefix, "broken")
+		if !errors.Is(err, ErrMalformedJob) || len(jobs) != 1 || jobs[0].Queue != "c" {
+			t.Errorf("FindJob(broken) = %v, %v; want the job in c and ErrMalformedJob", queuesOf(jobs), err)
+		}
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -79,7 +78,7 @@ func errJobNotFound(id string) error { return fmt.Errorf("job %s not found", id)
 
 // findJob reads job id from queue, or, with queue empty, from whichever
 // known queue holds it. An id held by several queues is an error naming
-// them. (A candidate for the library: rqgo.FindJob.)
+// them.
 func findJob(ctx context.Context, rdb redis.UniversalClient, prefix, queue, id string) (*rqgo.Job, error) {
 	if queue != "" {
 		j, err := rqgo.NewQueue(queue, rdb, rqgo.WithPrefix(prefix)).FetchJob(ctx, id)
@@ -88,32 +87,14 @@ func findJob(ctx context.Context, rdb redis.UniversalClient, prefix, queue, id s
 		}
 		return j, err
 	}
-	names, err := rqgo.Queues(ctx, rdb, prefix)
-	if err != nil {
+	found, err := rqgo.FindJob(ctx, rdb, prefix, id)
+	switch {
+	case err != nil && !errors.Is(err, rqgo.ErrMalformedJob):
 		return nil, err
-	}
-	slices.Sort(names)
-	var found []*rqgo.Job
-	var firstErr error
-	for _, name := range names {
-		j, err := rqgo.NewQueue(name, rdb, rqgo.WithPrefix(prefix)).FetchJob(ctx, id)
-		switch {
-		case errors.Is(err, rqgo.ErrJobNotFound):
-			continue
-		case errors.Is(err, rqgo.ErrMalformedJob) && j != nil:
-			if firstErr == nil {
-				firstErr = err
-			}
-		case err != nil:
-			return nil, err
-		}
-		found = append(found, j)
-	}
-	switch len(found) {
-	case 0:
+	case len(found) == 0:
 		return nil, errJobNotFound(id)
-	case 1:
-		return found[0], firstErr
+	case len(found) == 1:
+		return found[0], err
 	}
 	qs := make([]string, len(found))
 	for i, j := range found {

@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,7 @@ type server struct {
 //	GET  /                              queues, with their counts and latency, live workers, periodic jobs
 //	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page
 //	GET  /queues/{queue}/jobs/{id}      one job, every field
+//	GET  /find?id=ID                    the job ID in whichever queue holds it
 //	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job)
 //	POST /queues/{queue}/cancel         id=ID (a queued or scheduled job)
 //	GET  /metrics                       Prometheus metrics, from a [Collector]
@@ -75,6 +77,7 @@ func New(rdb redis.UniversalClient, opts Options) http.Handler {
 	mux.HandleFunc("GET /{$}", s.overview)
 	mux.HandleFunc("GET /queues/{queue}", s.queue)
 	mux.HandleFunc("GET /queues/{queue}/jobs/{id}", s.job)
+	mux.HandleFunc("GET /find", s.find)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	requeue, cancel := s.requeue, s.cancel
 	if opts.ReadOnly {
@@ -168,6 +171,28 @@ func (s *server) job(w http.ResponseWriter, r *http.Request) {
 	key := fmt.Sprintf("%s:{%s}:job:%s", s.opts.Prefix, j.Queue, j.ID)
 	s.render(w, r, "job", map[string]any{"Title": "job " + j.ID, "Root": "../../../",
 		"Job": j, "Key": key})
+}
+
+func (s *server) find(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimSpace(r.FormValue("id"))
+	if id == "" {
+		http.Error(w, "give the id of the job to find", http.StatusBadRequest)
+		return
+	}
+	jobs, err := rqgo.FindJob(r.Context(), s.rdb, s.opts.Prefix, id)
+	if err != nil && !errors.Is(err, rqgo.ErrMalformedJob) {
+		s.fail(w, r, err)
+		return
+	}
+	switch len(jobs) {
+	case 0:
+		http.Error(w, fmt.Sprintf("no job %q in any queue under prefix %q", id, s.opts.Prefix), http.StatusNotFound)
+	case 1:
+		w.Header().Set("Location", "queues/"+url.PathEscape(jobs[0].Queue)+"/jobs/"+url.PathEscape(id))
+		w.WriteHeader(http.StatusSeeOther)
+	default: // one JobID enqueued to several queues
+		s.render(w, r, "found", map[string]any{"Title": "job " + id, "Root": "./", "Jobs": jobs})
+	}
 }
 
 func (s *server) requeue(w http.ResponseWriter, r *http.Request) {

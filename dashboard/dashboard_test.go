@@ -303,8 +303,8 @@ func TestReadOnly(t *testing.T) {
 
 	for _, path := range []string{"/queues/default?status=failed", "/queues/default/jobs/" + failed[0]} {
 		code, body := get(t, h, path)
-		if code != 200 || strings.Contains(body, "<form") || !strings.Contains(body, "read-only") {
-			t.Errorf("read-only GET %s = %d, want 200 with no forms:\n%s", path, code, body)
+		if code != 200 || strings.Contains(body, `method="post"`) || !strings.Contains(body, "read-only") {
+			t.Errorf("read-only GET %s = %d, want 200 with no buttons that post:\n%s", path, code, body)
 		}
 	}
 	for _, path := range []string{"/queues/default/requeue", "/queues/default/cancel"} {
@@ -317,11 +317,11 @@ func TestReadOnly(t *testing.T) {
 	}
 }
 
-var linkRE = regexp.MustCompile(`(href|action)="([^"]*)"`)
+var linkRE = regexp.MustCompile(`(href|method="post" action|method="get" action)="([^"]*)"`)
 
 // Mounted under a path, every link and form of every page leads to a page
-// of the dashboard: a crawl from the overview gets 200 from each link and
-// 303 from each form, never 404.
+// of the dashboard: a crawl from the overview gets 200 from each link, 303
+// from each form that posts, and the search form's own answer.
 func TestLinksHoldUnderAMountPath(t *testing.T) {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
@@ -340,7 +340,7 @@ func TestLinksHoldUnderAMountPath(t *testing.T) {
 
 	seen := map[string]bool{}
 	todo := []string{srv.URL + "/ops/rqgo/"}
-	var forms []string
+	var forms, searches []string
 	for len(todo) > 0 {
 		page := todo[0]
 		todo = todo[1:]
@@ -369,9 +369,13 @@ func TestLinksHoldUnderAMountPath(t *testing.T) {
 				continue
 			}
 			switch u := ref.String(); {
-			case m[1] == "action":
+			case m[1] == `method="post" action`:
 				if !slices.Contains(forms, u) {
 					forms = append(forms, u)
+				}
+			case m[1] == `method="get" action`:
+				if !slices.Contains(searches, u) {
+					searches = append(searches, u)
 				}
 			case !seen[u]:
 				seen[u] = true
@@ -379,8 +383,19 @@ func TestLinksHoldUnderAMountPath(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) < 10 || len(forms) < 2 {
-		t.Fatalf("crawled %d pages and %d forms, want more:\n%v\n%v", len(seen), len(forms), seen, forms)
+	for _, u := range searches {
+		resp, err := client.Get(u + "?id=nosuchjob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(string(body), `no job "nosuchjob"`) {
+			t.Errorf("GET %s?id=nosuchjob = %d %s, want the search's 404", u, resp.StatusCode, body)
+		}
+	}
+	if len(seen) < 10 || len(forms) < 2 || len(searches) != 1 {
+		t.Fatalf("crawled %d pages, %d forms and %d searches, want more:\n%v\n%v\n%v", len(seen), len(forms), len(searches), seen, forms, searches)
 	}
 	for _, f := range forms {
 		req, _ := http.NewRequest("POST", f, strings.NewReader("all=1"))
@@ -408,4 +423,40 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// The search box finds a job by id in whichever queue holds it.
+func TestFind(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		h := dashboard.New(e.rdb, dashboard.Options{Prefix: e.prefix})
+		j, err := e.queue("reports").EnqueueContext(ctx, "f", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{"a", "b"} {
+			if _, err := e.queue(q).EnqueueContext(ctx, "f", nil, rqgo.JobID("twice")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/find?id="+j.ID, nil))
+		if want := "queues/reports/jobs/" + j.ID; rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != want {
+			t.Errorf("find %s = %d to %q, want 303 to %s", j.ID, rec.Code, rec.Header().Get("Location"), want)
+		}
+		code, body := get(t, h, "/find?id=twice")
+		for _, want := range []string{`href="queues/a/jobs/twice"`, `href="queues/b/jobs/twice"`} {
+			if code != 200 || !strings.Contains(body, want) {
+				t.Errorf("find twice = %d, lacks %s:\n%s", code, want, body)
+			}
+		}
+		for _, c := range []struct {
+			path string
+			code int
+		}{{"/find?id=nope", 404}, {"/find?id=", 400}} {
+			if code, body := get(t, h, c.path); code != c.code {
+				t.Errorf("GET %s = %d %s, want %d", c.path, code, body, c.code)
+			}
+		}
+	})
 }
