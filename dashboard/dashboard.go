@@ -41,8 +41,8 @@ type Options struct {
 	// ReadOnly hides the requeue and cancel buttons and refuses those
 	// requests with 405. Default: false.
 	ReadOnly bool
-	// Logger receives the errors the dashboard answers with 500.
-	// Default: slog.Default().
+	// Logger receives the errors the dashboard answers with 500, scrapes
+	// of /metrics included. Default: slog.Default().
 	Logger *slog.Logger
 }
 
@@ -78,7 +78,9 @@ func New(rdb redis.UniversalClient, opts Options) http.Handler {
 	mux.HandleFunc("GET /queues/{queue}", s.queue)
 	mux.HandleFunc("GET /queues/{queue}/jobs/{id}", s.job)
 	mux.HandleFunc("GET /find", s.find)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError),
+	}))
 	requeue, cancel := s.requeue, s.cancel
 	if opts.ReadOnly {
 		requeue, cancel = readOnly, readOnly

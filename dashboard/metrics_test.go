@@ -1,6 +1,7 @@
 package dashboard_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -129,9 +130,13 @@ func TestMetricsRedisDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
 	defer rdb.Close()
 	mr.Close()
-	code, body := get(t, dashboard.New(rdb, dashboard.Options{Logger: quiet()}), "/metrics")
+	var logged bytes.Buffer
+	code, body := get(t, dashboard.New(rdb, dashboard.Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))}), "/metrics")
 	if code != 500 || !strings.Contains(body, "connect") {
 		t.Errorf("GET /metrics with Redis down = %d:\n%s", code, body)
+	}
+	if !strings.Contains(logged.String(), "level=ERROR") || !strings.Contains(logged.String(), "connect") {
+		t.Errorf("the failed scrape logged %q, want an error naming the cause", logged.String())
 	}
 	if code, body := get(t, dashboard.New(rdb, dashboard.Options{Logger: quiet()}), "/"); code != 500 || !strings.Contains(body, "rqgo dashboard:") {
 		t.Errorf("GET / with Redis down = %d:\n%s", code, body)
