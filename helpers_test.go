@@ -13,6 +13,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/rqgo/rqgo/internal/redistest"
 )
 
 // testEnv is one backend a scenario runs against: miniredis, or the real
@@ -23,14 +24,6 @@ type testEnv struct {
 	prefix string
 	mr     *miniredis.Miniredis // nil on real Redis
 	addr   string
-}
-
-// realRedisURL is where integration tests find a real Redis.
-func realRedisURL() string {
-	if u := os.Getenv("REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379"
 }
 
 // forEachBackend runs fn against miniredis, then against real Redis. The
@@ -56,47 +49,20 @@ func newRealEnv(t *testing.T) *testEnv {
 	e, err := dialReal(t)
 	if err != nil {
 		if os.Getenv("RQGO_REQUIRE_REDIS") == "1" {
-			t.Fatalf("no Redis at %s and RQGO_REQUIRE_REDIS=1: %v", realRedisURL(), err)
+			t.Fatalf("no Redis at %s and RQGO_REQUIRE_REDIS=1: %v", redistest.SharedURL(), err)
 		}
-		t.Skipf("no Redis at %s (%v); set REDIS_URL to run this against real Redis", realRedisURL(), err)
+		t.Skipf("no Redis at %s (%v); set REDIS_URL to run this against real Redis", redistest.SharedURL(), err)
 	}
 	return e
-}
-
-var realRedis struct {
-	once sync.Once
-	err  error
-}
-
-// realRedisReachable pings the real Redis once per test binary, so a
-// missing server costs one dial timeout, not one per test.
-func realRedisReachable() error {
-	realRedis.once.Do(func() {
-		opts, err := redis.ParseURL(realRedisURL())
-		if err != nil {
-			realRedis.err = fmt.Errorf("REDIS_URL %q: %w", realRedisURL(), err)
-			return
-		}
-		rdb := redis.NewClient(opts)
-		defer rdb.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		realRedis.err = rdb.Ping(ctx).Err()
-	})
-	return realRedis.err
 }
 
 // dialReal connects to the real Redis, with a fresh prefix deleted when the
 // test ends.
 func dialReal(t testing.TB) (*testEnv, error) {
-	if err := realRedisReachable(); err != nil {
+	if err := redistest.SharedReachable(); err != nil {
 		return nil, err
 	}
-	url := realRedisURL()
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL %q: %w", url, err)
-	}
+	opts, _ := redis.ParseURL(redistest.SharedURL()) // parsed by SharedReachable
 	rdb := redis.NewClient(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -106,7 +72,7 @@ func dialReal(t testing.TB) (*testEnv, error) {
 	}
 	e := &testEnv{rdb: rdb, prefix: testPrefix(t), addr: opts.Addr}
 	t.Cleanup(func() {
-		deletePrefix(t, rdb, e.prefix)
+		redistest.DeletePrefix(t, rdb, e.prefix)
 		rdb.Close()
 	})
 	return e, nil
@@ -115,26 +81,6 @@ func dialReal(t testing.TB) (*testEnv, error) {
 func testPrefix(t testing.TB) string {
 	name := strings.NewReplacer("/", "-", " ", "_", ":", "_", "{", "_", "}", "_").Replace(t.Name())
 	return fmt.Sprintf("rqgotest-%s-%s", name, newID()[:8])
-}
-
-// deletePrefix removes every key under prefix, and nothing else.
-func deletePrefix(t testing.TB, rdb redis.UniversalClient, prefix string) {
-	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-	var batch []string
-	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
-		if len(batch) == 500 {
-			rdb.Del(ctx, batch...)
-			batch = batch[:0]
-		}
-	}
-	if len(batch) > 0 {
-		rdb.Del(ctx, batch...)
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("cleaning up %s: %v", prefix, err)
-	}
 }
 
 func (e *testEnv) queue(name string, opts ...QueueOption) *Queue {

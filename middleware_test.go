@@ -116,29 +116,26 @@ func TestMiddlewareOutcomes(t *testing.T) {
 	if err := bad.Run(ctx); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "nil middleware") {
 		t.Errorf("Run with a nil middleware = %v, want ErrInvalid naming it", err)
 	}
-	// A middleware that panics while it wraps fails the attempt; the worker
-	// goes on.
-	panicky := e.worker(t, WorkerOptions{Burst: true})
-	panicky.Use(func(Handler) Handler { panic("cannot wrap") })
-	panicky.Register("ok", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
-	pj, err := q.EnqueueContext(ctx, "ok", nil, Retry(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runBurst(t, panicky)
-	if got, _ := q.FetchJob(ctx, pj.ID); got.Status != StatusFailed || !strings.Contains(got.Error, "panic: cannot wrap") {
-		t.Errorf("job behind a middleware that panics while wrapping: %s %q, want failed with the panic", got.Status, got.Error)
-	}
-
-	nilWrap := e.worker(t, WorkerOptions{Burst: true})
-	nilWrap.Use(func(Handler) Handler { return nil })
-	nilWrap.Register("ok", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
-	j, err := q.EnqueueContext(ctx, "ok", nil, Retry(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runBurst(t, nilWrap)
-	if got, _ := q.FetchJob(ctx, j.ID); got.Status != StatusFailed || !strings.Contains(got.Error, "middleware returned a nil handler") {
-		t.Errorf("job behind a middleware that returned nil: %s %q, want failed naming the middleware", got.Status, got.Error)
+	// A middleware that cannot wrap, by panicking or by returning nil,
+	// fails the attempt with the cause; the worker goes on.
+	for _, c := range []struct {
+		name string
+		mw   Middleware
+		err  string
+	}{
+		{"panics while wrapping", func(Handler) Handler { panic("cannot wrap") }, "panic: cannot wrap"},
+		{"returns nil", func(Handler) Handler { return nil }, "middleware returned a nil handler"},
+	} {
+		w := e.worker(t, WorkerOptions{Burst: true})
+		w.Use(c.mw)
+		w.Register("ok", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+		j, err := q.EnqueueContext(ctx, "ok", nil, Retry(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runBurst(t, w)
+		if got, _ := q.FetchJob(ctx, j.ID); got.Status != StatusFailed || !strings.Contains(got.Error, c.err) {
+			t.Errorf("job behind a middleware that %s: %s %q, want failed with %q", c.name, got.Status, got.Error, c.err)
+		}
 	}
 }

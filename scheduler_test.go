@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rqgo/rqgo/internal/redistest"
 )
 
 // fakeClock is a clock that moves only when a test moves it. Schedulers
@@ -786,7 +787,7 @@ func TestSchedulerProcesses(t *testing.T) {
 	var readers sync.WaitGroup
 	for k := range 2 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "RQGO_TEST_CHILD=scheduler", "RQGO_TEST_URL="+realRedisURL(), "RQGO_TEST_PREFIX="+e.prefix)
+		cmd.Env = append(os.Environ(), "RQGO_TEST_CHILD=scheduler", "RQGO_TEST_URL="+redistest.SharedURL(), "RQGO_TEST_PREFIX="+e.prefix)
 		cmd.Stderr = &testLineWriter{log: testLogger(t)}
 		stdin, err := cmd.StdinPipe()
 		if err != nil {

@@ -21,7 +21,7 @@ func TestSentinelFailoverWorkerGoesOn(t *testing.T) {
 	st := redistest.StartSentinel(t)
 	rdb := st.Client()
 	e := &testEnv{rdb: rdb, prefix: testPrefix(t), addr: st.Master.Addr}
-	t.Cleanup(func() { deletePrefix(t, rdb, e.prefix) })
+	t.Cleanup(func() { redistest.DeletePrefix(t, rdb, e.prefix) })
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
 

@@ -37,7 +37,7 @@ func TestTLS(t *testing.T) {
 			rdb := redis.NewClient(o)
 			t.Cleanup(func() { rdb.Close() })
 			e := &testEnv{rdb: rdb, prefix: testPrefix(t), addr: s.Addr}
-			t.Cleanup(func() { deletePrefix(t, rdb, e.prefix) })
+			t.Cleanup(func() { redistest.DeletePrefix(t, rdb, e.prefix) })
 			q := e.queue("default")
 			var ids []string
 			for i := range 10 {

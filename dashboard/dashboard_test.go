@@ -26,14 +26,17 @@ type env struct {
 	mr     *miniredis.Miniredis // nil on real Redis
 }
 
+// mini returns an env on a miniredis of its own, with the default prefix.
+func mini(t *testing.T) *env {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return &env{rdb: rdb, prefix: rqgo.DefaultPrefix, mr: mr}
+}
+
 // backends runs fn against miniredis, then against the shared real Redis.
 func backends(t *testing.T, fn func(t *testing.T, e *env)) {
-	t.Run("miniredis", func(t *testing.T) {
-		mr := miniredis.RunT(t)
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		t.Cleanup(func() { rdb.Close() })
-		fn(t, &env{rdb: rdb, prefix: "rqgodash", mr: mr})
-	})
+	t.Run("miniredis", func(t *testing.T) { fn(t, mini(t)) })
 	t.Run("redis", func(t *testing.T) {
 		rdb, prefix := redistest.Shared(t, "rqgodashtest")
 		fn(t, &env{rdb: rdb, prefix: prefix})
@@ -201,9 +204,7 @@ func TestQueueAndJobPages(t *testing.T) {
 }
 
 func TestPaging(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
+	rdb := mini(t).rdb
 	h := dashboard.New(rdb, dashboard.Options{})
 	q := rqgo.NewQueue("default", rdb)
 	reqs := make([]rqgo.EnqueueRequest, dashboard.PageSize+1)
@@ -293,10 +294,8 @@ func TestRequeueAndCancel(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-	e := &env{rdb: rdb, prefix: "rqgo"}
+	e := mini(t)
+	rdb := e.rdb
 	q := e.queue("default")
 	failed := e.failJobs(t, q, 1)
 	h := dashboard.New(rdb, dashboard.Options{ReadOnly: true})
@@ -323,10 +322,8 @@ var linkRE = regexp.MustCompile(`(href|method="post" action|method="get" action)
 // of the dashboard: a crawl from the overview gets 200 from each link, 303
 // from each form that posts, and the search form's own answer.
 func TestLinksHoldUnderAMountPath(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-	e := &env{rdb: rdb, prefix: "rqgo"}
+	e := mini(t)
+	rdb := e.rdb
 	e.failJobs(t, e.queue("reports"), 2)
 	if _, err := e.queue("reports").EnqueueContext(t.Context(), "f", nil); err != nil {
 		t.Fatal(err)

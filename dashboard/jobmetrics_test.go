@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/redis/go-redis/v9"
 	"github.com/rqgo/rqgo"
 	"github.com/rqgo/rqgo/dashboard"
 )
@@ -18,9 +16,7 @@ import (
 // JobMetrics counts each attempt by what its handler did, times it, and
 // shows the attempts running; the worker still fails a panicking attempt.
 func TestJobMetrics(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
+	rdb := mini(t).rdb
 	ctx := t.Context()
 	q := rqgo.NewQueue("mail", rdb)
 	m := dashboard.NewJobMetrics()

@@ -88,9 +88,7 @@ rqgo_workers 0
 // A live worker shows in rqgo_workers and its running jobs in
 // rqgo_worker_running_jobs.
 func TestMetricsWorkers(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
+	rdb := mini(t).rdb
 	q := rqgo.NewQueue("default", rdb)
 	if _, err := q.EnqueueContext(t.Context(), "hold", nil); err != nil {
 		t.Fatal(err)
