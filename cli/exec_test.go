@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"encoding/json"
 	"flag"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/rqgo/rqgo"
 )
 
 func TestTailWriter(t *testing.T) {
@@ -75,6 +78,42 @@ func TestParseInterspersed(t *testing.T) {
 		pos, err := parseInterspersed(fs, tt.args)
 		if err != nil || !slices.Equal(pos, tt.pos) || *asJSON != tt.json {
 			t.Errorf("parseInterspersed(%q) = %q, json %v, %v; want %q, json %v", tt.args, pos, *asJSON, err, tt.pos, tt.json)
+		}
+	}
+}
+
+// An --exec command's result is its stdout, run through the exec guard:
+// JSON compacted but otherwise as written (no HTML escapes), anything else
+// a string; a non-zero exit or a signal fails the attempt with its status.
+func TestExecResultAndStatus(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		command string
+		result  any
+		err     string
+	}{
+		{`printf '{"html": "<script>x</script>",\n "q": "a & b > c"}\n'`, json.RawMessage(`{"html":"<script>x</script>","q":"a & b > c"}`), ""},
+		{`echo '<b>&amp;</b>'`, "<b>&amp;</b>", ""},
+		{`printf ''`, "", ""},
+		{`echo "$RQGO_JOB_ID $RQGO_FUNC $RQGO_ATTEMPT ${RQGO_EXEC_GUARD-unset}"`, "j1 f 2 unset", ""},
+		{`echo broke >&2; exit 7`, nil, "f: command exited with status 7: broke"},
+		{`kill -TERM $$`, nil, "f: command exited with status 143"},
+	} {
+		h := &execHandler{name: "f", command: tt.command}
+		res, err := h.ProcessJob(t.Context(), &rqgo.Job{ID: "j1", Func: "f", Attempt: 2})
+		got, _ := res.(json.RawMessage)
+		want, _ := tt.result.(json.RawMessage)
+		switch {
+		case tt.err != "":
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("%s: error %v, want %s", tt.command, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("%s: error %v, want result %v", tt.command, err, tt.result)
+		case want != nil && string(got) != string(want):
+			t.Errorf("%s: result %s, want %s", tt.command, got, want)
+		case want == nil && res != tt.result:
+			t.Errorf("%s: result %#v, want %#v", tt.command, res, tt.result)
 		}
 	}
 }

@@ -41,7 +41,8 @@ and put back in their queues at once.
     lines of stderr; the job is retried while it has retries left;
   - at the job's timeout, on a lost lease, or at the end of a shutdown's
     grace period the whole process group gets SIGKILL, children included;
-    whatever COMMAND leaves running in its group when it exits is killed too.
+    whatever COMMAND leaves running in its group when it exits is killed too,
+    and so is the whole group when the worker dies, even by SIGKILL.
 Commands come only from these flags, never from job data.
 
 --with-scheduler --schedule FILE also runs a scheduler that enqueues the
