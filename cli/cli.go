@@ -135,11 +135,12 @@ func Main(args []string, opts ...Option) int {
 	if c.prog == "" {
 		c.prog = "rqgo"
 	}
+	e := &env{config: c}
 	if c.logger == nil {
-		c.logger = slog.New(slog.NewTextHandler(c.stderr, nil))
+		// Log lines, like errors, never show the password of --url.
+		c.logger = slog.New(slog.NewTextHandler(redactingWriter{e}, nil))
 	}
 	redis.SetLogger(quietLogger{})
-	e := &env{config: c}
 	defer e.close()
 	return e.run(args)
 }
@@ -267,7 +268,9 @@ func (e *env) fail(err error) int {
 	if e.cmd != nil {
 		where += " " + e.cmd.name
 	}
-	fmt.Fprintf(e.stderr, "%s: %s\n", where, oneLine(err))
+	// The last safety net: whatever the error quotes, no URL's user info
+	// and no password of --url reaches stderr.
+	fmt.Fprintf(e.stderr, "%s: %s\n", where, e.redact(oneLine(err)))
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
