@@ -485,7 +485,7 @@ func (w *Worker) call(ctx context.Context, j *Job) (result any, err error) {
 func (w *Worker) judge(r *run, result any, err error, malformed bool) *outcome {
 	o := &outcome{r: r}
 	if err == nil {
-		raw, merr := json.Marshal(result)
+		raw, merr := marshalJSON(result)
 		if merr == nil {
 			o.result = raw
 			return o

@@ -1,6 +1,7 @@
 package rqgo
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -72,6 +73,19 @@ func (j *Job) DecodeResult(v any) error {
 		return fmt.Errorf("rqgo: decode result of job %s: %w", j.ID, err)
 	}
 	return nil
+}
+
+// marshalJSON is [json.Marshal] without its HTML escaping, for values
+// stored in a job's hash: a result such as "https://x/?img=dog.jpg&w=64" or
+// "<b>" is stored as written, not with \u0026 and \u003c in it.
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Job hash field names: the public schema (see the README).
