@@ -65,6 +65,15 @@ func TestBadEnqueueInput(t *testing.T) {
 		{name: "negative retry interval", opts: []EnqueueOption{RetryIntervals(time.Second, -time.Second)}, want: `rqgo: invalid argument: retry interval -1s is negative`},
 		{name: "job id with a space", opts: []EnqueueOption{JobID("a b")}, want: `rqgo: invalid argument: job id "a b" must not contain whitespace or control characters`},
 		{name: "job id too long", opts: []EnqueueOption{JobID(long)}, want: `rqgo: invalid argument: job id "` + long + `" is longer than 200 bytes`},
+		{name: "job id not UTF-8", opts: []EnqueueOption{JobID("a\xffb")}, want: `rqgo: invalid argument: job id "a\xffb" is not valid UTF-8`},
+		{name: "job id a cut UTF-8 sequence", opts: []EnqueueOption{JobID("caf\xc3")}, want: `rqgo: invalid argument: job id "caf\xc3" is not valid UTF-8`},
+		{name: "job id a dot", opts: []EnqueueOption{JobID(".")}, want: `rqgo: invalid argument: job id "." must not be "." or ".."`},
+		{name: "job id two dots", opts: []EnqueueOption{JobID("..")}, want: `rqgo: invalid argument: job id ".." must not be "." or ".."`},
+		{name: "function name not UTF-8", fn: "send\xffmail", want: `rqgo: invalid argument: function name "send\xffmail" is not valid UTF-8`},
+		{name: "queue name not UTF-8", queue: "q\xff", want: `rqgo: invalid argument: queue name "q\xff" is not valid UTF-8`},
+		{name: "queue name a dot", queue: ".", want: `rqgo: invalid argument: queue name "." must not be "." or ".."`},
+		{name: "queue name two dots", queue: "..", want: `rqgo: invalid argument: queue name ".." must not be "." or ".."`},
+		{name: "prefix not UTF-8", qopts: []QueueOption{WithPrefix("rq\xfe")}, want: `rqgo: invalid argument: prefix "rq\xfe" is not valid UTF-8`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -142,6 +151,10 @@ func TestBadWorkerInput(t *testing.T) {
 		{name: "negative timeout", rdb: rdb, opts: WorkerOptions{Timeout: -time.Second}, want: `rqgo: invalid argument: worker timeout out of range`},
 		{name: "negative shutdown timeout", rdb: rdb, opts: WorkerOptions{ShutdownTimeout: -time.Second}, want: `rqgo: invalid argument: worker shutdown timeout out of range`},
 		{name: "worker name with a space", rdb: rdb, opts: WorkerOptions{Name: "my worker"}, want: `rqgo: invalid argument: worker name "my worker" must not contain whitespace or control characters`},
+		{name: "worker name not UTF-8", rdb: rdb, opts: WorkerOptions{Name: "w\xff"}, want: `rqgo: invalid argument: worker name "w\xff" is not valid UTF-8`},
+		{name: "queue name not UTF-8", rdb: rdb, opts: WorkerOptions{Queues: []string{"q\xff"}}, want: `rqgo: invalid argument: queue name "q\xff" is not valid UTF-8`},
+		{name: "queue name two dots", rdb: rdb, opts: WorkerOptions{Queues: []string{".."}}, want: `rqgo: invalid argument: queue name ".." must not be "." or ".."`},
+		{name: "function name not UTF-8 registered", rdb: rdb, reg: func(w *Worker) { w.Register("f\xff", func(context.Context, *Job) (any, error) { return nil, nil }) }, want: `rqgo: invalid argument: function name "f\xff" is not valid UTF-8`},
 		{name: "empty function name registered", rdb: rdb, reg: func(w *Worker) { w.Register("", func(context.Context, *Job) (any, error) { return nil, nil }) }, want: `rqgo: invalid argument: function name is empty`},
 		{name: "nil handler", rdb: rdb, reg: func(w *Worker) { w.Register("f", nil) }, want: `rqgo: invalid argument: nil handler for "f"`},
 		{name: "nil generic handler", rdb: rdb, reg: func(w *Worker) { RegisterFunc[int, int](w, "f", nil) }, want: `rqgo: invalid argument: nil handler for "f"`},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // SchemaVersion is the version of the Redis key schema and job hash fields
@@ -48,9 +49,9 @@ func queuesKey(prefix string) string { return prefix + ":queues" }
 func workersKey(prefix string) string      { return prefix + ":workers" }
 func workerKey(prefix, id string) string   { return prefix + ":worker:" + id }
 func validatePrefix(prefix string) error   { return validateName("prefix", prefix) }
-func validateQueueName(name string) error  { return validateName("queue name", name) }
+func validateQueueName(name string) error  { return validateSegment("queue name", name, validateName) }
 func validateFuncName(name string) error   { return validateToken("function name", name) }
-func validateJobID(id string) error        { return validateToken("job id", id) }
+func validateJobID(id string) error        { return validateSegment("job id", id, validateToken) }
 func isSpaceOrControl(r rune) bool         { return unicode.IsSpace(r) || unicode.IsControl(r) }
 func containsSpaceOrControl(s string) bool { return strings.IndexFunc(s, isSpaceOrControl) >= 0 }
 func invalid(what, v, why string) error    { return fmt.Errorf("%w: %s %q %s", ErrInvalid, what, v, why) }
@@ -60,9 +61,9 @@ func tooLong(what, v string, max int) error {
 
 const maxNameLen = 200
 
-// validateName checks a name that becomes part of key names: no braces (they
-// would break the hash tag), colons (the separator), whitespace or control
-// characters.
+// validateName checks a name that becomes part of key names: valid UTF-8
+// (so that it prints as it is), no braces (they would break the hash tag),
+// colons (the separator), whitespace or control characters.
 func validateName(what, name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
@@ -70,13 +71,17 @@ func validateName(what, name string) error {
 	if len(name) > maxNameLen {
 		return tooLong(what, name, maxNameLen)
 	}
+	if !utf8.ValidString(name) {
+		return invalid(what, name, "is not valid UTF-8")
+	}
 	if strings.ContainsAny(name, "{}:") || containsSpaceOrControl(name) {
 		return invalid(what, name, "must not contain braces, colons, whitespace or control characters")
 	}
 	return nil
 }
 
-// validateToken checks a function name or job id.
+// validateToken checks a function name, job id or worker name: valid UTF-8,
+// no whitespace or control characters.
 func validateToken(what, v string) error {
 	if v == "" {
 		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
@@ -84,10 +89,23 @@ func validateToken(what, v string) error {
 	if len(v) > maxNameLen {
 		return tooLong(what, v, maxNameLen)
 	}
+	if !utf8.ValidString(v) {
+		return invalid(what, v, "is not valid UTF-8")
+	}
 	if containsSpaceOrControl(v) {
 		return invalid(what, v, "must not contain whitespace or control characters")
 	}
 	return nil
+}
+
+// validateSegment checks, with check, a queue name or job id, which is also
+// a path segment of the dashboard's links: "." or ".." would lead to
+// another page.
+func validateSegment(what, v string, check func(what, v string) error) error {
+	if v == "." || v == ".." {
+		return invalid(what, v, `must not be "." or ".."`)
+	}
+	return check(what, v)
 }
 
 // schedule is the state hash of one periodic entry: name, queue, func, spec,
