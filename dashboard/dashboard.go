@@ -34,6 +34,12 @@ import (
 // PageSize is how many jobs a queue's page lists.
 const PageSize = 50
 
+// maxPage is the last page number a queue's page accepts, past the jobs of
+// any queue one Redis can hold (and small enough that its offset fits an
+// int on 32-bit platforms); a larger one, like one that is not a whole
+// number from 1, is answered with 400.
+const maxPage = 10_000_000
+
 // Options configure a dashboard. The zero value works.
 type Options struct {
 	// Prefix is the key prefix of the queues shown. Default: "rqgo".
@@ -121,8 +127,8 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	page, err := strconv.Atoi(cmp.Or(r.FormValue("page"), "1"))
-	if err != nil || page < 1 {
-		http.Error(w, fmt.Sprintf("page %q is not a positive number", r.FormValue("page")), http.StatusBadRequest)
+	if err != nil || page < 1 || page > maxPage {
+		http.Error(w, fmt.Sprintf("page %q: want a whole number from 1 to %d", r.FormValue("page"), maxPage), http.StatusBadRequest)
 		return
 	}
 	info, err := readQueue(r.Context(), q)
@@ -279,9 +285,15 @@ func seeOther(w http.ResponseWriter, q *rqgo.Queue, status rqgo.Status) {
 	w.WriteHeader(http.StatusSeeOther)
 }
 
+// fail answers a request that failed with err: 400 for an argument rqgo
+// rejects, which is the request's fault and not logged, else 500, logged.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client went away
+	}
+	if errors.Is(err, rqgo.ErrInvalid) {
+		http.Error(w, "rqgo dashboard: "+err.Error(), http.StatusBadRequest)
+		return
 	}
 	s.opts.Logger.Error("dashboard: reading or writing Redis", "path", r.URL.Path, "err", err)
 	http.Error(w, "rqgo dashboard: "+err.Error(), http.StatusInternalServerError)

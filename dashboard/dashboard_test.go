@@ -193,7 +193,7 @@ func TestQueueAndJobPages(t *testing.T) {
 			{"/queues/default/jobs/nope", 404, `job not found: "nope"`},
 			{"/queues/nosuch", 404, `no queue "nosuch"`},
 			{"/queues/default?status=lost", 400, `unknown status "lost"`},
-			{"/queues/default?page=0", 400, `page "0" is not a positive number`},
+			{"/queues/default?page=0", 400, `page "0": want a whole number from 1 to 10000000`},
 			{"/nowhere", 404, ""},
 		} {
 			if code, body := get(t, h, c.path); code != c.code || !strings.Contains(body, c.body) {
