@@ -62,7 +62,10 @@ type WorkerOptions struct {
 	// full jitter from 1s, capped at 1h.
 	Retry RetryPolicy
 	// Burst makes Run return nil once the queues have no ready job, nothing
-	// runs and no retry this worker scheduled is outstanding.
+	// runs and no retry this worker scheduled is outstanding. It does not
+	// wait for jobs leased by other workers, live or dead: a dead worker's
+	// jobs return to their queue when their lease expires, and a later run
+	// picks them up. Default: false.
 	Burst bool
 	// Name identifies the worker in job hashes and in the worker registry.
 	// Default: host.pid.random.
