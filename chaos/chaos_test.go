@@ -16,17 +16,22 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestChaosShort is the short form of the chaos run: 2,000 jobs through
-// four worker processes while workers are killed and paused, Redis restarts
-// and connections drop. Nothing may be lost and duplicates stay within what
-// the faults explain.
+// TestChaosShort is the short form of the chaos run: 2,000 jobs over 32
+// queues through five worker processes (one on all 32 queues) while
+// workers are killed and paused, Redis stalls past the workers' read
+// timeout, restarts and runs out of memory, and connections drop. Nothing
+// may be lost and duplicates stay within what the faults explain.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("chaos run takes about 30s; skipped with -short")
+		t.Skip("chaos run takes about 25s; skipped with -short")
 	}
 	cfg := defaultConfig()
+	cfg.Queues = 32
 	cfg.Duration = 20 * time.Second
 	cfg.KillEvery = 2 * time.Second
+	// A 2s read timeout lets a 3s stall outlast it.
+	cfg.ReadTimeout = 2 * time.Second
+	cfg.FullFor = 3 * time.Second
 	cfg.Out = &logWriter{t}
 	cfg.Log = &logWriter{t}
 	rep, err := run(cfg)
@@ -43,9 +48,18 @@ func TestChaosShort(t *testing.T) {
 	for _, p := range rep.Problems {
 		t.Error(p)
 	}
-	if rep.Kills == 0 || rep.Stops != 1 || rep.Restarts != 1 || rep.Drops != 1 {
-		t.Errorf("faults: %d kills, %d pauses, %d Redis restarts, %d connection drops; want kills and one of each other",
-			rep.Kills, rep.Stops, rep.Restarts, rep.Drops)
+	if rep.Kills == 0 || rep.Stops != 1 || rep.Restarts != 1 || rep.Drops != 1 || rep.Stalls != 1 {
+		t.Errorf("faults: %d kills, %d pauses, %d Redis restarts, %d connection drops, %d stalls; want kills and one of each other",
+			rep.Kills, rep.Stops, rep.Restarts, rep.Drops, rep.Stalls)
+	}
+	// Enqueues accepted while Redis was full are a failed check of their
+	// own; here it is enough that some were tried.
+	if tried := rep.EnqueuesRefused + rep.EnqueuesAcceptedFull; rep.Full < cfg.FullFor || tried == 0 || rep.Probes == 0 {
+		t.Errorf("Redis out of memory for %s with %d enqueues tried and %d jobs running across it; want %s, some and some",
+			rep.Full, tried, rep.Probes, cfg.FullFor)
+	}
+	if rep.Queues != cfg.Queues {
+		t.Errorf("jobs on %d queues, want %d", rep.Queues, cfg.Queues)
 	}
 }
 

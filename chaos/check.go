@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,20 +14,25 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/rqgo/rqgo"
 )
 
 // report is the outcome of a chaos run.
 type report struct {
 	Jobs, Finished, Failed, Lost  int
+	Queues                        int
 	Executions                    int // distinct (job, attempt, worker) runs recorded
 	Duplicates                    int // executions beyond the first, over all jobs
 	AllowedDuplicates             int // what the faults can explain
+	Unexplained                   int // duplicates no fault was near
 	Kills, Stops, Restarts, Drops int
-	KillsHolding                  int // kills of a worker holding jobs fetched ahead of its slots
+	Stalls                        int
+	Stalled, Full                 time.Duration // time Redis stalled, and was out of memory
+	KillsHolding                  int           // kills of a worker holding jobs fetched ahead of its slots
 	MaxRecovery                   time.Duration
 	EnqueueErrors                 int
+	EnqueuesRefused               int            // enqueues refused for lack of memory
+	EnqueuesAcceptedFull          int            // enqueues accepted while Redis refused writes for lack of memory
+	Probes, ProbesRepeated        int            // jobs running while Redis was full; those that ran again
 	LateAcksRefused               int            // outcomes a worker could not record: its attempt was no longer the job's
 	LeasesLost                    int            // handlers canceled because their lease was gone
 	FailedErrors                  map[string]int // error text → failed jobs
@@ -35,18 +41,84 @@ type report struct {
 
 // Line is the one-line summary.
 func (r *report) Line() string {
-	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d max_recovery=%.1fs",
-		r.Jobs, r.Finished, r.Failed, r.Lost, r.Duplicates, r.Kills, r.MaxRecovery.Seconds())
+	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs",
+		r.Jobs, r.Finished, r.Failed, r.Lost, r.Duplicates, r.Kills, r.Stalls, r.Full.Seconds(), r.Queues, r.MaxRecovery.Seconds())
 }
 
 // Details says what else was done and seen.
 func (r *report) Details() string {
-	s := fmt.Sprintf("chaos: executions=%d duplicates_allowed=%d kills_while_holding=%d pauses=%d redis_restarts=%d connection_drops=%d enqueue_retries=%d late_acks_refused=%d leases_lost=%d",
-		r.Executions, r.AllowedDuplicates, r.KillsHolding, r.Stops, r.Restarts, r.Drops, r.EnqueueErrors, r.LateAcksRefused, r.LeasesLost)
+	s := fmt.Sprintf("chaos: executions=%d duplicates_allowed=%d duplicates_unexplained=%d kills_while_holding=%d pauses=%d redis_restarts=%d connection_drops=%d stall_seconds=%.1f enqueue_retries=%d enqueues_refused_oom=%d enqueues_accepted_oom=%d oom_probes=%d oom_probes_repeated=%d late_acks_refused=%d leases_lost=%d",
+		r.Executions, r.AllowedDuplicates, r.Unexplained, r.KillsHolding, r.Stops, r.Restarts, r.Drops, r.Stalled.Seconds(),
+		r.EnqueueErrors, r.EnqueuesRefused, r.EnqueuesAcceptedFull, r.Probes, r.ProbesRepeated, r.LateAcksRefused, r.LeasesLost)
 	for e, n := range r.FailedErrors {
 		s += fmt.Sprintf("\nchaos: %d jobs failed with %q", n, e)
 	}
 	return s
+}
+
+// execution is one run of a job's handler.
+type execution struct {
+	attempt int
+	worker  string
+	at      time.Time // when the handler started (the worker's clock: this host's)
+}
+
+// executions reads every worker's execution file: job id → runs, in the
+// order they started.
+func (h *harness) executions() (map[string][]execution, error) {
+	files, err := filepath.Glob(filepath.Join(h.dir, "w*.exec"))
+	if err != nil {
+		return nil, err
+	}
+	runs := map[string][]execution{}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			rec := sc.Text()
+			fs := strings.Fields(rec)
+			if len(fs) != 4 {
+				// A worker killed in the middle of a write leaves at most
+				// its last line short; the handler never started then.
+				continue
+			}
+			a, err1 := strconv.Atoi(fs[1])
+			ms, err2 := strconv.ParseInt(fs[3], 10, 64)
+			if err1 != nil || err2 != nil {
+				f.Close()
+				return nil, fmt.Errorf("bad execution record %q in %s", rec, name)
+			}
+			runs[fs[0]] = append(runs[fs[0]], execution{a, fs[2], time.UnixMilli(ms)})
+		}
+		f.Close()
+		if err := sc.Err(); err != nil {
+			return nil, err
+		}
+	}
+	for _, ex := range runs {
+		slices.SortFunc(ex, func(a, b execution) int { return a.at.Compare(b.at) })
+	}
+	return runs, nil
+}
+
+// explained reports whether a fault can account for run e of a job being
+// followed by run next: e's worker was killed or paused, next's worker was
+// paused (a zombie that wakes and starts a job it fetched before), or a
+// fault that strikes every worker fell in between. The window starts a
+// lease and the longest hold of a fetched job before e, for a job that was
+// fetched before a fault and started after it; a pause counts until its
+// SIGCONT.
+func (h *harness) explained(e, next execution) bool {
+	from := e.at.Add(-h.cfg.Lease - time.Second)
+	for _, w := range slices.Concat(h.hits[e.worker], h.hits[next.worker], h.windows) {
+		if !w.to.Before(from) && !w.from.After(next.at) {
+			return true
+		}
+	}
+	return false
 }
 
 // check reads every job, registry and recorded execution and judges them.
@@ -54,71 +126,65 @@ func (h *harness) check() (*report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	h.mu.Lock()
-	r := &report{Jobs: h.cfg.Jobs, Kills: h.kills, KillsHolding: h.holding, Stops: h.stops, Restarts: h.restarts, Drops: h.drops,
-		EnqueueErrors: h.enqErrors, FailedErrors: map[string]int{}}
-	for _, d := range h.recovery {
+	defer h.mu.Unlock()
+	r := &report{Jobs: h.cfg.Jobs, Queues: len(h.queues), Kills: h.kills, KillsHolding: h.holding, Stops: h.stops,
+		Restarts: h.restarts, Drops: h.drops, Stalls: h.stalls, Stalled: h.stalled, Full: h.full,
+		EnqueueErrors: h.enqErrors, EnqueuesRefused: h.enqOOM, EnqueuesAcceptedFull: len(h.acceptedFull), AllowedDuplicates: h.allowed,
+		FailedErrors: map[string]int{}}
+	// A recovery does not count the time Redis stalled or was down: the
+	// jobs of a worker killed just before wait for Redis, whatever rqgo
+	// does.
+	for _, rec := range h.recovery {
+		d := rec.to.Sub(rec.from)
+		for _, w := range h.windows {
+			if w.what == "Redis stall" || w.what == "Redis restart" {
+				d -= max(minTime(rec.to, w.to).Sub(maxTime(rec.from, w.from)), 0)
+			}
+		}
 		r.MaxRecovery = max(r.MaxRecovery, d)
 	}
 	if len(h.recovery) < h.kills {
 		r.Problems = append(r.Problems, fmt.Sprintf("jobs of %d killed workers were not taken up again within a minute", h.kills-len(h.recovery)))
 	}
-	h.mu.Unlock()
 	logs, _ := filepath.Glob(filepath.Join(h.dir, "w*.log"))
 	for _, name := range logs {
 		b, _ := os.ReadFile(name)
 		r.LateAcksRefused += bytes.Count(b, []byte("lease lost before the outcome was recorded"))
 		r.LeasesLost += bytes.Count(b, []byte("lease lost; handler canceled"))
 	}
-	// Each kill or pause can repeat the jobs that worker was running; a
-	// Redis restart or connection drop those of every worker.
-	r.AllowedDuplicates = h.cfg.Concurrency*(r.Kills+r.Stops) + h.cfg.Workers*h.cfg.Concurrency*(r.Restarts+r.Drops)
 
-	// Which registries hold each job.
+	// Which registries of which queues hold each job.
 	where := map[string][]string{}
-	pending, err := h.rdb.LRange(ctx, prefixKey("pending"), 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("reading pending: %w", err)
-	}
-	for _, id := range pending {
-		where[id] = append(where[id], "pending")
-	}
-	for _, reg := range []string{"active", "scheduled", "finished", "failed", "canceled"} {
-		ids, err := h.rdb.ZRange(ctx, prefixKey(reg), 0, -1).Result()
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", reg, err)
+	regs := []string{"pending", "active", "scheduled", "finished", "failed", "canceled"}
+	cmds := make([]*redis.StringSliceCmd, 0, len(h.queues)*len(regs))
+	if _, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, q := range h.queues {
+			cmds = append(cmds, p.LRange(ctx, prefixKey(q, "pending"), 0, -1))
+			for _, reg := range regs[1:] {
+				cmds = append(cmds, p.ZRange(ctx, prefixKey(q, reg), 0, -1))
+			}
 		}
-		for _, id := range ids {
-			where[id] = append(where[id], reg)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("reading the registries: %w", err)
+	}
+	for i, c := range cmds {
+		q, reg := h.queues[i/len(regs)], regs[i%len(regs)]
+		for _, id := range c.Val() {
+			where[id] = append(where[id], q+"/"+reg)
 		}
 	}
 
-	// Every recorded execution, without the repeats a retried RPUSH makes.
-	raw, err := h.rdb.LRange(ctx, execKey, 0, -1).Result()
+	runs, err := h.executions()
 	if err != nil {
 		return nil, fmt.Errorf("reading executions: %w", err)
 	}
-	type execution struct {
-		attempt int
-		worker  string
-	}
-	runs := map[string][]execution{}
-	seen := map[string]bool{}
-	for _, rec := range raw {
-		if seen[rec] {
-			continue
-		}
-		seen[rec] = true
-		f := strings.Fields(rec)
-		if len(f) != 3 {
-			return nil, fmt.Errorf("bad execution record %q", rec)
-		}
-		a, _ := strconv.Atoi(f[1])
-		runs[f[0]] = append(runs[f[0]], execution{a, f[2]})
-		r.Executions++
+	for _, ex := range runs {
+		r.Executions += len(ex)
 	}
 
 	ids := make([]string, h.cfg.Jobs)
-	cmds := make([]*redis.MapStringStringCmd, h.cfg.Jobs)
+	jobs := make([]*redis.MapStringStringCmd, h.cfg.Jobs)
 	for i := range ids {
 		ids[i] = jobID(i)
 	}
@@ -126,7 +192,7 @@ func (h *harness) check() (*report, error) {
 		end := min(start+1000, len(ids))
 		if _, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i := start; i < end; i++ {
-				cmds[i] = p.HGetAll(ctx, jobKey(ids[i]))
+				jobs[i] = p.HGetAll(ctx, jobKey(h.queueOf(i), ids[i]))
 			}
 			return nil
 		}); err != nil {
@@ -138,42 +204,62 @@ func (h *harness) check() (*report, error) {
 			r.Problems = append(r.Problems, fmt.Sprintf(format, a...))
 		}
 	}
+	var unexplained []string
 	for i, id := range ids {
-		regs := where[id]
+		in := where[id]
 		delete(where, id)
-		if len(regs) > 1 {
-			problem("job %s is in %v at once", id, regs)
+		if len(in) > 1 {
+			problem("job %s is in %v at once", id, in)
 		}
-		h := cmds[i].Val()
+		for _, reg := range in {
+			if q, _, _ := strings.Cut(reg, "/"); q != h.queueOf(i) {
+				problem("job %s of queue %s is in %s", id, h.queueOf(i), reg)
+			}
+		}
 		ex := runs[id]
-		delete(runs, id)
 		r.Duplicates += max(len(ex)-1, 0)
+		for k := 0; k+1 < len(ex); k++ {
+			if !h.explained(ex[k], ex[k+1]) {
+				r.Unexplained++
+				note := ""
+				for _, w := range h.fulls {
+					if !w.to.Before(ex[k].at) && !w.from.After(ex[k+1].at) {
+						note = ", " + w.what + " in between"
+					}
+				}
+				unexplained = append(unexplained, fmt.Sprintf("%s attempt %d on %s (%s) at %.1fs, again at %.1fs%s",
+					id, ex[k].attempt, ex[k].worker, h.roles[ex[k].worker], ex[k].at.Sub(h.start).Seconds(),
+					ex[k+1].at.Sub(h.start).Seconds(), note))
+			}
+		}
+		hash := jobs[i].Val()
 		switch {
-		case len(h) == 0:
+		case len(hash) == 0:
 			r.Lost++
-			problem("job %s lost: its hash is gone (registries %v)", id, regs)
+			problem("job %s lost: its hash is gone (registries %v)", id, in)
 			continue
-		case h["status"] == "finished" && slices.Contains(regs, "finished"):
+		case hash["status"] == "finished" && slices.Contains(in, h.queueOf(i)+"/finished"):
 			r.Finished++
-		case h["status"] == "failed" && slices.Contains(regs, "failed"):
+		case hash["status"] == "failed" && slices.Contains(in, h.queueOf(i)+"/failed"):
 			r.Failed++
-			r.FailedErrors[firstLine(h["error"])]++
+			r.FailedErrors[firstLine(hash["error"])]++
 			continue
 		default:
 			r.Lost++
-			problem("job %s lost: status %q, registries %v", id, h["status"], regs)
+			problem("job %s lost: status %q, attempt %s, worker %s, registries %v, %d executions",
+				id, hash["status"], hash["attempt"], hash["worker"], in, len(ex))
 			continue
 		}
 		// A finished job's stored result comes from the attempt the hash
 		// names, and that is the last attempt that ran.
 		var res result
-		if err := json.Unmarshal([]byte(h["result"]), &res); err != nil {
-			problem("job %s: result %q does not decode: %v", id, h["result"], err)
+		if err := json.Unmarshal([]byte(hash["result"]), &res); err != nil {
+			problem("job %s: result %q does not decode: %v", id, hash["result"], err)
 			continue
 		}
-		if strconv.Itoa(res.Attempt) != h["attempt"] || res.Worker != h["worker"] {
+		if strconv.Itoa(res.Attempt) != hash["attempt"] || res.Worker != hash["worker"] {
 			problem("job %s: result from attempt %d on %s, but the job's last attempt is %s on %s (a late ack overwrote it)",
-				id, res.Attempt, res.Worker, h["attempt"], h["worker"])
+				id, res.Attempt, res.Worker, hash["attempt"], hash["worker"])
 		}
 		last := execution{}
 		ran := false
@@ -181,7 +267,7 @@ func (h *harness) check() (*report, error) {
 			if e.attempt > last.attempt {
 				last = e
 			}
-			ran = ran || e == execution{res.Attempt, res.Worker}
+			ran = ran || e.attempt == res.Attempt && e.worker == res.Worker
 		}
 		if !ran {
 			problem("job %s finished with a result from attempt %d on %s, which never ran", id, res.Attempt, res.Worker)
@@ -190,23 +276,63 @@ func (h *harness) check() (*report, error) {
 				id, res.Attempt, res.Worker, last.attempt, last.worker)
 		}
 	}
-	for id, regs := range where {
-		problem("unknown job %s in %v", id, regs)
+	for id, in := range where {
+		problem("unknown job %s in %v", id, in)
 	}
 	for id := range runs {
-		problem("execution of unknown job %s", id)
+		if i, ok := jobIndex(id); !ok || i >= h.cfg.Jobs || jobID(i) != id {
+			problem("execution of unknown job %s", id)
+		}
+	}
+	// The jobs that ran while Redis was full kept their leases: they ran
+	// once.
+	for _, i := range h.oomProbes {
+		r.Probes++
+		ex := runs[jobID(i)]
+		if len(ex) != 1 {
+			r.ProbesRepeated++
+			var s []string
+			for _, e := range ex {
+				s = append(s, fmt.Sprintf("attempt %d on %s (%s) at %.1fs", e.attempt, e.worker, h.roles[e.worker], e.at.Sub(h.start).Seconds()))
+			}
+			problem("job %s ran across the time Redis was out of memory and ran %d times (%s): its lease was not kept",
+				jobID(i), len(ex), strings.Join(s, ", "))
+		}
+	}
+	if n := len(h.acceptedFull); n > 0 {
+		problem("%d enqueues were accepted while Redis was over its maxmemory (noeviction) and refused other writes, e.g. %s",
+			n, strings.Join(h.acceptedFull[:min(n, 5)], ", "))
 	}
 	if r.Lost > 0 {
 		problem("%d jobs lost", r.Lost)
 	}
 	if r.Duplicates > r.AllowedDuplicates {
-		problem("%d duplicate runs, more than the %d that %d kills, %d pauses, %d Redis restarts and %d connection drops explain",
-			r.Duplicates, r.AllowedDuplicates, r.Kills, r.Stops, r.Restarts, r.Drops)
+		problem("%d duplicate runs, more than the %d that %d kills, %d pauses, %d Redis restarts, %d stalls and %d connection drops explain",
+			r.Duplicates, r.AllowedDuplicates, r.Kills, r.Stops, r.Restarts, r.Stalls, r.Drops)
+	}
+	if r.Unexplained > 0 {
+		if len(unexplained) > 5 {
+			unexplained = append(unexplained[:5], "…")
+		}
+		problem("%d runs were repeated with no kill, pause, Redis restart, stall or connection drop near them (a lease lost on a healthy worker): %s",
+			r.Unexplained, strings.Join(unexplained, "; "))
 	}
 	return r, nil
 }
 
-func prefixKey(name string) string { return rqgo.DefaultPrefix + ":{" + queueName + "}:" + name }
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,12 +24,17 @@ import (
 
 type config struct {
 	Jobs        int
+	Queues      int           // the jobs are spread over this many queues
 	Duration    time.Duration // faults go on this long
-	Workers     int
+	Workers     int           // worker processes on a share of the queues each; one more runs on all of them
 	Concurrency int
 	Lease       time.Duration
+	ReadTimeout time.Duration // the workers' go-redis ReadTimeout; 0: go-redis's default
 	KillEvery   time.Duration // 0: Duration/60, at least 2s
 	Outage      time.Duration // Redis down time during the restart
+	Stall       time.Duration // how long DEBUG SLEEP holds Redis; 0: the workers' read timeout plus 1s
+	Stalls      int           // 0: one when Duration is under a minute, two otherwise
+	FullFor     time.Duration // how long Redis stays out of memory
 	Settle      time.Duration // wait for the last jobs after the faults
 	Seed        int64
 	Keep        bool
@@ -42,13 +49,14 @@ type config struct {
 
 // harness is one chaos run.
 type harness struct {
-	cfg   config
-	rnd   *rand.Rand
-	dir   string
-	redis *redisServer
-	rdb   *redis.Client
-	q     *rqgo.Queue
-	start time.Time
+	cfg    config
+	rnd    *rand.Rand
+	dir    string
+	redis  *redisServer
+	rdb    *redis.Client
+	queues []string // in priority order
+	qs     []*rqgo.Queue
+	start  time.Time
 
 	mu         sync.Mutex
 	workers    map[*workerProc]bool // alive
@@ -58,14 +66,42 @@ type harness struct {
 	stops      int
 	restarts   int
 	drops      int
-	crashes    []string // workers that exited on their own
-	recovery   []time.Duration
+	stalls     int
+	stalled    time.Duration
+	full       time.Duration       // time Redis spent out of memory
+	allowed    int                 // duplicate runs the faults so far explain
+	hits       map[string][]window // worker → when it was killed, or paused until
+	windows    []window            // faults that strike every worker
+	fulls      []window            // times Redis was out of memory: no excuse for a repeat
+	roles      map[string]string   // worker → its queues, for messages
+	probes     map[int]int         // job → handler ms, for jobs that outlast the lease on purpose
+	oomProbes  []int               // probes that ran while Redis was full
+	crashes    []string            // workers that exited on their own
+	recovery   []window            // from a kill until its jobs were taken up again
 	recovering sync.WaitGroup
 	enqErrors  int
+	enqOOM     int // enqueues Redis refused for lack of memory
+	// While Redis is full: fullAt is when maxmemory was last set below
+	// used_memory (zero when Redis has memory), and acceptedFull the jobs
+	// whose enqueue Redis accepted within fullSure of it.
+	fullAt       time.Time
+	acceptedFull []string
+}
+
+// fullSure is how long after maxmemory is set 1/32 below used_memory Redis
+// surely still refuses writes that grow it: the workers free far less in
+// that time.
+const fullSure = 500 * time.Millisecond
+
+// window is a time span of a fault that strikes every worker at once.
+type window struct {
+	what     string
+	from, to time.Time
 }
 
 type workerProc struct {
 	name    string
+	slot    int // 0..Workers-1: a share of the queues; Workers: all of them
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	killed  bool // by the harness: an expected exit
@@ -79,12 +115,36 @@ func (h *harness) logf(format string, a ...any) {
 	}
 }
 
+// defaultReadTimeout is go-redis's ReadTimeout for options that set none:
+// what the workers use unless -read-timeout says otherwise.
+func defaultReadTimeout() time.Duration {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"}) // never dialed
+	defer c.Close()
+	return c.Options().ReadTimeout
+}
+
 // run performs one chaos run and returns its report. An error means the
 // run could not be carried out at all; failed checks are the report's
 // Problems.
 func run(cfg config) (rep *report, err error) {
 	if cfg.KillEvery <= 0 {
 		cfg.KillEvery = max(cfg.Duration/60, 2*time.Second)
+	}
+	if cfg.Queues <= 0 {
+		cfg.Queues = 1
+	}
+	readTimeout := cfg.ReadTimeout
+	if readTimeout <= 0 {
+		readTimeout = defaultReadTimeout()
+	}
+	if cfg.Stall <= 0 {
+		cfg.Stall = readTimeout + time.Second
+	}
+	if cfg.Stalls <= 0 {
+		cfg.Stalls = 1
+		if cfg.Duration >= time.Minute {
+			cfg.Stalls = 2
+		}
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = time.Now().UnixNano()
@@ -105,7 +165,7 @@ func run(cfg config) (rep *report, err error) {
 		return nil, err
 	}
 	h := &harness{cfg: cfg, rnd: rand.New(rand.NewPCG(uint64(cfg.Seed), 0)), dir: dir,
-		workers: map[*workerProc]bool{}, start: time.Now()}
+		workers: map[*workerProc]bool{}, hits: map[string][]window{}, roles: map[string]string{}, probes: map[int]int{}, start: time.Now()}
 	defer func() {
 		if cfg.Keep || rep == nil || len(rep.Problems) > 0 {
 			fmt.Fprintf(cfg.Out, "chaos: Redis data and worker logs kept in %s\n", dir)
@@ -119,12 +179,24 @@ func run(cfg config) (rep *report, err error) {
 	defer h.redis.kill()
 	h.rdb = redis.NewClient(&redis.Options{Addr: h.redis.addr(), DialTimeout: time.Second})
 	defer h.rdb.Close()
-	h.q = rqgo.NewQueue(queueName, h.rdb)
-	fmt.Fprintf(cfg.Out, "chaos: redis-server at %s (appendonly, appendfsync always), %d jobs, %d workers × %d, lease %s, %s of faults, seed %d\n",
-		h.redis.addr(), cfg.Jobs, cfg.Workers, cfg.Concurrency, cfg.Lease, cfg.Duration, cfg.Seed)
+	for i := range cfg.Queues {
+		name := "chaos"
+		if i > 0 {
+			name = fmt.Sprintf("chaos-%02d", i)
+		}
+		h.queues = append(h.queues, name)
+		h.qs = append(h.qs, rqgo.NewQueue(name, h.rdb))
+	}
+	// One job in a hundred works for 2.5 leases, so leases are renewed
+	// under every fault.
+	for i := 50; i < cfg.Jobs; i += 100 {
+		h.probes[i] = int(cfg.Lease.Milliseconds() * 5 / 2)
+	}
+	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues, %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
+		h.redis.version, h.redis.addr(), cfg.Jobs, cfg.Queues, cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
 
-	for range cfg.Workers {
-		if err := h.spawn(); err != nil {
+	for slot := range cfg.Workers + 1 {
+		if err := h.spawn(slot); err != nil {
 			return nil, err
 		}
 	}
@@ -152,8 +224,25 @@ func run(cfg config) (rep *report, err error) {
 	return rep, nil
 }
 
-// spawn starts one more worker process.
-func (h *harness) spawn() error {
+// slotQueues returns the queues of a worker slot, in priority order: slot
+// Workers has all of them, slot s < Workers the queues s, s+Workers,
+// s+2×Workers, … (the first, when there are fewer queues than slots).
+func (h *harness) slotQueues(slot int) []string {
+	if slot == h.cfg.Workers {
+		return h.queues
+	}
+	var qs []string
+	for i := slot; i < len(h.queues); i += h.cfg.Workers {
+		qs = append(qs, h.queues[i])
+	}
+	if len(qs) == 0 {
+		qs = []string{h.queues[slot%len(h.queues)]}
+	}
+	return qs
+}
+
+// spawn starts a worker process for a slot.
+func (h *harness) spawn(slot int) error {
 	h.mu.Lock()
 	h.spawned++
 	name := fmt.Sprintf("w%03d", h.spawned)
@@ -162,22 +251,32 @@ func (h *harness) spawn() error {
 	if err != nil {
 		return err
 	}
+	queues := h.slotQueues(slot)
 	cmd := exec.Command(h.cfg.Exe)
 	cmd.Env = append(os.Environ(),
 		roleEnv+"=worker",
 		addrEnv+"="+h.redis.addr(),
 		nameEnv+"="+name,
 		leaseEnv+"="+h.cfg.Lease.String(),
+		readTimeoutEnv+"="+h.cfg.ReadTimeout.String(),
+		queuesEnv+"="+strings.Join(queues, ","),
+		execFileEnv+"="+filepath.Join(h.dir, name+".exec"),
 		fmt.Sprintf("%s=%d", concurrencyEnv, h.cfg.Concurrency))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("starting worker %s: %w", name, err)
 	}
-	p := &workerProc{name: name, cmd: cmd, exited: make(chan struct{})}
+	p := &workerProc{name: name, slot: slot, cmd: cmd, exited: make(chan struct{})}
+	role := fmt.Sprintf("%d queues", len(queues))
+	if slot == h.cfg.Workers {
+		role = fmt.Sprintf("all %d queues", len(queues))
+	}
 	h.mu.Lock()
 	h.workers[p] = true
+	h.roles[name] = role
 	h.mu.Unlock()
+	h.logf("worker %s on %s (%s … %s)", name, role, queues[0], queues[len(queues)-1])
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
@@ -190,6 +289,32 @@ func (h *harness) spawn() error {
 		}
 	}()
 	return nil
+}
+
+// refill starts a worker for every slot that has none, so the pool stays
+// full: after a kill, and after a worker exited on its own.
+func (h *harness) refill() error {
+	h.mu.Lock()
+	taken := map[int]bool{}
+	for p := range h.workers {
+		taken[p.slot] = true
+	}
+	h.mu.Unlock()
+	for slot := range h.cfg.Workers + 1 {
+		if !taken[slot] {
+			if err := h.spawn(slot); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// alive is the number of worker processes, paused ones included.
+func (h *harness) alive() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.workers)
 }
 
 // pick returns a random live worker that is not paused.
@@ -206,19 +331,12 @@ func (h *harness) pick() *workerProc {
 		return nil
 	}
 	// Map order is random but not seeded; sort for a reproducible pick.
-	for i := range live {
-		for j := i + 1; j < len(live); j++ {
-			if live[j].name < live[i].name {
-				live[i], live[j] = live[j], live[i]
-			}
-		}
-	}
+	slices.SortFunc(live, func(a, b *workerProc) int { return strings.Compare(a.name, b.name) })
 	return live[h.rnd.IntN(len(live))]
 }
 
 // enqueueWave enqueues jobs [from, to) from a few goroutines, each job with
-// its own id. An enqueue that fails (Redis down) is tried again until it
-// succeeds or the id turns out to exist (the reply was lost).
+// its own id.
 func (h *harness) enqueueWave(from, to int) error {
 	ids := make(chan int)
 	errs := make(chan error, 8)
@@ -251,237 +369,112 @@ func (h *harness) enqueueWave(from, to int) error {
 	return <-errs
 }
 
+// enqueueOne enqueues job i. An enqueue that fails (Redis down, stalled or
+// out of memory) is tried again with the same id until it succeeds or the
+// id turns out to exist: an enqueue whose reply was lost, or that go-redis
+// sent twice. A job that exists counts as enqueued only when it is this
+// job (same function and arguments).
 func (h *harness) enqueueOne(i int) error {
 	id := jobID(i)
+	q := h.qs[i%len(h.qs)]
+	a := args{N: i, MS: h.probes[i]}
 	deadline := time.Now().Add(time.Minute)
-	for attempt := 0; ; attempt++ {
+	for {
+		h.mu.Lock()
+		full := h.fullAt
+		h.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := h.q.EnqueueContext(ctx, funcName, map[string]int{"n": i}, rqgo.JobID(id), rqgo.Retry(25),
+		_, err := q.EnqueueContext(ctx, funcName, a, rqgo.JobID(id), rqgo.Retry(25),
 			rqgo.Backoff(50*time.Millisecond, time.Second))
+		if errors.Is(err, rqgo.ErrJobExists) {
+			err = h.ours(ctx, i, err)
+		}
 		cancel()
 		switch {
-		case err == nil, errors.Is(err, rqgo.ErrJobExists) && attempt > 0:
+		case err == nil:
+			h.mu.Lock()
+			if !full.IsZero() && h.fullAt.Equal(full) && time.Since(full) < fullSure {
+				h.acceptedFull = append(h.acceptedFull, id)
+			}
+			h.mu.Unlock()
 			return nil
 		case errors.Is(err, rqgo.ErrInvalid), errors.Is(err, rqgo.ErrJobExists), time.Now().After(deadline):
 			return fmt.Errorf("enqueue %s: %w", id, err)
 		}
 		h.mu.Lock()
 		h.enqErrors++
+		if strings.Contains(err.Error(), "OOM") {
+			h.enqOOM++
+		}
 		h.mu.Unlock()
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func jobID(i int) string { return fmt.Sprintf("job-%06d", i) }
-
-// faults runs the fault schedule over cfg.Duration: a SIGKILL every
-// KillEvery (and a fresh worker in its place), one worker paused past its
-// lease at 20%, a Redis restart at 45%, all client connections dropped at
-// 70%. Just before each fault a wave of jobs is enqueued, so that the fault
-// strikes while handlers run; the last wave comes at the end.
-func (h *harness) faults() error {
-	type event struct {
-		at time.Duration
-		do func() error
-	}
-	d := h.cfg.Duration
-	var events []event
-	for t := h.cfg.KillEvery; t < d; t += h.cfg.KillEvery {
-		events = append(events, event{t, h.killOne})
-	}
-	events = append(events,
-		event{d * 2 / 10, func() error { h.pause(); return nil }},
-		event{d * 45 / 100, h.restartRedis},
-		event{d * 7 / 10, func() error { h.dropClients(); return nil }},
-		event{d, nil})
-	slices.SortStableFunc(events, func(a, b event) int { return cmp.Compare(a.at, b.at) })
-	wave := h.cfg.Jobs / len(events)
-	next := 0
-	for i, ev := range events {
-		time.Sleep(time.Until(h.start.Add(ev.at)))
-		to := next + wave
-		if i == len(events)-1 {
-			to = h.cfg.Jobs
-		}
-		if err := h.enqueueWave(next, to); err != nil {
-			return err
-		}
-		next = to
-		if ev.do == nil {
-			return nil
-		}
-		// Let the wave's first jobs start.
-		time.Sleep(5*time.Millisecond + time.Duration(h.rnd.Int64N(int64(40*time.Millisecond))))
-		if err := ev.do(); err != nil {
-			return err
-		}
-		// Keep the pool full: replace workers that exited on their own too.
-		h.mu.Lock()
-		n := len(h.workers)
-		h.mu.Unlock()
-		for ; n < h.cfg.Workers; n++ {
-			if err := h.spawn(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// killOne SIGKILLs a random worker, starts another in its place, and
-// measures how long the jobs the dead worker held take to be taken up again.
-func (h *harness) killOne() error {
-	p := h.pick()
-	if p == nil {
-		return nil
-	}
-	h.mu.Lock()
-	p.killed = true
-	h.kills++
-	h.mu.Unlock()
-	p.cmd.Process.Kill()
-	<-p.exited
-	killed := time.Now()
-	held := h.heldBy(p.name)
-	h.logf("SIGKILL %s (held %d jobs)", p.name, len(held))
-	if len(held) > h.cfg.Concurrency {
-		// More started jobs than slots: some were fetched ahead (prefetch).
-		h.mu.Lock()
-		h.holding++
-		h.mu.Unlock()
-	}
-	h.recovering.Add(1)
-	go func() {
-		defer h.recovering.Done()
-		d, ok := h.waitRecovered(held, killed)
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if ok {
-			h.recovery = append(h.recovery, d)
-		}
-	}()
-	return h.spawn()
-}
-
-// heldBy returns the running jobs of a worker, with their attempt numbers.
-func (h *harness) heldBy(worker string) map[string]string {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	held := map[string]string{}
-	ids, err := h.q.JobIDs(ctx, rqgo.StatusStarted, 0, 100000)
-	if err != nil || len(ids) == 0 {
-		return held
-	}
-	cmds := make([]*redis.SliceCmd, len(ids))
-	h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, jobKey(id), "worker", "attempt", "status")
-		}
-		return nil
-	})
-	for i, c := range cmds {
-		v := c.Val()
-		if len(v) == 3 && v[0] == worker && v[2] == "started" {
-			a, _ := v[1].(string)
-			held[ids[i]] = a
-		}
-	}
-	return held
-}
-
-func jobKey(id string) string { return rqgo.DefaultPrefix + ":{" + queueName + "}:job:" + id }
-
-// waitRecovered polls until none of the held jobs is still running its old
-// attempt on the dead worker (nothing signals a lease expiry). It gives up
-// after a minute.
-func (h *harness) waitRecovered(held map[string]string, since time.Time) (time.Duration, bool) {
-	deadline := since.Add(time.Minute)
-	for len(held) > 0 && time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		for id, attempt := range held {
-			v, err := h.rdb.HMGet(ctx, jobKey(id), "worker", "attempt", "status").Result()
-			if err != nil {
-				break // Redis is restarting; look again
-			}
-			if v[1] != attempt || v[2] != "started" {
-				delete(held, id)
-			}
-		}
-		cancel()
-		if len(held) > 0 {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return time.Since(since), len(held) == 0
-}
-
-// pause SIGSTOPs a worker for three leases (plus the reaper's period), so
-// its jobs go to others, then SIGCONTs it: it wakes as a zombie whose
-// handlers finish and try to record attempts that are no longer theirs.
-func (h *harness) pause() {
-	p := h.pick()
-	if p == nil {
-		return
-	}
-	h.mu.Lock()
-	p.stopped, p.zombie = true, true
-	h.stops++
-	h.mu.Unlock()
-	p.cmd.Process.Signal(syscall.SIGSTOP)
-	h.logf("SIGSTOP %s for %s", p.name, 3*h.cfg.Lease)
-	time.AfterFunc(3*h.cfg.Lease, func() {
-		p.cmd.Process.Signal(syscall.SIGCONT)
-		h.mu.Lock()
-		p.stopped = false
-		h.mu.Unlock()
-		h.logf("SIGCONT %s", p.name)
-	})
-}
-
-// restartRedis shuts Redis down, leaves it down for Outage, and starts it
-// again on the same port and data directory.
-func (h *harness) restartRedis() error {
-	h.logf("Redis SHUTDOWN")
-	if err := h.redis.shutdown(); err != nil {
+// ours returns nil when the existing job with job i's id is job i, and
+// exists otherwise (or the error reading it, to try again).
+func (h *harness) ours(ctx context.Context, i int, exists error) error {
+	v, err := h.rdb.HMGet(ctx, jobKey(h.queueOf(i), jobID(i)), "func", "args").Result()
+	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	h.restarts++
-	h.mu.Unlock()
-	time.Sleep(h.cfg.Outage)
-	if err := h.redis.start(); err != nil {
-		return fmt.Errorf("restarting Redis: %w", err)
+	fn, _ := v[0].(string)
+	raw, _ := v[1].(string)
+	var a args
+	if fn != funcName || json.Unmarshal([]byte(raw), &a) != nil || a.N != i {
+		return fmt.Errorf("%w: it holds %s(%s), not job %d", exists, fn, raw, i)
 	}
-	h.logf("Redis up again")
 	return nil
 }
 
-// dropClients closes every normal client connection, the harness's own
-// included.
-func (h *harness) dropClients() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	n, err := h.rdb.ClientKillByFilter(ctx, "TYPE", "normal").Result()
-	h.mu.Lock()
-	h.drops++
-	h.mu.Unlock()
-	h.logf("CLIENT KILL TYPE normal: %d connections (%v)", n, err)
+func jobID(i int) string { return fmt.Sprintf("job-%06d", i) }
+
+// queueOf returns the queue of job i: the jobs go round the queues.
+func (h *harness) queueOf(i int) string { return h.queues[i%len(h.queues)] }
+
+func jobIndex(id string) (int, bool) {
+	s, ok := strings.CutPrefix(id, "job-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(s)
+	return i, err == nil
 }
 
-// settle waits until no job is queued, scheduled or running.
+func jobKey(queue, id string) string { return prefixKey(queue, "job:"+id) }
+
+func prefixKey(queue, name string) string { return rqgo.DefaultPrefix + ":{" + queue + "}:" + name }
+
+// settle waits until no job of any queue is queued, scheduled or running.
 func (h *harness) settle() bool {
 	deadline := time.Now().Add(h.cfg.Settle)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := h.q.Counts(ctx)
+		var waiting, ended []*redis.IntCmd
+		_, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, q := range h.queues {
+				waiting = append(waiting, p.LLen(ctx, prefixKey(q, "pending")),
+					p.ZCard(ctx, prefixKey(q, "active")), p.ZCard(ctx, prefixKey(q, "scheduled")))
+				ended = append(ended, p.ZCard(ctx, prefixKey(q, "finished")),
+					p.ZCard(ctx, prefixKey(q, "failed")), p.ZCard(ctx, prefixKey(q, "canceled")))
+			}
+			return nil
+		})
 		cancel()
-		if err == nil && c.Queued == 0 && c.Started == 0 && c.Scheduled == 0 &&
-			c.Finished+c.Failed+c.Canceled >= int64(h.cfg.Jobs) {
+		if err == nil && sum(waiting) == 0 && sum(ended) >= int64(h.cfg.Jobs) {
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+func sum(cmds []*redis.IntCmd) int64 {
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n
 }
 
 // stopWorkers ends every worker with SIGTERM (SIGKILL after 10s).

@@ -1,16 +1,18 @@
 // Command chaos checks rqgo's delivery guarantees under failure: it runs
-// jobs through worker processes while it SIGKILLs workers, pauses one past
-// its lease, restarts Redis and drops every client connection, then checks
-// that no job was lost, none ended in two states, no late acknowledgement
-// overwrote a newer attempt, and duplicates stay within what the faults
-// explain.
+// jobs spread over many queues through worker processes while it SIGKILLs
+// workers, pauses one past its lease, stalls Redis past the workers' read
+// timeout, restarts it, fills its memory and drops every client
+// connection, then checks that no job was lost, none ended in two states,
+// no late acknowledgement overwrote a newer attempt, and duplicates stay
+// within what the faults explain.
 //
 // It starts its own redis-server (from $PATH) on a free local port, with
 // append-only persistence fsynced on every write, and never touches any
 // other Redis. It prints one line:
 //
-//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 max_recovery=1.4s
+//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 stalls=2 oom_seconds=3.5 queues=50 max_recovery=1.4s
 //
+// then a second, "chaos: …", with the other faults and what they caused,
 // and exits 1 when a check fails. Usage:
 //
 //	go run ./chaos -jobs 20000 -duration 5m
@@ -36,11 +38,16 @@ func cliMain(args []string) int {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.IntVar(&cfg.Jobs, "jobs", cfg.Jobs, "number of jobs to run")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long the faults go on; jobs are enqueued in waves, one before each fault")
-	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes running at once")
+	fs.IntVar(&cfg.Queues, "queues", cfg.Queues, "queues the jobs are spread over")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes on a share of the queues each; one more runs on all of them")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "handlers per worker process")
 	fs.DurationVar(&cfg.Lease, "lease", cfg.Lease, "the workers' lease")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", 0, "the workers' go-redis ReadTimeout (default: go-redis's)")
 	fs.DurationVar(&cfg.KillEvery, "kill-every", 0, "SIGKILL a random worker this often (default: duration/60, at least 2s)")
 	fs.DurationVar(&cfg.Outage, "outage", cfg.Outage, "how long Redis stays down when it is restarted")
+	fs.DurationVar(&cfg.Stall, "stall", 0, "how long DEBUG SLEEP stalls Redis (default: the workers' read timeout plus 1s)")
+	fs.IntVar(&cfg.Stalls, "stalls", 0, "Redis stalls, 1 or 2 (default: 1 under a minute of faults, 2 otherwise)")
+	fs.DurationVar(&cfg.FullFor, "full-for", cfg.FullFor, "how long Redis stays out of memory")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "how long to wait, after the faults, for every job to end")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "random seed (default: from the clock)")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the Redis data and worker logs directory")
@@ -82,11 +89,13 @@ func cliMain(args []string) int {
 func defaultConfig() config {
 	return config{
 		Jobs:        2000,
+		Queues:      50,
 		Duration:    30 * time.Second,
 		Workers:     4,
 		Concurrency: 4,
 		Lease:       time.Second,
 		Outage:      500 * time.Millisecond,
+		FullFor:     3500 * time.Millisecond,
 		Settle:      time.Minute,
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,13 +18,16 @@ import (
 var errNoRedisServer = errors.New("redis-server is not in PATH")
 
 // redisServer is a redis-server process of the harness's own, persisting
-// every acknowledged write to an append-only file in dir.
+// every acknowledged write to an append-only file in dir. It refuses writes
+// rather than evict keys when it is out of memory (noeviction), and it
+// takes DEBUG commands (DEBUG SLEEP stalls it).
 type redisServer struct {
-	bin  string
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	exit chan struct{}
+	bin     string
+	version string // "7.0.15"
+	dir     string
+	port    int
+	cmd     *exec.Cmd
+	exit    chan struct{}
 }
 
 func (s *redisServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
@@ -34,13 +38,20 @@ func startRedis(dir string) (*redisServer, error) {
 	if err != nil {
 		return nil, errNoRedisServer
 	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("redis-server --version: %w", err)
+	}
+	// "Redis server v=7.0.15 sha=…"
+	_, version, _ := strings.Cut(string(out), "v=")
+	version, _, _ = strings.Cut(version, " ")
 	var last error
 	for range 5 {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		s := &redisServer{bin: bin, dir: dir, port: port}
+		s := &redisServer{bin: bin, version: version, dir: dir, port: port}
 		if last = s.start(); last == nil {
 			return s, nil
 		}
@@ -60,10 +71,17 @@ func freePort() (int, error) {
 // start starts the server on its port and waits until it answers PING
 // (after loading its append-only file).
 func (s *redisServer) start() error {
-	s.cmd = exec.Command(s.bin,
+	argv := []string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+		"--maxmemory-policy", "noeviction",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log")}
+	if major, _, _ := strings.Cut(s.version, "."); atoi(major) >= 7 {
+		// Redis 7 turned DEBUG off by default; older servers take it and
+		// do not know the option.
+		argv = append(argv, "--enable-debug-command", "yes")
+	}
+	s.cmd = exec.Command(s.bin, argv...)
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("starting redis-server: %w", err)
 	}
@@ -121,4 +139,10 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// atoi is strconv.Atoi for numbers known to be well formed; 0 otherwise.
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,15 +24,19 @@ const (
 	nameEnv        = "RQGO_CHAOS_NAME"
 	leaseEnv       = "RQGO_CHAOS_LEASE"
 	concurrencyEnv = "RQGO_CHAOS_CONCURRENCY"
+	queuesEnv      = "RQGO_CHAOS_QUEUES"       // comma-separated, in priority order
+	readTimeoutEnv = "RQGO_CHAOS_READ_TIMEOUT" // go-redis ReadTimeout; 0: its default
+	execFileEnv    = "RQGO_CHAOS_EXEC_FILE"
 )
 
-const (
-	queueName = "chaos"
-	funcName  = "chaos.run"
-	// execKey lists every execution as "<job id> <attempt> <worker>". It is
-	// outside rqgo's prefix, so nothing rqgo does can change it.
-	execKey = "chaos:executions"
-)
+const funcName = "chaos.run"
+
+// args are a job's arguments: its number, and how long its handler works
+// (0: no time, or up to 20 ms, at random).
+type args struct {
+	N  int `json:"n"`
+	MS int `json:"ms,omitempty"`
+}
 
 // result is what the handler returns, and so what a finished job stores.
 type result struct {
@@ -41,6 +46,12 @@ type result struct {
 
 // workerMain runs one worker process until SIGTERM. When Run fails (Redis
 // is unreachable as the worker starts) it starts a fresh worker.
+//
+// Every execution of a handler is appended to the process's execution file
+// as "<job id> <attempt> <worker> <start, Unix ms>" before the handler
+// works. The file is outside Redis, so no fault of Redis (a restart, a
+// stall, a full memory) can refuse or lose a record, and a completed write
+// survives the process's SIGKILL.
 func workerMain() int {
 	name := os.Getenv(nameEnv)
 	lease, err := time.ParseDuration(os.Getenv(leaseEnv))
@@ -48,36 +59,54 @@ func workerMain() int {
 		fmt.Fprintf(os.Stderr, "chaos worker: %s: %v\n", leaseEnv, err)
 		return 2
 	}
+	readTimeout, err := time.ParseDuration(os.Getenv(readTimeoutEnv))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chaos worker: %s: %v\n", readTimeoutEnv, err)
+		return 2
+	}
 	concurrency, err := strconv.Atoi(os.Getenv(concurrencyEnv))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "chaos worker: %s: %v\n", concurrencyEnv, err)
 		return 2
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv(addrEnv), DialTimeout: time.Second})
+	queues := strings.Split(os.Getenv(queuesEnv), ",")
+	execs, err := os.OpenFile(os.Getenv(execFileEnv), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chaos worker: %v\n", err)
+		return 2
+	}
+	defer execs.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv(addrEnv), DialTimeout: time.Second, ReadTimeout: readTimeout})
 	defer rdb.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
 	handler := func(ctx context.Context, j *rqgo.Job) (any, error) {
-		rec := fmt.Sprintf("%s %d %s", j.ID, j.Attempt, name)
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		if err := rdb.RPush(c, execKey, rec).Err(); err != nil {
+		rec := fmt.Sprintf("%s %d %s %d\n", j.ID, j.Attempt, name, time.Now().UnixMilli())
+		if _, err := execs.WriteString(rec); err != nil {
 			return nil, fmt.Errorf("recording the execution: %w", err)
+		}
+		var a args
+		if err := j.Decode(&a); err != nil {
+			return nil, rqgo.SkipRetry(err)
 		}
 		// The work ignores ctx on purpose: a worker paused past its lease
 		// finishes its jobs when it wakes and tries to record them late.
-		// Half the jobs return at once, so workers also hold jobs fetched
-		// ahead (WorkerOptions.Prefetch) when they are killed or paused.
-		if rand.N(2) == 0 {
+		// Half the short jobs return at once, so workers also hold jobs
+		// fetched ahead (WorkerOptions.Prefetch) when they are killed or
+		// paused; the long ones need their leases renewed.
+		switch {
+		case a.MS > 0:
+			time.Sleep(time.Duration(a.MS) * time.Millisecond)
+		case rand.N(2) == 0:
 			time.Sleep(rand.N(21 * time.Millisecond))
 		}
 		return result{Attempt: j.Attempt, Worker: name}, nil
 	}
 	for {
 		w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{
-			Queues:          []string{queueName},
+			Queues:          queues,
 			Concurrency:     concurrency,
 			Lease:           lease,
 			ShutdownTimeout: 5 * time.Second,
