@@ -18,13 +18,13 @@ import (
 )
 
 // aclRules is the least privilege rqgo needs, for the key prefix "rqgo":
-// its keys, no channels, and only the commands the library and the rqgo
+// its keys and channels, and only the commands the library and the rqgo
 // command send, including those its Lua scripts call. The README prints
 // this line. CONFIG GET is left out: it would let the user read every
 // setting, passwords included; without it the worker only skips its check
 // of maxmemory-policy.
-const aclRules = "on ~rqgo:* resetchannels -@all " +
-	"+ping +evalsha +eval " +
+const aclRules = "on ~rqgo:* resetchannels &rqgo:* -@all " +
+	"+ping +evalsha +eval +publish +subscribe " +
 	"+get +set +del +exists +type +pexpire +persist +incrby " +
 	"+hget +hmget +hset +hsetnx +hdel +hexists +hgetall " +
 	"+lpush +rpush +lpop +blpop +llen +lrange +lrem +ltrim " +

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,9 +296,10 @@ func TestClusterQueuesOnEveryShard(t *testing.T) {
 	}
 }
 
-// An idle worker whose queues live on three different masters blocks on
-// each and is woken by an enqueue on any of them: its idle wait is an hour,
-// so only a wake-up can start these jobs.
+// An idle worker whose queues live on three different masters, where no
+// BLPOP can take their keys, waits for the wake channels' messages and is
+// woken by an enqueue on any of them: its idle wait is an hour, so only a
+// wake-up can start these jobs.
 func TestClusterIdleWorkerWakesForEachShard(t *testing.T) {
 	skipShort(t)
 	c := redistest.StartCluster(t, 3, 0)
@@ -306,41 +308,25 @@ func TestClusterIdleWorkerWakesForEachShard(t *testing.T) {
 	log, rec := recordingLogger(t)
 	w := e.worker(t, WorkerOptions{Queues: names, Logger: log})
 	w.maxBlock = time.Hour
-	stop := expectWakeUps(t, e, w, []string{names[2], names[0], names[1], names[2]},
-		func() { waitBlockedOnEveryMaster(t, e.rdb.(*redis.ClusterClient)) })
-	stop() // returns without the hour passing: shutdown wakes every shard
+	if !w.subscribed {
+		t.Fatal("a Cluster worker of three queues does not wait on the wake channels")
+	}
+	var waits atomic.Int64
+	w.waiting = func() { waits.Add(1) }
+	seen := int64(0)
+	stop := expectWakeUps(t, e, w, []string{names[2], names[0], names[1], names[2]}, func() {
+		waitFor(t, 5*time.Second, "the worker waiting again", func() bool {
+			n := waits.Load()
+			if n > seen {
+				seen = n
+				return true
+			}
+			return false
+		})
+	})
+	stop() // returns without the hour passing: shutdown ends the wait
 	if lines := rec.matching(slotErrors...); len(lines) > 0 {
 		t.Errorf("slot errors logged:\n%s", strings.Join(lines, "\n"))
-	}
-}
-
-// waitBlockedOnEveryMaster polls until each master has one client blocked
-// in BLPOP.
-func waitBlockedOnEveryMaster(t *testing.T, rdb *redis.ClusterClient) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var mu sync.Mutex
-		var notYet []string
-		err := rdb.ForEachMaster(t.Context(), func(ctx context.Context, m *redis.Client) error {
-			info, err := m.Info(ctx, "clients").Result()
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(info, "blocked_clients:1\r") {
-				mu.Lock()
-				notYet = append(notYet, m.Options().Addr)
-				mu.Unlock()
-			}
-			return nil
-		})
-		if err == nil && len(notYet) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker never blocked on every master (not on %v, err %v)", notYet, err)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -820,7 +806,7 @@ func BenchmarkEnqueueWait(b *testing.B) {
 			var run *redis.Cmd
 			var wait *redis.IntCmd
 			_, err = master.Pipelined(ctx, func(p redis.Pipeliner) error {
-				run = enqueueScript.EvalSha(ctx, p, []string{q.k.job(j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, argv...)
+				run = enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID), argv)
 				wait = redis.NewIntCmd(ctx, "WAIT", 1, 1000)
 				_ = p.Process(ctx, wait)
 				return nil

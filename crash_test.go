@@ -229,7 +229,7 @@ func TestStaleTokenIsRefused(t *testing.T) {
 		}
 		extend := extendScript.Run(ctx, e.rdb, []string{k.active(), k.jobPrefix()}, 1000, job.ID, first.token).Val()
 		release := releaseScript.Run(ctx, e.rdb, []string{k.job(job.ID), k.active(), k.pending(), k.wake()}, job.ID, first.token).Val()
-		if a, f := ack(first.token), fail(first.token); a != 0 || f != 0 || release != int64(0) || fmt.Sprint(extend) != "["+job.ID+"]" {
+		if a, f := ack(first.token), fail(first.token); a != 0 || f != 0 || release != int64(0) || fmt.Sprint(extend) != "["+first.token+"]" {
 			t.Errorf("stale token: ack %d fail %d release %v extend lost %v; want all refused", a, f, release, extend)
 		}
 		if a := ack(second.token); a != 1 {
@@ -243,6 +243,7 @@ func TestStaleTokenIsRefused(t *testing.T) {
 
 func dequeueOne(t *testing.T, w *Worker) *Job {
 	t.Helper()
+	w.markAll() // as a wake-up would
 	jobs, _, _, err := w.fetch(t.Context(), 1)
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("fetch = %d jobs, %v; want 1", len(jobs), err)

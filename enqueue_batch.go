@@ -305,10 +305,10 @@ func batchContext(batch []*enqueueCall) (context.Context, context.CancelFunc) {
 // enqueue_many.lua does not set itself: all but id, queue and attempt, which
 // prepare puts first.
 func manyFields(argv []any) []any {
-	if len(argv) >= 13 && argv[3] == fID && argv[5] == fQueue && argv[11] == fAttempt {
-		return append(argv[7:11:11], argv[13:]...)
+	if len(argv) >= 14 && argv[4] == fID && argv[6] == fQueue && argv[12] == fAttempt {
+		return append(argv[8:12:12], argv[14:]...)
 	}
-	return argv[3:] // the script's own values are the same
+	return argv[4:] // the script's own values are the same
 }
 
 // send enqueues the calls' jobs in one round trip: one enqueue.lua call for
@@ -317,7 +317,7 @@ func manyFields(argv []any) []any {
 func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 	if len(calls) == 1 {
 		c := calls[0]
-		res, err := enqueueScript.Run(ctx, q.rdb, []string{q.k.job(c.j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, c.argv...).Int64Slice()
+		res, err := enqueueScript.Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID), c.argv...).Int64Slice()
 		if err != nil {
 			reloadTopology(q.rdb)
 			c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)
@@ -326,7 +326,7 @@ func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 		c.j, c.err = finishEnqueue(c.j, res)
 		return
 	}
-	keys := []string{q.k.pending(), q.k.scheduled(), q.k.wake(), q.k.jobPrefix()}
+	keys := []string{q.k.pending(), q.k.scheduled(), q.k.wake(), q.k.jobPrefix(), q.k.active(), q.k.finished(), q.k.failed(), q.k.canceled()}
 	scripts := make([]*scriptCall, 0, (len(calls)+maxEnqueueBatch-1)/maxEnqueueBatch)
 	for rest := calls; len(rest) > 0; {
 		chunk := rest[:min(len(rest), maxEnqueueBatch)]
@@ -339,7 +339,7 @@ func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 		args = append(args, q.name)
 		for _, c := range chunk {
 			fields := manyFields(c.argv)
-			args = append(args, c.argv[:3]...)
+			args = append(args, c.argv[:4]...)
 			args = append(args, len(fields))
 			args = append(args, fields...)
 		}

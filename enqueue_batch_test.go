@@ -327,8 +327,8 @@ func TestEnqueuesShareRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Loaded beforehand, so no call needs a NOSCRIPT retry.
-	for _, s := range []*redis.Script{enqueueScript, enqueueManyScript} {
-		if err := s.Load(ctx, e.rdb).Err(); err != nil {
+	for _, s := range []*script{enqueueScript, enqueueManyScript} {
+		if err := s.Load(ctx, e.rdb); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -370,7 +370,7 @@ func TestEnqueueFlightsRunAtOnce(t *testing.T) {
 	if err := q.remember(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := enqueueScript.Load(ctx, e.rdb).Err(); err != nil {
+	if err := enqueueScript.Load(ctx, e.rdb); err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, maxFlights+1)
@@ -416,7 +416,7 @@ func TestEnqueueFlightsAcrossQueues(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := enqueueScript.Load(ctx, e.rdb).Err(); err != nil {
+	if err := enqueueScript.Load(ctx, e.rdb); err != nil {
 		t.Fatal(err)
 	}
 	// Batches of other Queues, so that a's and b's make maxFlights.

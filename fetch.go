@@ -8,32 +8,100 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
-	"sync"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// maxBlock is the longest an idle worker waits in Redis before looking
-// again, for scheduled jobs coming due. It stays under go-redis's default
-// read timeout (3s).
-const maxBlock = time.Second
+// maxBlock is the longest an idle worker waits before it looks at every
+// queue again, in case a wake-up was lost. Wake-ups are not lost while the
+// connection that carries them lives, and a worker looks at every queue
+// when it reconnects, so this is a last resort.
+const maxBlock = time.Minute
 
-// maxHold is the longest a job fetched ahead waits for a free slot before
-// the worker gives it back to its queue (see WorkerOptions.Prefetch).
+// idleReap is how often a worker reaps a queue that had no leases when it
+// last looked. A queue gets leases only from a fetch, and a fetch tells the
+// workers (dequeue.lua), who then reap it every reapEvery.
+const idleReap = time.Minute
+
+// maxHold is the longest a job fetched ahead waits for a slot
+// before the worker gives it back to its queue (see WorkerOptions.Prefetch).
 const maxHold = 100 * time.Millisecond
 
-// fetchLoop takes jobs while slots are free, blocking in Redis when there
-// are none, until ctx ends or, in burst mode, the work runs out.
+// queueState is what a worker knows of one of its queues.
+type queueState struct {
+	// dirty: the queue may have ready jobs (a wake-up came, or the last
+	// fetch left some). A fetch looks only at dirty queues and queues whose
+	// next scheduled job is due.
+	dirty atomic.Bool
+	due   atomic.Int64 // Unix ms of its earliest scheduled job, 0 when none
+	// reapAt is the Unix ms of its next reap (heartbeat loop).
+	reapAt atomic.Int64
+	// broken: a fetch was refused (a damaged key); not fetched from until
+	// brokenUntil, Unix ms (fetch loop only).
+	brokenUntil int64
+	broken      int
+}
+
+func (s *queueState) ready(nowMs int64) bool {
+	if s.brokenUntil > nowMs {
+		return false
+	}
+	due := s.due.Load()
+	return s.dirty.Load() || (due > 0 && due <= nowMs)
+}
+
+// markAll makes the worker look at every queue, and reap each soon.
+func (w *Worker) markAll() {
+	for _, st := range w.qstate {
+		st.dirty.Store(true)
+		st.reapAt.Store(0)
+	}
+	w.signalWake()
+}
+
+// signalWake ends the fetch loop's idle wait.
+func (w *Worker) signalWake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reapSoon makes the heartbeat loop reap queue i within reapEvery: it has
+// leases.
+func (w *Worker) reapSoon(i int) {
+	st := w.qstate[i]
+	at := time.Now().Add(w.reapEvery).UnixMilli()
+	for {
+		cur := st.reapAt.Load()
+		if cur <= at || st.reapAt.CompareAndSwap(cur, at) {
+			return
+		}
+	}
+}
+
+// fetchLoop takes jobs while slots are free, waiting for a wake-up when
+// there are none, until ctx ends or, in burst mode, the work runs out.
 func (w *Worker) fetchLoop(ctx context.Context) {
 	backoff := RetryPolicy{Base: 50 * time.Millisecond, Cap: 5 * time.Second}
 	failures := 0
 	ahead, lastQuick := 0, int64(0) // jobs to take beyond the free slots
+	lastSweep := time.Now()
 	for ctx.Err() == nil {
 		want, held := w.want(ahead)
 		if want <= 0 {
 			w.waitFreed(ctx)
 			continue
+		}
+		if w.opts.Burst || time.Since(lastSweep) >= w.maxBlock {
+			// A burst worker waits for no wake-up: it looks at every queue.
+			lastSweep = time.Now()
+			for _, st := range w.qstate {
+				st.dirty.Store(true)
+			}
 		}
 		fetched, idle := time.Now(), w.inflight.Load()+w.settling.Load()+int64(held) == 0
 		// Take ahead as many jobs as handlers returned within a round trip
@@ -43,8 +111,10 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		quick := w.quick.Load()
 		ahead = min(w.opts.Prefetch, int(quick-lastQuick))
 		lastQuick = quick
-		jobs, next, more, err := w.fetch(ctx, want)
-		w.roundTrip.Store(int64(time.Since(fetched)))
+		jobs, more, asked, err := w.fetch(ctx, want)
+		if asked {
+			w.roundTrip.Store(int64(time.Since(fetched)))
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -69,11 +139,42 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			if idle && w.retriesDue(fetched) {
 				return
 			}
-			w.waitBurst(ctx, next)
+			w.waitBurst(ctx, w.nextDue())
 			continue
 		}
-		w.block(ctx, next)
+		if !w.anyReady() {
+			w.block(ctx, lastSweep.Add(w.maxBlock))
+		}
 	}
+}
+
+// anyReady says whether a fetch would look at some queue now.
+func (w *Worker) anyReady() bool {
+	now := time.Now().UnixMilli()
+	for _, st := range w.qstate {
+		if st.ready(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// nextDue returns the earliest time a scheduled job of the worker's queues
+// comes due, or a queue refused by a damaged key is tried again; zero when
+// none.
+func (w *Worker) nextDue() time.Time {
+	var next int64
+	for _, st := range w.qstate {
+		for _, t := range []int64{st.due.Load(), st.brokenUntil} {
+			if t > 0 && (next == 0 || t < next) {
+				next = t
+			}
+		}
+	}
+	if next == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(next)
 }
 
 // want returns how many jobs the fetch loop should take now, 0 to wait,
@@ -175,7 +276,7 @@ func (w *Worker) retriesDue(t time.Time) bool {
 // waitBurst waits, in burst mode, for a running job to end or the next
 // retry this worker scheduled to come due.
 func (w *Worker) waitBurst(ctx context.Context, next time.Time) {
-	d := maxBlock
+	d := time.Second
 	if due := w.retryDue.Load(); due > 0 {
 		d = min(d, time.Until(time.UnixMilli(due))+time.Millisecond)
 	}
@@ -191,47 +292,69 @@ func (w *Worker) waitBurst(ctx context.Context, next time.Time) {
 	}
 }
 
-// fetch runs dequeue.lua on the queues in priority order until it has up to
-// n jobs, and starts a handler for each, or holds the job until a slot
-// frees. It returns the earliest time a scheduled job of these queues comes
-// due.
+// fetch runs dequeue.lua on the ready queues in priority order until it has
+// up to n jobs, and starts a handler for each, or holds the job until a slot
+// frees. asked reports that it asked Redis at all.
 //
 // Only the first queue's jobs are held: a later queue is asked for no more
 // jobs than there are free slots left, so a held job never makes a job of
 // a higher-priority queue wait. more reports that a later queue was not
 // asked for that reason.
-func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, next time.Time, more bool, err error) {
+//
+// A queue whose keys are damaged (dequeue.lua refuses it, naming the key)
+// is logged and left alone for a while; the others are served meanwhile.
+func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked bool, err error) {
 	w.mu.Lock()
 	free := w.opts.Concurrency - int(w.inflight.Load()) - len(w.held)
 	w.mu.Unlock()
 	lease := w.opts.Lease.Milliseconds()
+	nowMs := time.Now().UnixMilli()
 	for i := range w.queues {
-		q := &w.queues[i]
+		q, st := &w.queues[i], w.qstate[i]
+		if !st.ready(nowMs) {
+			continue
+		}
 		ask := n - len(jobs)
 		if i > 0 {
 			if ask = min(ask, free-len(jobs)); ask <= 0 {
-				return jobs, next, len(jobs) < n, nil
+				return jobs, len(jobs) < n, asked, nil
 			}
 		}
+		// Cleared before the call: a wake-up during it marks the queue again.
+		st.dirty.Store(false)
+		asked = true
 		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id).Slice()
 		if err != nil {
-			return jobs, next, false, fmt.Errorf("dequeue from %q: %w", q.name, err)
-		}
-		if len(res) < 2 || (len(res)-2)%dequeuedLen != 0 {
-			return jobs, next, false, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
-		}
-		if ms, _ := res[0].(int64); ms > 0 {
-			if t := time.UnixMilli(ms); next.IsZero() || t.Before(next) {
-				next = t
+			st.dirty.Store(true)
+			if isScriptRefusal(err) {
+				st.broken++
+				d := min(time.Second<<min(st.broken-1, 6), time.Minute)
+				st.brokenUntil = time.Now().Add(d).UnixMilli()
+				w.log.Error("queue refused: a key of it is damaged; serving the other queues and trying it again later",
+					"queue", q.name, "err", err, "in", d)
+				continue
 			}
+			return jobs, false, asked, fmt.Errorf("dequeue from %q: %w", q.name, err)
 		}
+		st.broken, st.brokenUntil = 0, 0
+		if len(res) < dequeuedHead || (len(res)-dequeuedHead)%dequeuedLen != 0 {
+			return jobs, false, asked, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
+		}
+		nextMs, _ := res[0].(int64)
+		st.due.Store(nextMs)
 		now, _ := res[1].(int64)
+		if left, _ := res[2].(int64); left > 0 {
+			st.dirty.Store(true)
+		}
+		if active, _ := res[3].(int64); active > 0 {
+			w.reapSoon(i)
+		}
 		if ctx.Err() != nil {
 			// A fetch that ends after ctx does starts nothing: its jobs are
 			// held, and the shutdown gives them back.
 			w.stop()
 		}
-		for r := res[2:]; len(r) > 0; r = r[dequeuedLen:] {
+		for r := res[dequeuedHead:]; len(r) > 0; r = r[dequeuedLen:] {
 			j, derr := w.dequeued(q, now, r[:dequeuedLen])
 			w.admit(*q, j, derr)
 			jobs = append(jobs, j)
@@ -240,8 +363,19 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, next time.Time,
 			break
 		}
 	}
-	return jobs, next, false, nil
+	return jobs, false, asked, nil
 }
+
+// isScriptRefusal says whether err is a script's refusal to run on a
+// damaged key ("rqgo: key ... holds a ..."), which moved nothing.
+func isScriptRefusal(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(err.Error(), "rqgo: key ")
+}
+
+// dequeuedHead is the number of elements before the jobs in dequeue.lua's
+// reply: next_ms, now_ms, left, active.
+const dequeuedHead = 4
 
 // dequeuedLen is the number of elements per job in dequeue.lua's reply:
 // id, token, attempt, then the fetched fields.
@@ -268,77 +402,77 @@ func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
 	return j, err
 }
 
-// block waits in Redis until a job is enqueued to one of the worker's
-// queues, the next scheduled job comes due, w.maxBlock passes, or ctx ends.
+// block waits until a wake-up comes for one of the worker's queues, the
+// next scheduled job comes due, until passes, or ctx ends.
 //
-// Each queue's keys live in their own Cluster slot, so the worker blocks on
-// each queue with a BLPOP of its own, in parallel; the first to return wakes
-// the others through the worker's per-queue wake key. With one queue (the
-// common case) that is a single BLPOP.
-func (w *Worker) block(ctx context.Context, next time.Time) {
-	d := w.maxBlock
-	if !next.IsZero() {
-		d = min(d, time.Until(next))
+// Where every wake list of the worker's queues can go in one BLPOP (a single
+// Redis, or a Cluster worker of one queue) the worker blocks in that one
+// command, on one connection, and the token it takes wakes it alone. On a
+// Cluster, a BLPOP over keys of several slots is refused, so a worker of
+// several queues waits for the messages enqueue publishes on the wake
+// channels instead, on the one connection of its subscription.
+func (w *Worker) block(ctx context.Context, until time.Time) {
+	if next := w.nextDue(); !next.IsZero() && next.Before(until) {
+		until = next
 	}
+	d := time.Until(until)
 	if d < time.Millisecond {
 		return
 	}
-	stop := context.AfterFunc(ctx, func() {
-		// Wake this worker's BLPOPs so shutdown does not wait for them.
-		w.wakeSelf(context.WithoutCancel(ctx), -1)
-	})
-	defer stop()
-	if len(w.queues) == 1 {
-		w.blpop(ctx, d, w.queues[0])
+	if w.waiting != nil {
+		w.waiting()
+	}
+	if w.subscribed {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-w.wake:
+		case <-t.C:
+		}
 		return
 	}
-	first := make(chan int, len(w.queues))
-	var wg sync.WaitGroup
-	for i, q := range w.queues {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.blpop(ctx, d, q)
-			first <- i
-		}()
-	}
-	w.wakeSelf(ctx, <-first)
-	wg.Wait()
-}
-
-// blpop waits up to d for a wake-up token of queue q.
-func (w *Worker) blpop(ctx context.Context, d time.Duration, q workerQueue) {
-	keys := []string{q.k.wakeWorker(w.id), q.k.wake()}
-	var err error
+	stop := context.AfterFunc(ctx, func() {
+		// Wake the BLPOP so shutdown does not wait for it.
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		self := w.queues[0].k.wakeWorker(w.id)
+		_, _ = w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
+			p.LPush(c, self, "1")
+			p.PExpire(c, self, 10*time.Second)
+			return nil
+		})
+	})
+	defer stop()
+	var (
+		res []string
+		err error
+	)
 	if d >= time.Second {
-		err = w.rdb.BLPop(ctx, d, keys...).Err()
+		res, err = w.rdb.BLPop(ctx, d, w.blockKeys...).Result()
 	} else {
 		// go-redis's BLPop rounds a wait under a second up to one; BLPOP
 		// itself takes fractional seconds (Redis ≥ 6). A wait this short
 		// fits in the client's read timeout.
-		err = w.rdb.Do(ctx, "BLPOP", keys[0], keys[1], strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).Err()
-	}
-	if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
-		reloadTopology(w.rdb)
-		w.log.Warn("waiting for jobs failed", "queue", q.name, "err", err)
-		sleepCtx(ctx, 100*time.Millisecond)
-	}
-}
-
-// wakeSelf pushes a token to this worker's wake key of every queue but
-// skip, ending its BLPOPs there. The keys expire in case nobody pops them.
-func (w *Worker) wakeSelf(ctx context.Context, skip int) {
-	c, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	_, _ = w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
-		for i, q := range w.queues {
-			if i != skip {
-				p.LPush(c, q.k.wakeWorker(w.id), "1")
-				p.PExpire(c, q.k.wakeWorker(w.id), 10*time.Second)
-			}
+		args := make([]any, 0, len(w.blockKeys)+2)
+		args = append(args, "BLPOP")
+		for _, k := range w.blockKeys {
+			args = append(args, k)
 		}
-		return nil
-	})
+		args = append(args, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+		res, err = w.rdb.Do(ctx, args...).StringSlice()
+	}
+	switch {
+	case err == nil && len(res) == 2:
+		if i, ok := w.wakeKeys[res[0]]; ok {
+			w.qstate[i].dirty.Store(true)
+		}
+	case err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil:
+		reloadTopology(w.rdb)
+		w.log.Warn("waiting for jobs failed", "err", err)
+		sleepCtx(ctx, 100*time.Millisecond)
+		w.markAll() // a wake-up may have come meanwhile
+	}
 }
 
 // run is one attempt of a job on this worker. It is held from its fetch
@@ -427,10 +561,17 @@ func (w *Worker) passSlot() *run {
 		r := w.held[0]
 		w.held[0] = nil
 		w.held = w.held[1:]
-		if !r.lost {
+		if !r.lost && time.Since(r.renewed) < w.opts.Lease {
 			return r
 		}
-		delete(w.running, r) // its lease was lost while it was held
+		// Its lease was lost while it was held, or may have expired: a
+		// worker paused past its lease must not start a job the reaper
+		// may have handed to another.
+		if !r.lost {
+			r.lost = true
+			r.cancel(ErrLeaseLost)
+		}
+		delete(w.running, r)
 	}
 	w.inflight.Add(-1)
 	return nil

@@ -36,6 +36,12 @@ func (k keys) canceled() string     { return k.base + "canceled" }
 func (k keys) seq() string          { return k.base + "seq" }
 func (k keys) wake() string         { return k.base + "wake" }
 func (k keys) reaper() string       { return k.base + "reaper" }
+func (k keys) reaped() string       { return k.base + "reaped" }
+
+// enqueueKeys is enqueue.lua's KEYS for the job id.
+func (k keys) enqueueKeys(id string) []string {
+	return []string{k.job(id), k.pending(), k.scheduled(), k.wake(), k.active(), k.finished(), k.failed(), k.canceled()}
+}
 
 // wakeWorker is one worker's own wake key for the queue, used to end its
 // BLPOP early (shutdown, or another queue woke it).

@@ -18,7 +18,7 @@ var errShutdown = errors.New("rqgo: worker shut down")
 
 // scriptCall is one script invocation in a pipelined batch.
 type scriptCall struct {
-	s    *redis.Script
+	s    *script
 	keys []string
 	args []any
 	cmd  *redis.Cmd
@@ -43,14 +43,12 @@ func runScripts(ctx context.Context, rdb redis.UniversalClient, calls []*scriptC
 	}
 	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, c := range calls {
-			c.cmd = c.s.EvalSha(ctx, p, c.keys, c.args...)
+			c.cmd = c.s.evalSha(ctx, p, c.keys, c.args)
 		}
 		return nil
 	})
 	for _, c := range calls {
-		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
-			c.cmd = c.s.Run(ctx, rdb, c.keys, c.args...)
-		}
+		c.cmd = c.s.fallback(ctx, rdb, c.cmd, c.keys, c.args)
 	}
 }
 
@@ -263,7 +261,8 @@ func (w *Worker) signalFreed() {
 }
 
 // heartbeatLoop renews leases every Lease/3 and reaps expired leases of the
-// worker's queues every reapEvery, until ctx ends.
+// worker's queues, until ctx ends: every reapEvery those with leases, and
+// every idleReap the others.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
 	renew := time.NewTicker(w.opts.Lease / 3)
 	defer renew.Stop()
@@ -313,7 +312,14 @@ func (w *Worker) renew(ctx context.Context) {
 		calls = append(calls, &scriptCall{s: extendScript, keys: []string{q.k.active(), q.k.jobPrefix()}, args: args})
 		groups = append(groups, runs)
 	}
-	if err := w.rdb.Set(c, workerKey(w.opts.Prefix, w.id), w.info(), lease).Err(); err != nil && ctx.Err() == nil {
+	// The id goes back in the set too: a listing drops the ids whose
+	// presence key expired, which one late heartbeat is enough for.
+	_, err := w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
+		p.Set(c, workerKey(w.opts.Prefix, w.id), w.info(), lease)
+		p.SAdd(c, workersKey(w.opts.Prefix), w.id)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
 		w.log.Warn("worker heartbeat failed", "err", err)
 	}
 	if len(calls) == 0 {
@@ -335,12 +341,12 @@ func (w *Worker) renew(ctx context.Context) {
 			continue
 		}
 		gone := make(map[string]bool, len(lost))
-		for _, id := range lost {
-			gone[id] = true
+		for _, tok := range lost {
+			gone[tok] = true
 		}
 		for _, r := range groups[i] {
 			switch {
-			case !gone[r.job.ID]:
+			case !gone[r.job.token]:
 				r.renewed = start
 			case !r.done:
 				w.loseLocked(r)
@@ -361,27 +367,53 @@ func (w *Worker) loseLocked(r *run) {
 	w.log.Warn("lease lost; handler canceled", "queue", r.q.name, "job_id", r.job.ID, "func", r.job.Func)
 }
 
-// reap runs reap.lua on every queue of the worker in one round trip.
+// reap runs reap.lua, in one round trip, on every queue of the worker whose
+// reap is due.
 func (w *Worker) reap(ctx context.Context) {
 	c, cancel := context.WithTimeout(ctx, max(w.reapEvery, time.Second))
 	defer cancel()
-	calls := make([]*scriptCall, len(w.queues))
+	now := time.Now()
+	var (
+		calls []*scriptCall
+		which []int
+	)
 	for i, q := range w.queues {
-		calls[i] = &scriptCall{s: reapScript,
-			keys: []string{q.k.active(), q.k.pending(), q.k.failed(), q.k.reaper(), q.k.wake(), q.k.jobPrefix(), q.k.finished(), q.k.canceled()},
-			args: []any{w.reapEvery.Milliseconds(), 1000, ttlMillis(w.opts.FailureTTL)}}
+		if w.qstate[i].reapAt.Load() > now.UnixMilli() {
+			continue
+		}
+		calls = append(calls, &scriptCall{s: reapScript, keys: q.reapKeys,
+			args: []any{w.reapEvery.Milliseconds(), 1000, ttlMillis(w.opts.FailureTTL)}})
+		which = append(which, i)
+	}
+	if len(calls) == 0 {
+		return
 	}
 	runScripts(c, w.rdb, calls)
-	for i, call := range calls {
+	for n, call := range calls {
+		i := which[n]
+		q, st := w.queues[i], w.qstate[i]
 		res, err := call.cmd.Int64Slice()
+		if err == nil && len(res) != 5 {
+			err = fmt.Errorf("unexpected reply %v", res)
+		}
 		if err != nil {
+			st.reapAt.Store(now.Add(w.reapEvery).UnixMilli())
 			if ctx.Err() == nil {
-				w.log.Warn("reaping expired leases failed", "queue", w.queues[i].name, "err", err)
+				w.log.Warn("reaping expired leases failed", "queue", q.name, "err", err)
 			}
 			continue
 		}
-		if len(res) == 3 && (res[0] > 0 || res[1] > 0) {
-			w.log.Warn("recovered jobs whose lease expired", "queue", w.queues[i].name, "requeued", res[0], "failed", res[1])
+		next := w.idleReap
+		if res[3] > 0 {
+			next = w.reapEvery // leases to watch
+		}
+		// reapSoon may have moved it earlier meanwhile; keep the earlier.
+		at := now.Add(next).UnixMilli()
+		if cur := st.reapAt.Load(); cur <= now.UnixMilli() || cur > at {
+			st.reapAt.CompareAndSwap(cur, at)
+		}
+		if res[0] > 0 || res[1] > 0 {
+			w.log.Warn("recovered jobs whose lease expired", "queue", q.name, "requeued", res[0], "failed", res[1])
 		}
 	}
 }

@@ -365,9 +365,9 @@ func (h *afterDequeue) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
 		if _, ok := dequeueAsk(cmd); ok {
-			if c, ok := cmd.(*redis.Cmd); ok && err == nil {
-				if res, _ := c.Slice(); len(res) > 2 {
-					h.f((len(res) - 2) / dequeuedLen)
+			if c, ok := cmd.(noRetry); ok && err == nil {
+				if res, _ := c.Slice(); len(res) >= dequeuedHead {
+					h.f((len(res) - dequeuedHead) / dequeuedLen)
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,10 +45,62 @@ func (w *Worker) register(ctx context.Context) error {
 		p.Set(ctx, workerKey(w.opts.Prefix, w.id), w.info(), w.opts.Lease)
 		return nil
 	})
+	if isOOM(err) {
+		// A full Redis still needs its workers, to drain it.
+		w.log.Warn("Redis is out of memory: the worker runs but is listed only once its heartbeat can write", "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("rqgo: start worker: %w", err)
 	}
 	return nil
+}
+
+// isOOM says whether err is Redis refusing a write for want of memory.
+func isOOM(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "OOM ")
+}
+
+// subscribe listens, on one connection of its own, for the messages that
+// tell the worker a queue gained leases (dequeue.lua publishes on the active
+// set's channel), and, when it waits that way (see block), that a queue has
+// work. It returns once Redis has confirmed the subscription.
+func (w *Worker) subscribe(ctx context.Context) (*redis.PubSub, error) {
+	chans := make([]string, 0, 2*len(w.queues))
+	for _, q := range w.queues {
+		chans = append(chans, q.k.active())
+		if w.subscribed {
+			chans = append(chans, q.k.wake())
+		}
+	}
+	sub := w.rdb.Subscribe(ctx, chans...)
+	if _, err := sub.Receive(ctx); err != nil {
+		_ = sub.Close()
+		return nil, fmt.Errorf("rqgo: start worker: subscribe to the queues' channels: %w", err)
+	}
+	go w.listen(sub, len(chans))
+	return sub, nil
+}
+
+// listen handles the subscription's messages until it is closed.
+func (w *Worker) listen(sub *redis.PubSub, n int) {
+	for m := range sub.ChannelWithSubscriptions() {
+		switch m := m.(type) {
+		case *redis.Message:
+			if i, ok := w.wakeKeys[m.Channel]; ok {
+				w.qstate[i].dirty.Store(true)
+				w.signalWake()
+			} else if i, ok := w.channels[m.Channel]; ok {
+				w.reapSoon(i)
+			}
+		case *redis.Subscription:
+			// Every channel is subscribed again after a reconnect; what was
+			// published meanwhile is lost, so look at every queue.
+			if m.Kind == "subscribe" && m.Count == n {
+				w.markAll()
+			}
+		}
+	}
 }
 
 func (w *Worker) unregister(ctx context.Context) {

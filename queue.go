@@ -108,7 +108,7 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
 	}
 	if q.waitN > 0 {
-		return q.enqueueAndWait(ctx, j, []string{q.k.job(j.ID), q.k.pending(), q.k.scheduled(), q.k.wake()}, argv)
+		return q.enqueueAndWait(ctx, j, q.k.enqueueKeys(j.ID), argv)
 	}
 	return q.enqueue(&enqueueCall{ctx: ctx, j: j, argv: argv})
 }
@@ -140,11 +140,11 @@ func (q *Queue) enqueueAndWait(ctx context.Context, j *Job, keys []string, argv 
 		return p.Process(ctx, wait)
 	}
 	_, _ = master.Pipelined(ctx, func(p redis.Pipeliner) error {
-		return send(p, func() *redis.Cmd { return enqueueScript.EvalSha(ctx, p, keys, argv...) })
+		return send(p, func() *redis.Cmd { return enqueueScript.evalSha(ctx, p, keys, argv) })
 	})
 	if redis.HasErrorPrefix(run.Err(), "NOSCRIPT") {
 		_, _ = master.Pipelined(ctx, func(p redis.Pipeliner) error {
-			return send(p, func() *redis.Cmd { return enqueueScript.Eval(ctx, p, keys, argv...) })
+			return send(p, func() *redis.Cmd { return enqueueScript.eval(ctx, p, keys, argv) })
 		})
 	}
 	res, err := run.Int64Slice()
@@ -214,8 +214,9 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 	if len(raw) > q.maxArgsSize {
 		return nil, nil, fmt.Errorf("%w: args of %q are %d bytes, over the %d-byte limit", ErrInvalid, fn, len(raw), q.maxArgsSize)
 	}
+	own := "0"
 	if o.id == "" {
-		o.id = newID()
+		o.id, own = newID(), "1"
 	}
 	j := &Job{ID: o.id, Queue: q.name, Func: fn, Args: raw, MaxRetries: o.maxRetries, Timeout: o.timeout}
 	var at int64
@@ -223,7 +224,7 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 		at = o.at.UnixMilli()
 		j.ScheduledAt = o.at
 	}
-	argv := []any{o.id, at, o.delay.Milliseconds(),
+	argv := []any{o.id, at, o.delay.Milliseconds(), own,
 		fID, o.id, fQueue, q.name, fFunc, fn, fArgs, string(raw), fAttempt, 0, fMaxRetries, o.maxRetries}
 	if o.timeout > 0 {
 		argv = append(argv, fTimeout, max(o.timeout.Milliseconds(), 1))

@@ -37,7 +37,7 @@ const (
 	prevLookback = 10 * 365 * 24 * time.Hour
 )
 
-var scheduleScript = loadScript("schedule")
+var scheduleScript = loadScript("schedule", true) // a second run finds the tick done
 
 // SchedulerOptions configures a [Scheduler]. The zero value works.
 type SchedulerOptions struct {

@@ -1,7 +1,10 @@
 package rqgo
 
 import (
+	"context"
 	"embed"
+	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -9,27 +12,157 @@ import (
 //go:embed scripts/*.lua
 var scriptFS embed.FS
 
-func loadScript(name string) *redis.Script {
-	src, err := scriptFS.ReadFile("scripts/" + name + ".lua")
-	if err != nil {
+// script is one embedded Lua script. Its source is the file's flags line
+// (`#!lua flags=...`, when it has one), then prelude.lua, then the rest of
+// the file.
+type script struct {
+	name       string
+	full, bare source // with the flags line, and without it
+	// retry lets go-redis send the script again when its reply was lost
+	// (a timeout, a dropped connection). Only scripts whose second run
+	// changes nothing get it: a second dequeue would lease a batch that
+	// nobody received.
+	retry bool
+}
+
+type source struct{ src, sha string }
+
+func newSource(src string) source { return source{src: src, sha: redis.NewScript(src).Hash()} }
+
+func loadScript(name string, retry bool) *script {
+	prelude, err1 := scriptFS.ReadFile("scripts/prelude.lua")
+	src, err2 := scriptFS.ReadFile("scripts/" + name + ".lua")
+	if err1 != nil || err2 != nil {
 		// The files are embedded at build time; a missing one is a build bug.
 		panic("rqgo: missing embedded script " + name)
 	}
-	return redis.NewScript(string(src))
+	body, flags := string(src), ""
+	if strings.HasPrefix(body, "#!") {
+		line, rest, _ := strings.Cut(body, "\n")
+		flags, body = line+"\n", rest
+	}
+	bare := string(prelude) + body
+	return &script{name: name, full: newSource(flags + bare), bare: newSource(bare), retry: retry}
 }
 
-// Every state change of a job is one of these scripts. Script.Run sends
-// EVALSHA and falls back to EVAL when Redis does not know the script yet.
+// Every state change of a job is one of these scripts.
 var (
-	enqueueScript     = loadScript("enqueue")
-	enqueueManyScript = loadScript("enqueue_many")
-	dequeueScript     = loadScript("dequeue")
-	ackManyScript     = loadScript("ack_many")
-	failScript        = loadScript("fail")
-	extendScript      = loadScript("extend")
-	reapScript        = loadScript("reap")
-	releaseScript     = loadScript("release")
-	cancelScript      = loadScript("cancel")
-	requeueScript     = loadScript("requeue")
-	emptyScript       = loadScript("empty")
+	enqueueScript     = loadScript("enqueue", true) // a second run finds its own job
+	enqueueManyScript = loadScript("enqueue_many", true)
+	dequeueScript     = loadScript("dequeue", false)
+	ackManyScript     = loadScript("ack_many", false)
+	failScript        = loadScript("fail", false)
+	extendScript      = loadScript("extend", true) // renewing twice is renewing
+	reapScript        = loadScript("reap", false)
+	releaseScript     = loadScript("release", false)
+	cancelScript      = loadScript("cancel", false)
+	requeueScript     = loadScript("requeue", false)
+	emptyScript       = loadScript("empty", false)
 )
+
+// rejectsFlags records that a server answered a script's flags line with a
+// compile error: miniredis, or a Redis older than 7. Such a server is sent
+// the scripts without it. A server that takes flags never runs a script
+// without them: the bare source goes out with EVAL only after the full
+// source failed to compile, and by EVALSHA it runs only where such an EVAL
+// loaded it.
+var rejectsFlags atomic.Bool
+
+// noRetry keeps go-redis from sending a command again after a failure that
+// may have left it executed (go-redis honors Cmder.NoRetry).
+type noRetry struct{ *redis.Cmd }
+
+func (noRetry) NoRetry() bool { return true }
+
+// processor is a client or a pipeline.
+type processor interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// cmd builds EVALSHA (sha) or EVAL of src.
+func (s *script) cmd(ctx context.Context, src source, sha bool, keys []string, args []any) *redis.Cmd {
+	argv := make([]any, 0, 3+len(keys)+len(args))
+	if sha {
+		argv = append(argv, "evalsha", src.sha)
+	} else {
+		argv = append(argv, "eval", src.src)
+	}
+	argv = append(argv, len(keys))
+	for _, k := range keys {
+		argv = append(argv, k)
+	}
+	return redis.NewCmd(ctx, append(argv, args...)...)
+}
+
+// send sends cmd through p, without go-redis's retries unless the script
+// allows them.
+func (s *script) send(ctx context.Context, p processor, cmd *redis.Cmd) {
+	if s.retry {
+		_ = p.Process(ctx, cmd)
+		return
+	}
+	_ = p.Process(ctx, noRetry{cmd})
+}
+
+// evalSha is the EVALSHA a call starts with; it goes out through p.
+func (s *script) evalSha(ctx context.Context, p processor, keys []string, args []any) *redis.Cmd {
+	src := s.full
+	if rejectsFlags.Load() {
+		src = s.bare
+	}
+	c := s.cmd(ctx, src, true, keys, args)
+	s.send(ctx, p, c)
+	return c
+}
+
+// eval is the EVAL of the source the server takes, sent through p.
+func (s *script) eval(ctx context.Context, p processor, keys []string, args []any) *redis.Cmd {
+	src := s.full
+	if rejectsFlags.Load() {
+		src = s.bare
+	}
+	c := s.cmd(ctx, src, false, keys, args)
+	s.send(ctx, p, c)
+	return c
+}
+
+// Run runs the script on rdb: EVALSHA, then EVAL when Redis does not know
+// the script yet (NOSCRIPT), then the source without its flags line when the
+// server does not parse it.
+func (s *script) Run(ctx context.Context, rdb redis.UniversalClient, keys []string, args ...any) *redis.Cmd {
+	return s.fallback(ctx, rdb, s.evalSha(ctx, rdb, keys, args), keys, args)
+}
+
+// fallback follows up an EVALSHA answered NOSCRIPT, returning the command
+// whose reply counts.
+func (s *script) fallback(ctx context.Context, rdb redis.UniversalClient, c *redis.Cmd, keys []string, args []any) *redis.Cmd {
+	if !redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+		return c
+	}
+	c = s.cmd(ctx, s.full, false, keys, args)
+	s.send(ctx, rdb, c)
+	if err := c.Err(); err != nil && s.full.sha != s.bare.sha && strings.Contains(err.Error(), "near '#'") {
+		rejectsFlags.Store(true)
+		c = s.cmd(ctx, s.bare, false, keys, args)
+		s.send(ctx, rdb, c)
+	}
+	return c
+}
+
+// Hash returns the SHA1 digest that calls of the script send now.
+func (s *script) Hash() string {
+	if rejectsFlags.Load() {
+		return s.bare.sha
+	}
+	return s.full.sha
+}
+
+// Load puts the script in the server's script cache, in the form it takes.
+func (s *script) Load(ctx context.Context, rdb redis.UniversalClient) error {
+	err := rdb.ScriptLoad(ctx, s.full.src).Err()
+	if err != nil && s.full.sha != s.bare.sha && strings.Contains(err.Error(), "near '#'") {
+		rejectsFlags.Store(true)
+		err = rdb.ScriptLoad(ctx, s.bare.src).Err()
+	}
+	return err
+}

@@ -125,12 +125,22 @@ type Worker struct {
 	outcomes  chan *outcome
 	retryDue  atomic.Int64 // Unix ms of the latest retry this worker scheduled
 	reapEvery time.Duration
+	idleReap  time.Duration
 	started   atomic.Bool
+	qstate    []*queueState // per queue, as w.queues
+	wake      chan struct{} // a wake-up came (subscribed workers)
+	// subscribed: the worker waits for messages on the wake channels rather
+	// than in a BLPOP over blockKeys (see block).
+	subscribed bool
+	blockKeys  []string       // the BLPOP's keys: this worker's own wake key, then each queue's
+	wakeKeys   map[string]int // queue index by wake key (and channel)
+	channels   map[string]int // queue index by active-set channel
+	waiting    func()         // called when the fetch loop starts an idle wait; tests only
 	// handlerBase is the parent of every handler's context; it ends when
 	// the shutdown grace period does.
 	handlerBase context.Context
 	startedAt   time.Time
-	maxBlock    time.Duration // longest idle wait in Redis: maxBlock, longer in tests
+	maxBlock    time.Duration // longest idle wait before looking at every queue: maxBlock
 	maxHold     time.Duration // longest a fetched job waits for a slot: maxHold, shorter in tests
 }
 
@@ -140,6 +150,7 @@ type workerQueue struct {
 	// Key lists of the hot-path scripts, built once.
 	dequeueKeys []string
 	ackKeys     []string
+	reapKeys    []string
 }
 
 func newWorkerQueue(prefix, name string) workerQueue {
@@ -147,6 +158,7 @@ func newWorkerQueue(prefix, name string) workerQueue {
 	return workerQueue{name: name, k: k,
 		dequeueKeys: []string{k.pending(), k.active(), k.scheduled(), k.seq(), k.wake(), k.jobPrefix()},
 		ackKeys:     []string{k.active(), k.finished(), k.jobPrefix()},
+		reapKeys:    []string{k.active(), k.pending(), k.failed(), k.reaper(), k.wake(), k.jobPrefix(), k.finished(), k.canceled(), k.reaped()},
 	}
 }
 
@@ -202,9 +214,27 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		maxBlock:  maxBlock,
 		maxHold:   maxHold,
 		reapEvery: min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
+		idleReap:  idleReap,
+		wake:      make(chan struct{}, 1),
+		wakeKeys:  map[string]int{},
+		channels:  map[string]int{},
 	}
-	for _, name := range o.Queues {
-		w.queues = append(w.queues, newWorkerQueue(o.Prefix, name))
+	for i, name := range o.Queues {
+		q := newWorkerQueue(o.Prefix, name)
+		w.queues = append(w.queues, q)
+		st := &queueState{}
+		st.dirty.Store(true)
+		w.qstate = append(w.qstate, st)
+		w.wakeKeys[q.k.wake()] = i
+		w.channels[q.k.active()] = i
+	}
+	_, cluster := rdb.(*redis.ClusterClient)
+	w.subscribed = cluster && len(w.queues) > 1
+	if len(w.queues) > 0 {
+		w.blockKeys = append(w.blockKeys, w.queues[0].k.wakeWorker(w.id))
+		for _, q := range w.queues {
+			w.blockKeys = append(w.blockKeys, q.k.wake())
+		}
 	}
 	if o.Concurrency > 0 {
 		w.outcomes = make(chan *outcome, o.Concurrency+o.Prefetch)
@@ -350,6 +380,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.register(ctx); err != nil {
 		return err
 	}
+	sub, err := w.subscribe(ctx)
+	if err != nil {
+		w.unregister(ctx)
+		return err
+	}
+	defer sub.Close()
 	w.checkEviction(ctx)
 	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency, "prefetch", w.opts.Prefetch, "lease", w.opts.Lease)
 

@@ -1,4 +1,6 @@
+#!lua flags=allow-oom
 -- ack_many.lua: record the successful attempts of a batch of jobs of one queue.
+-- It runs when Redis is out of memory too (allow-oom): acking frees memory.
 --
 -- KEYS[1] active zset     <prefix>:{<queue>}:active
 -- KEYS[2] finished zset   <prefix>:{<queue>}:finished  (id -> end time ms)
@@ -12,8 +14,11 @@
 -- Returns one code per job, in order: 1 = recorded, 0 = the token is stale
 -- (the lease was lost and the job belongs to another attempt now, or its key
 -- is damaged): nothing is written for that job, the others are recorded.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local err = check(KEYS[1], 'zset', KEYS[2], 'zset')
+if err then
+  return err
+end
+local now = now_ms()
 local nows = tostring(now) -- formatted once, not per job
 local default = tonumber(ARGV[1])
 local out = {}

@@ -1,4 +1,6 @@
--- cancel.lua: cancel a queued or scheduled job.
+#!lua flags=allow-oom
+-- cancel.lua: cancel a queued or scheduled job. It runs when Redis is out of
+-- memory too (allow-oom): a canceled job takes no more room than a queued one.
 --
 -- KEYS[1] job hash        <prefix>:{<queue>}:job:<id>
 -- KEYS[2] pending list    <prefix>:{<queue>}:pending
@@ -10,7 +12,12 @@
 --         (0 = keep nothing, -1 = forever)
 --
 -- Returns {code, status}: 1 = canceled, 0 = no such job, -1 = the job's
--- status (returned) does not allow it.
+-- status (returned) does not allow it. A list or set of the wrong type answers
+-- an error naming it, and nothing is written.
+local err = check(KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset')
+if err then
+  return err
+end
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
   return {0, ''}
 end
@@ -25,8 +32,7 @@ elseif st == 'scheduled' then
 else
   return {-1, st}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms')) or tonumber(ARGV[2])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])

@@ -1,40 +1,63 @@
+#!lua
 -- enqueue.lua: create a job and make it ready (or schedule it).
 --
 -- KEYS[1] job hash        <prefix>:{<queue>}:job:<id>
 -- KEYS[2] pending list    <prefix>:{<queue>}:pending
 -- KEYS[3] scheduled zset  <prefix>:{<queue>}:scheduled
--- KEYS[4] wake list       <prefix>:{<queue>}:wake
+-- KEYS[4] wake list       <prefix>:{<queue>}:wake  (also a channel)
+-- KEYS[5] active zset     <prefix>:{<queue>}:active
+-- KEYS[6] finished zset   <prefix>:{<queue>}:finished
+-- KEYS[7] failed zset     <prefix>:{<queue>}:failed
+-- KEYS[8] canceled zset   <prefix>:{<queue>}:canceled
 --
 -- ARGV[1] job id
 -- ARGV[2] absolute ready time, Unix ms (0 = now)
 -- ARGV[3] delay from Redis's clock, ms (0 = none; wins over ARGV[2])
--- ARGV[4..] field, value pairs stored in the job hash
+-- ARGV[4] '1' when rqgo made the id up for this call: a job with it can only
+--         be this call's own, written by a first send whose reply was lost;
+--         '0' for an id the caller chose
+-- ARGV[5..] field, value pairs stored in the job hash
 --
 -- Returns {code, now_ms}: code 0 = a job with this id exists (nothing written),
 -- 1 = queued, 2 = scheduled.
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[4] == '1' then
+    local h = redis.call('HMGET', KEYS[1], 'status', 'created_at')
+    if h[1] == 'scheduled' then
+      return {2, tonumber(h[2]) or 0}
+    end
+    return {1, tonumber(h[2]) or 0}
+  end
   return {0, 0}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local at = tonumber(ARGV[2])
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   at = now + delay
 end
+local id = ARGV[1]
+if ARGV[4] ~= '1' then
+  -- An id the caller chose may have been used by a job that expired since:
+  -- its entries in the sets would otherwise apply to this job. A set of the
+  -- wrong type fails here, before anything is written.
+  for i = 3, 8 do
+    if i ~= 4 then
+      redis.call('ZREM', KEYS[i], id)
+    end
+  end
+end
+-- The list or set first: a key of the wrong type fails the call before the
+-- hash is written.
 local code = 1
 local nows = tostring(now)
 if at > now then
-  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'created_at', nows, 'scheduled_at', at, unpack(ARGV, 4))
-  redis.call('ZADD', KEYS[3], at, ARGV[1])
+  redis.call('ZADD', KEYS[3], at, id)
+  redis.call('HSET', KEYS[1], 'status', 'scheduled', 'created_at', nows, 'scheduled_at', at, unpack(ARGV, 5))
   code = 2
 else
-  redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', nows, 'enqueued_at', nows, unpack(ARGV, 4))
-  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('RPUSH', KEYS[2], id)
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', nows, 'enqueued_at', nows, unpack(ARGV, 5))
 end
--- One token at most: an idle worker wakes, fetches (or recomputes its wait
--- for a scheduled job) and passes the wake-up on while work remains.
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('LPUSH', KEYS[4], '1')
-end
+wake(KEYS[4])
 return {code, now}

@@ -1,4 +1,6 @@
--- extend.lua: renew the leases of a worker's running jobs in one queue.
+#!lua flags=allow-oom
+-- extend.lua: renew the leases of a worker's running jobs in one queue. It
+-- runs when Redis is out of memory too (allow-oom): a renewal adds nothing.
 --
 -- KEYS[1] active zset     <prefix>:{<queue>}:active
 -- KEYS[2] job key prefix  <prefix>:{<queue>}:job:  (plus the id: same hash tag)
@@ -6,11 +8,15 @@
 -- ARGV[1] lease, ms
 -- ARGV[2..] job id, attempt token pairs
 --
--- Returns the ids whose lease is lost (token replaced or no longer active):
--- the worker must stop those handlers and write nothing for them.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = now + tonumber(ARGV[1])
+-- Returns the tokens of the attempts whose lease is lost (token replaced or
+-- no longer active): the worker must stop those handlers and write nothing
+-- for them. (Tokens, not ids: a worker may hold a stale attempt and a new one
+-- of the same job.)
+local err = check(KEYS[1], 'zset')
+if err then
+  return err
+end
+local deadline = now_ms() + tonumber(ARGV[1])
 local lost = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
@@ -21,7 +27,7 @@ for i = 2, #ARGV, 2 do
       and redis.call('ZSCORE', KEYS[1], id) then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
   else
-    lost[#lost + 1] = id
+    lost[#lost + 1] = ARGV[i + 1]
   end
 end
 return lost

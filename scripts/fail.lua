@@ -1,11 +1,14 @@
--- fail.lua: record a failed attempt; schedule the retry or fail the job.
+#!lua flags=allow-oom
+-- fail.lua: record a failed attempt; schedule the retry or fail the job. It
+-- runs when Redis is out of memory too (allow-oom), so a full Redis still
+-- settles the attempts it handed out.
 --
 -- KEYS[1] job hash        <prefix>:{<queue>}:job:<id>
 -- KEYS[2] active zset     <prefix>:{<queue>}:active
 -- KEYS[3] scheduled zset  <prefix>:{<queue>}:scheduled
 -- KEYS[4] failed zset     <prefix>:{<queue>}:failed  (id -> end time ms)
 -- KEYS[5] pending list    <prefix>:{<queue>}:pending
--- KEYS[6] wake list       <prefix>:{<queue>}:wake
+-- KEYS[6] wake list       <prefix>:{<queue>}:wake  (also a channel)
 --
 -- ARGV[1] job id
 -- ARGV[2] attempt token the worker was given
@@ -14,28 +17,28 @@
 -- ARGV[5] failure TTL ms when the job sets none (0 = keep nothing, -1 = forever)
 --
 -- Returns 0 when the token is stale (nothing written), 1 when a retry is
--- queued or scheduled, 2 when the job failed.
+-- queued or scheduled, 2 when the job failed. A key of the wrong type answers
+-- an error naming it, and nothing is written.
+local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'list')
+if err then
+  return err
+end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], 'token')
 local delay = tonumber(ARGV[4])
 if delay == 0 then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now, 'error', ARGV[3])
   redis.call('RPUSH', KEYS[5], ARGV[1])
-  if redis.call('EXISTS', KEYS[6]) == 0 then
-    redis.call('LPUSH', KEYS[6], '1')
-  end
+  wake(KEYS[6])
   return 1
 elseif delay > 0 then
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'scheduled_at', now + delay, 'error', ARGV[3])
   redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
-  if redis.call('EXISTS', KEYS[6]) == 0 then
-    redis.call('LPUSH', KEYS[6], '1')
-  end
+  wake(KEYS[6])
   return 1
 end
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms')) or tonumber(ARGV[5])

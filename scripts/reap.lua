@@ -1,30 +1,52 @@
+#!lua flags=allow-oom
 -- reap.lua: recover jobs whose lease expired, and drop registry entries whose
--- job hash has expired. Runs at most once per lock period per queue, whoever
--- calls it.
+-- job has expired or is no longer in that state. Runs at most once per lock
+-- period per queue, whoever calls it. It runs when Redis is out of memory
+-- too (allow-oom): it frees memory, and a full Redis must still recover the
+-- jobs of dead workers.
 --
 -- KEYS[1] active zset     <prefix>:{<queue>}:active
 -- KEYS[2] pending list    <prefix>:{<queue>}:pending
 -- KEYS[3] failed zset     <prefix>:{<queue>}:failed
 -- KEYS[4] reaper lock     <prefix>:{<queue>}:reaper
--- KEYS[5] wake list       <prefix>:{<queue>}:wake
+-- KEYS[5] wake list       <prefix>:{<queue>}:wake  (also a channel)
 -- KEYS[6] job key prefix  <prefix>:{<queue>}:job:  (plus the id: same hash tag)
 -- KEYS[7] finished zset   <prefix>:{<queue>}:finished
 -- KEYS[8] canceled zset   <prefix>:{<queue>}:canceled
+-- KEYS[9] cursor hash     <prefix>:{<queue>}:reaped  (per registry: the rank
+--         where the next look at it starts)
 --
 -- ARGV[1] lock period, ms
 -- ARGV[2] most jobs to look at per registry
 -- ARGV[3] failure TTL ms when the job sets none (0 = keep nothing, -1 = forever)
 --
--- Returns {requeued, failed, cleaned}, or {-1, 0, 0} when another caller
--- reaped this queue within the lock period.
-if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[1]) then
-  return {-1, 0, 0}
+-- Returns {requeued, failed, cleaned, active, registered}: active is the size
+-- of the active set and registered the size of the three registries
+-- afterwards; requeued is -1 when another caller reaped this queue within
+-- the lock period (then only active is counted).
+--
+-- Each pass looks at the next ARGV[2] entries of each registry after where
+-- the last pass stopped, wrapping around, so jobs kept forever at the head
+-- of a registry never hide the expired ones behind them.
+local lock = redis.call('TYPE', KEYS[4]).ok
+if lock == 'string' then
+  local active = redis.pcall('ZCARD', KEYS[1])
+  if failed(active) then
+    return bad(KEYS[1], 'zset')
+  end
+  return {-1, 0, 0, active, 0}
+elseif lock ~= 'none' then
+  return bad(KEYS[4], 'string')
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local err = check(KEYS[1], 'zset', KEYS[2], 'list', KEYS[3], 'zset', KEYS[7], 'zset', KEYS[8], 'zset', KEYS[9], 'hash')
+if err then
+  return err
+end
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
+local now = now_ms()
 local limit = tonumber(ARGV[2])
 local prefix = KEYS[6]
-local requeued, failed, cleaned = 0, 0, 0
+local requeued, failedn, cleaned = 0, 0, 0
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do
@@ -45,7 +67,7 @@ for _, id in ipairs(expired) do
           redis.call('PEXPIRE', k, ttl)
         end
       end
-      failed = failed + 1
+      failedn = failedn + 1
     else
       redis.call('HSET', k, 'status', 'queued', 'enqueued_at', now, 'error', 'lease expired')
       -- To the front: this job has waited longest.
@@ -55,17 +77,35 @@ for _, id in ipairs(expired) do
   end
 end
 if requeued > 0 then
-  redis.call('LPUSH', KEYS[5], '1')
-  redis.call('LTRIM', KEYS[5], 0, 0)
+  wake(KEYS[5])
 end
 
--- Registries hold ids in end-time order; the oldest entries expire first.
-for _, reg in ipairs({KEYS[7], KEYS[3], KEYS[8]}) do
-  for _, id in ipairs(redis.call('ZRANGE', reg, 0, limit - 1)) do
-    if redis.call('EXISTS', prefix .. id) == 0 then
+-- An entry stays while its job exists in the registry's state: an expired
+-- job leaves, and so does one whose id a new job took.
+local registered = 0
+for _, r in ipairs({{KEYS[7], 'finished'}, {KEYS[3], 'failed'}, {KEYS[8], 'canceled'}}) do
+  local reg, state = r[1], r[2]
+  local from = tonumber(redis.call('HGET', KEYS[9], state)) or 0
+  local ids = redis.call('ZRANGE', reg, from, from + limit - 1)
+  if #ids == 0 and from > 0 then
+    from = 0
+    ids = redis.call('ZRANGE', reg, 0, limit - 1)
+  end
+  local kept = 0
+  for _, id in ipairs(ids) do
+    local st = redis.pcall('HGET', prefix .. id, 'status')
+    if st == state then
+      kept = kept + 1
+    else
       redis.call('ZREM', reg, id)
       cleaned = cleaned + 1
     end
   end
+  local nextFrom = from + kept
+  if #ids < limit then
+    nextFrom = 0
+  end
+  redis.call('HSET', KEYS[9], state, nextFrom)
+  registered = registered + redis.call('ZCARD', reg)
 end
-return {requeued, failed, cleaned}
+return {requeued, failedn, cleaned, redis.call('ZCARD', KEYS[1]), registered}

@@ -1,21 +1,29 @@
+#!lua
 -- requeue.lua: put failed or canceled jobs back in line, attempts reset.
 --
 -- KEYS[1] pending list    <prefix>:{<queue>}:pending
 -- KEYS[2] failed zset     <prefix>:{<queue>}:failed
 -- KEYS[3] canceled zset   <prefix>:{<queue>}:canceled
--- KEYS[4] wake list       <prefix>:{<queue>}:wake
+-- KEYS[4] wake list       <prefix>:{<queue>}:wake  (also a channel)
 -- KEYS[5] job key prefix  <prefix>:{<queue>}:job:  (plus the id: same hash tag)
 --
 -- ARGV[1..] job ids
 --
 -- Returns how many jobs were requeued. Ids that are not failed or canceled
--- are left alone; ids whose hash expired leave the registries.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- are left alone; ids whose hash expired leave the registries. A key of the
+-- wrong type answers an error naming it, and nothing is written.
+local err = check(KEYS[1], 'list', KEYS[2], 'zset', KEYS[3], 'zset')
+if err then
+  return err
+end
+local now = now_ms()
 local n = 0
 for _, id in ipairs(ARGV) do
   local k = KEYS[5] .. id
-  local st = redis.call('HGET', k, 'status')
+  local st = redis.pcall('HGET', k, 'status')
+  if failed(st) then
+    st = nil -- not a job: its id leaves the registries
+  end
   if st == 'failed' or st == 'canceled' then
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
@@ -30,7 +38,6 @@ for _, id in ipairs(ARGV) do
   end
 end
 if n > 0 then
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, 0)
+  wake(KEYS[4])
 end
 return n

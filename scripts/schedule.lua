@@ -1,3 +1,4 @@
+#!lua
 -- schedule.lua: turn one tick of a periodic entry into at most one job.
 -- Every scheduler calls it for every tick; the entry's last_tick decides, so
 -- a tick becomes a job once however many schedulers run.
@@ -6,7 +7,7 @@
 -- KEYS[2] job hash         <prefix>:{<queue>}:job:<name>@<tick unix s>
 -- KEYS[3] pending list     <prefix>:{<queue>}:pending
 -- KEYS[4] scheduled zset   <prefix>:{<queue>}:scheduled
--- KEYS[5] wake list        <prefix>:{<queue>}:wake
+-- KEYS[5] wake list        <prefix>:{<queue>}:wake  (also a channel)
 --
 -- ARGV[1]  tick, Unix ms by the scheduler's clock (0 = nothing due: only
 --          record the entry)
@@ -20,8 +21,9 @@
 --          description gets one either way
 -- ARGV[8..12] name, queue, func, spec, timezone of the entry
 -- ARGV[13] job id, ARGV[14] absolute ready time (Unix ms, 0 = now),
--- ARGV[15] delay (ms, 0 = none), ARGV[16..] job hash field, value pairs:
---          the arguments enqueue.lua takes, from the same Go code.
+-- ARGV[15] delay (ms, 0 = none), ARGV[16] '0' (the id is the tick's),
+-- ARGV[17..] job hash field, value pairs: the arguments enqueue.lua takes,
+--          from the same Go code.
 --
 -- Returns {code, now_ms} (now_ms by Redis's clock):
 --   0 = the tick is not newer than last_tick (already enqueued, or nothing
@@ -29,8 +31,12 @@
 --   3 = a job with the tick's id existed already (recorded as done);
 --   4 = the tick was missed and is skipped; 5 = the tick is older than the
 --       entry and is skipped.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A key of the wrong type answers an error naming it, and nothing is written.
+local err = check(KEYS[1], 'hash', KEYS[3], 'list', KEYS[4], 'zset')
+if err then
+  return err
+end
+local now = now_ms()
 local tick = tonumber(ARGV[1])
 local nextRun = tonumber(ARGV[4])
 
@@ -76,14 +82,13 @@ if delay > 0 then
 end
 local code = 1
 if at > now then
-  redis.call('HSET', KEYS[2], 'status', 'scheduled', 'created_at', now, 'scheduled_at', at, unpack(ARGV, 16))
+  redis.call('HSET', KEYS[2], 'status', 'scheduled', 'created_at', now, 'scheduled_at', at, unpack(ARGV, 17))
   redis.call('ZADD', KEYS[4], at, id)
   code = 2
 else
-  redis.call('HSET', KEYS[2], 'status', 'queued', 'created_at', now, 'enqueued_at', now, unpack(ARGV, 16))
+  redis.call('HSET', KEYS[2], 'status', 'queued', 'created_at', now, 'enqueued_at', now, unpack(ARGV, 17))
   redis.call('RPUSH', KEYS[3], id)
 end
-redis.call('LPUSH', KEYS[5], '1')
-redis.call('LTRIM', KEYS[5], 0, 0)
+wake(KEYS[5])
 redis.call('HSET', KEYS[1], 'last_run', now)
 return finish(code)
