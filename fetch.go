@@ -436,7 +436,7 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 		// Wake the BLPOP so shutdown does not wait for it.
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
-		self := w.queues[0].k.wakeWorker(w.id)
+		self := w.blockKeys[0]
 		_, _ = w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
 			p.LPush(c, self, "1")
 			p.PExpire(c, self, 10*time.Second)

@@ -43,8 +43,8 @@ func (k keys) enqueueKeys(id string) []string {
 	return []string{k.job(id), k.pending(), k.scheduled(), k.wake(), k.active(), k.finished(), k.failed(), k.canceled()}
 }
 
-// wakeWorker is one worker's own wake key for the queue, used to end its
-// BLPOP early (shutdown, or another queue woke it).
+// wakeWorker is one Worker's own wake key (id is its name and a random
+// suffix): shutdown pushes to it to end the worker's BLPOP.
 func (k keys) wakeWorker(id string) string { return k.base + "wake:" + id }
 
 // queuesKey is the set of known queue names.

@@ -73,8 +73,11 @@ func (w *Worker) subscribe(ctx context.Context) (*redis.PubSub, error) {
 			chans = append(chans, q.k.wake())
 		}
 	}
-	sub := w.rdb.Subscribe(ctx, chans...)
-	if _, err := sub.Receive(ctx); err != nil {
+	// A Run whose context ends this early still starts and stops cleanly.
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	sub := w.rdb.Subscribe(c, chans...)
+	if _, err := sub.Receive(c); err != nil {
 		_ = sub.Close()
 		return nil, fmt.Errorf("rqgo: start worker: subscribe to the queues' channels: %w", err)
 	}

@@ -257,7 +257,7 @@ func encodeArgs(args any) (json.RawMessage, error) {
 		}
 		return a, nil
 	}
-	return json.Marshal(args)
+	return marshalJSON(args) // as written: a job hash is not HTML
 }
 
 // newID returns a random job id: 20 hex digits (80 random bits).

@@ -63,3 +63,18 @@ func TestResultStoredAsWritten(t *testing.T) {
 		}
 	})
 }
+
+// Args given as Go values are stored as encoded, without HTML escapes.
+func TestGoArgsStoredAsWritten(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		q := e.queue("default")
+		j, err := q.EnqueueContext(t.Context(), "f", map[string]string{"url": "/?a=1&b=<2>"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `{"url":"/?a=1&b=<2>"}`
+		if got := e.rdb.HGet(t.Context(), q.k.job(j.ID), fArgs).Val(); got != want {
+			t.Errorf("stored args = %s, want %s", got, want)
+		}
+	})
+}

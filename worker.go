@@ -231,7 +231,8 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 	_, cluster := rdb.(*redis.ClusterClient)
 	w.subscribed = cluster && len(w.queues) > 1
 	if len(w.queues) > 0 {
-		w.blockKeys = append(w.blockKeys, w.queues[0].k.wakeWorker(w.id))
+		// Its own, even among workers of the same name.
+		w.blockKeys = append(w.blockKeys, w.queues[0].k.wakeWorker(w.id+"."+newID()[:8]))
 		for _, q := range w.queues {
 			w.blockKeys = append(w.blockKeys, q.k.wake())
 		}

@@ -157,6 +157,7 @@ func rawOrNull(r json.RawMessage) json.RawMessage {
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // the JSON is printed, not put in a page
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
