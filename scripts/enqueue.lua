@@ -21,6 +21,9 @@
 -- Returns {code, now_ms}: code 0 = a job with this id exists (nothing written),
 -- 1 = queued, 2 = scheduled.
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
+    return bad(KEYS[1], 'hash')
+  end
   if ARGV[4] == '1' then
     local h = redis.call('HMGET', KEYS[1], 'status', 'created_at')
     if h[1] == 'scheduled' then
@@ -42,21 +45,26 @@ if ARGV[4] ~= '1' then
   -- its entries in the sets would otherwise apply to this job. A set of the
   -- wrong type fails here, before anything is written.
   for i = 3, 8 do
-    if i ~= 4 then
-      redis.call('ZREM', KEYS[i], id)
+    if i ~= 4 and failed(redis.pcall('ZREM', KEYS[i], id)) then
+      return bad(KEYS[i], 'zset')
     end
   end
 end
 -- The list or set first: a key of the wrong type fails the call before the
--- hash is written.
+-- hash is written. (A failed write of a script changes nothing, so these
+-- cost no check of their own.)
 local code = 1
 local nows = tostring(now)
 if at > now then
-  redis.call('ZADD', KEYS[3], at, id)
+  if failed(redis.pcall('ZADD', KEYS[3], at, id)) then
+    return bad(KEYS[3], 'zset')
+  end
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'created_at', nows, 'scheduled_at', at, unpack(ARGV, 5))
   code = 2
 else
-  redis.call('RPUSH', KEYS[2], id)
+  if failed(redis.pcall('RPUSH', KEYS[2], id)) then
+    return bad(KEYS[2], 'list')
+  end
   redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', nows, 'enqueued_at', nows, unpack(ARGV, 5))
 end
 wake(KEYS[4])
