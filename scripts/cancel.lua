@@ -14,7 +14,7 @@
 -- Returns {code, status}: 1 = canceled, 0 = no such job, -1 = the job's
 -- status (returned) does not allow it. A list or set of the wrong type answers
 -- an error naming it, and nothing is written.
-local err = check(KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset')
+local err = check(KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset')
 if err then
   return err
 end

@@ -32,7 +32,7 @@
 --   4 = the tick was missed and is skipped; 5 = the tick is older than the
 --       entry and is skipped.
 -- A key of the wrong type answers an error naming it, and nothing is written.
-local err = check(KEYS[1], 'hash', KEYS[3], 'list', KEYS[4], 'zset')
+local err = check(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'list', KEYS[4], 'zset')
 if err then
   return err
 end
