@@ -186,15 +186,7 @@ type damageRow struct {
 	call  func(s *damagedState) damageCall
 	slots []keySlot
 	wake  int // the wake list's slot, 0 when the script takes none
-	// known, when set, is a reported bug: while the script still answers a
-	// damaged key without naming it, the row is skipped with this note
-	// (after checking that nothing changed).
-	known string
 }
-
-// enqueueKnown is the note of enqueue.lua's rows.
-const enqueueKnown = "enqueue.lua checks no key before its first write: it answers a damaged job hash " +
-	"as an existing job and a damaged list or set with Redis's WRONGTYPE error, which names no key"
 
 func damageRows() []damageRow {
 	failRow := func(name string, id string, delay int64, slots ...keySlot) damageRow {
@@ -221,7 +213,6 @@ func damageRows() []damageRow {
 		{
 			name:  "enqueue chosen id",
 			wake:  4,
-			known: enqueueKnown,
 			slots: []keySlot{{1, "hash"}, {2, "list"}, {3, "zset"}, {5, "zset"}, {6, "zset"}, {7, "zset"}, {8, "zset"}},
 			call: func(s *damagedState) damageCall {
 				_, argv := s.prepare(JobID("new"))
@@ -231,7 +222,6 @@ func damageRows() []damageRow {
 		{
 			name:  "enqueue delayed",
 			wake:  4,
-			known: enqueueKnown,
 			slots: []keySlot{{1, "hash"}, {3, "zset"}},
 			call: func(s *damagedState) damageCall {
 				id, argv := s.prepare(In(time.Hour))
@@ -417,9 +407,6 @@ func TestDamagedKeyRefusedByEveryScript(t *testing.T) {
 							t.Errorf("%s.lua with %s damaged (%s) changed keys, want none changed:\n%s", c.s.name, name, d.name, diff)
 						}
 						if msg := refusalProblem(c.s.name, key, slot.holds, d, res, err); msg != "" {
-							if row.known != "" {
-								t.Skipf("known bug (%s): %s", row.known, msg)
-							}
 							t.Error(msg)
 						}
 					})

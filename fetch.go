@@ -16,15 +16,18 @@ import (
 )
 
 // maxBlock is the longest an idle worker waits before it looks at every
-// queue again, in case a wake-up was lost. Wake-ups are not lost while the
-// connection that carries them lives, and a worker looks at every queue
-// when it reconnects, so this is a last resort.
-const maxBlock = time.Minute
+// queue again (one LLEN and one ZRANGE each, in one round trip), in case a
+// wake-up was lost. Wake-ups are not lost while the connection that carries
+// them lives, and a worker looks at every queue when it reconnects, so this
+// is a last resort.
+const maxBlock = 5 * time.Minute
 
-// idleReap is how often a worker reaps a queue that had no leases when it
-// last looked. A queue gets leases only from a fetch, and a fetch tells the
-// workers (dequeue.lua), who then reap it every reapEvery.
-const idleReap = time.Minute
+// idleReap is how often a worker reaps a queue that had no leases but had
+// registry entries when it last reaped it, to drop the entries of expired
+// jobs. A queue with neither is reaped again only once it has leases: a
+// queue gets leases only from a fetch, and a fetch tells the workers
+// (dequeue.lua), who then reap it every reapEvery.
+const idleReap = 10 * time.Minute
 
 // maxHold is the longest a job fetched ahead waits for a slot
 // before the worker gives it back to its queue (see WorkerOptions.Prefetch).
@@ -96,12 +99,14 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			w.waitFreed(ctx)
 			continue
 		}
-		if w.opts.Burst || time.Since(lastSweep) >= w.maxBlock {
+		if w.opts.Burst {
 			// A burst worker waits for no wake-up: it looks at every queue.
-			lastSweep = time.Now()
 			for _, st := range w.qstate {
 				st.dirty.Store(true)
 			}
+		} else if time.Since(lastSweep) >= w.maxBlock {
+			lastSweep = time.Now()
+			w.look(ctx)
 		}
 		fetched, idle := time.Now(), w.inflight.Load()+w.settling.Load()+int64(held) == 0
 		// Take ahead as many jobs as handlers returned within a round trip
@@ -144,6 +149,35 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		}
 		if !w.anyReady() {
 			w.block(ctx, lastSweep.Add(w.maxBlock))
+		}
+	}
+}
+
+// look reads, in one round trip, how many jobs each queue has ready and when
+// its next scheduled job is due, and marks the queues a fetch must look at.
+// When the reads fail, every queue is marked.
+func (w *Worker) look(ctx context.Context) {
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lens := make([]*redis.IntCmd, len(w.queues))
+	firsts := make([]*redis.ZSliceCmd, len(w.queues))
+	_, err := w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
+		for i, q := range w.queues {
+			lens[i] = p.LLen(c, q.k.pending())
+			firsts[i] = p.ZRangeWithScores(c, q.k.scheduled(), 0, 0)
+		}
+		return nil
+	})
+	for i, st := range w.qstate {
+		n, lerr := lens[i].Result()
+		first, ferr := firsts[i].Result()
+		switch {
+		case err != nil || lerr != nil || ferr != nil:
+			st.dirty.Store(true)
+		case n > 0:
+			st.dirty.Store(true)
+		case len(first) == 1:
+			st.due.Store(int64(first[0].Score))
 		}
 	}
 }
@@ -464,14 +498,20 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 	}
 	switch {
 	case err == nil && len(res) == 2:
+		w.waitFailures = 0
 		if i, ok := w.wakeKeys[res[0]]; ok {
 			w.qstate[i].dirty.Store(true)
 		}
 	case err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil:
+		// Redis unreachable, or a wake list damaged: back off, up to 5 s.
+		w.waitFailures++
+		d := min(100*time.Millisecond<<min(w.waitFailures-1, 6), 5*time.Second)
 		reloadTopology(w.rdb)
-		w.log.Warn("waiting for jobs failed", "err", err)
-		sleepCtx(ctx, 100*time.Millisecond)
+		w.log.Warn("waiting for jobs failed", "err", err, "in", d)
+		sleepCtx(ctx, d)
 		w.markAll() // a wake-up may have come meanwhile
+	default:
+		w.waitFailures = 0
 	}
 }
 
@@ -496,6 +536,9 @@ type outcome struct {
 	result json.RawMessage
 	err    error
 	delay  int64 // fail.lua's ARGV[4]: retry delay ms, -1 = fail now
+	// resent: an earlier try to record it failed, and may have been
+	// recorded with its reply lost.
+	resent bool
 }
 
 var errTimeout = errors.New("rqgo: job timeout")

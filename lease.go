@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -177,11 +178,12 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 			case err != nil:
 				if !w.isLost(o.r) {
 					w.jobLog(o.r.job).Warn("recording job outcome failed; will retry", "err", err)
+					o.resent = true
 					retry = append(retry, o)
 					continue
 				}
 			case codes[n] == 0:
-				w.jobLog(o.r.job).Warn("lease lost before the outcome was recorded; another attempt owns the job now")
+				w.staleLog(o)
 			case debug:
 				w.jobLog(o.r.job).Debug("job finished")
 			}
@@ -195,11 +197,12 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 		case err != nil:
 			if !w.isLost(o.r) {
 				log.Warn("recording job outcome failed; will retry", "err", err)
+				o.resent = true
 				retry = append(retry, o)
 				continue
 			}
 		case res == 0:
-			log.Warn("lease lost before the outcome was recorded; another attempt owns the job now")
+			w.staleLog(o)
 		case res == 1:
 			if o.delay > 0 {
 				w.noteRetry(time.Now().Add(time.Duration(o.delay) * time.Millisecond))
@@ -211,6 +214,15 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 		w.finish(o.r)
 	}
 	return retry
+}
+
+// staleLog reports an outcome a script refused for its token.
+func (w *Worker) staleLog(o *outcome) {
+	if o.resent {
+		w.jobLog(o.r.job).Info("outcome not recorded by this try: an earlier try whose reply was lost recorded it, or the lease was lost")
+		return
+	}
+	w.jobLog(o.r.job).Warn("lease lost before the outcome was recorded; another attempt owns the job now")
 }
 
 // ackGroup is the successes of one queue in a batch of outcomes.
@@ -261,8 +273,9 @@ func (w *Worker) signalFreed() {
 }
 
 // heartbeatLoop renews leases every Lease/3 and reaps expired leases of the
-// worker's queues, until ctx ends: every reapEvery those with leases, and
-// every idleReap the others.
+// worker's queues, until ctx ends: every reapEvery those with leases, every
+// idleReap those with registry entries only, and the others once they have
+// leases.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
 	renew := time.NewTicker(w.opts.Lease / 3)
 	defer renew.Stop()
@@ -403,12 +416,16 @@ func (w *Worker) reap(ctx context.Context) {
 			}
 			continue
 		}
-		next := w.idleReap
-		if res[3] > 0 {
-			next = w.reapEvery // leases to watch
+		var at int64
+		switch {
+		case res[3] > 0:
+			at = now.Add(w.reapEvery).UnixMilli() // leases to watch
+		case res[4] > 0:
+			at = now.Add(w.idleReap).UnixMilli() // entries that may expire
+		default:
+			at = math.MaxInt64 // until it has leases (reapSoon)
 		}
 		// reapSoon may have moved it earlier meanwhile; keep the earlier.
-		at := now.Add(next).UnixMilli()
 		if cur := st.reapAt.Load(); cur <= now.UnixMilli() || cur > at {
 			st.reapAt.CompareAndSwap(cur, at)
 		}

@@ -136,6 +136,8 @@ type Worker struct {
 	wakeKeys   map[string]int // queue index by wake key (and channel)
 	channels   map[string]int // queue index by active-set channel
 	waiting    func()         // called when the fetch loop starts an idle wait; tests only
+	// waitFailures counts the idle waits in a row that failed (fetch loop only).
+	waitFailures int
 	// handlerBase is the parent of every handler's context; it ends when
 	// the shutdown grace period does.
 	handlerBase context.Context

@@ -42,12 +42,21 @@ end
 local id = ARGV[1]
 if ARGV[4] ~= '1' then
   -- An id the caller chose may have been used by a job that expired since:
-  -- its entries in the sets would otherwise apply to this job. A set of the
-  -- wrong type fails here, before anything is written.
+  -- its entries in the sets would otherwise apply to this job. They are read
+  -- first, so a set of the wrong type fails here before anything is written.
+  local stale = {}
   for i = 3, 8 do
-    if i ~= 4 and failed(redis.pcall('ZREM', KEYS[i], id)) then
-      return bad(KEYS[i], 'zset')
+    if i ~= 4 then
+      local r = redis.pcall('ZSCORE', KEYS[i], id)
+      if failed(r) then
+        return bad(KEYS[i], 'zset')
+      elseif r then
+        stale[#stale + 1] = KEYS[i]
+      end
     end
+  end
+  for _, k in ipairs(stale) do
+    redis.call('ZREM', k, id)
   end
 end
 -- The list or set first: a key of the wrong type fails the call before the
