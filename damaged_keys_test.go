@@ -120,8 +120,7 @@ func (s *damagedState) fetch(n int) {
 	got := 0
 	for r := res[dequeuedHead:]; len(r) >= dequeuedLen; r = r[dequeuedLen:] {
 		id, _ := r[0].(string)
-		tok, _ := r[1].(int64)
-		s.tokens[id] = strconv.FormatInt(tok, 10)
+		s.tokens[id], _ = r[1].(string)
 		got++
 	}
 	if got != n {

@@ -301,6 +301,17 @@ func batchContext(batch []*enqueueCall) (context.Context, context.CancelFunc) {
 	}
 }
 
+// enqueueScriptFor returns enqueue.lua for prepare's argv: with go-redis's
+// resends for an id rqgo made up, whose job a resend recognizes, and without
+// them for an id the caller chose, where a resend would find the first
+// send's job and answer that it exists.
+func enqueueScriptFor(argv []any) *script {
+	if argv[3] == "1" {
+		return enqueueScript
+	}
+	return enqueueChosenScript
+}
+
 // manyFields is the hash fields of prepare's enqueue.lua ARGV that
 // enqueue_many.lua does not set itself: all but id, queue and attempt, which
 // prepare puts first.
@@ -317,7 +328,7 @@ func manyFields(argv []any) []any {
 func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 	if len(calls) == 1 {
 		c := calls[0]
-		res, err := enqueueScript.Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID), c.argv...).Int64Slice()
+		res, err := enqueueScriptFor(c.argv).Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID), c.argv...).Int64Slice()
 		if err != nil {
 			reloadTopology(q.rdb)
 			c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)
@@ -337,13 +348,17 @@ func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 		}
 		args := make([]any, 0, n)
 		args = append(args, q.name)
+		s := enqueueManyScript
 		for _, c := range chunk {
+			if enqueueScriptFor(c.argv) != enqueueScript {
+				s = enqueueManyChosenScript
+			}
 			fields := manyFields(c.argv)
 			args = append(args, c.argv[:4]...)
 			args = append(args, len(fields))
 			args = append(args, fields...)
 		}
-		scripts = append(scripts, &scriptCall{s: enqueueManyScript, keys: keys, args: args})
+		scripts = append(scripts, &scriptCall{s: s, keys: keys, args: args})
 	}
 	runScripts(ctx, q.rdb, scripts)
 	for i, s := range scripts {

@@ -46,6 +46,9 @@ type queueState struct {
 	// brokenUntil, Unix ms (fetch loop only).
 	brokenUntil int64
 	broken      int
+	// reclaim: a dequeue failed, and may have leased jobs this worker never
+	// got (fetch loop only).
+	reclaim bool
 }
 
 func (s *queueState) ready(nowMs int64) bool {
@@ -99,6 +102,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			w.waitFreed(ctx)
 			continue
 		}
+		w.reclaimLost(ctx)
 		if w.opts.Burst {
 			// A burst worker waits for no wake-up: it looks at every queue.
 			for _, st := range w.qstate {
@@ -178,6 +182,55 @@ func (w *Worker) look(ctx context.Context) {
 			st.dirty.Store(true)
 		case len(first) == 1:
 			st.due.Store(int64(first[0].Score))
+		}
+	}
+}
+
+// reclaimLost gives back, at the head of their queues and without counting
+// the attempt, the jobs that a dequeue whose reply was lost leased to this
+// worker: those in the active set whose token carries this worker's nonce
+// but belong to none of its runs. It tries again at the next fetch while
+// Redis does not answer.
+func (w *Worker) reclaimLost(ctx context.Context) {
+	for i, st := range w.qstate {
+		if !st.reclaim {
+			continue
+		}
+		q := w.queues[i]
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ids, err := w.rdb.ZRange(c, q.k.active(), 0, -1).Result()
+		toks := make([]*redis.StringCmd, len(ids))
+		if err == nil && len(ids) > 0 {
+			_, err = w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
+				for n, id := range ids {
+					toks[n] = p.HGet(c, q.k.job(id), "token")
+				}
+				return nil
+			})
+			if errors.Is(err, redis.Nil) {
+				err = nil // a job whose hash went
+			}
+		}
+		cancel()
+		if err != nil {
+			return
+		}
+		st.reclaim = false
+		mine := map[string]bool{}
+		w.mu.Lock()
+		for r := range w.running {
+			mine[r.job.token] = true
+		}
+		w.mu.Unlock()
+		var lost []*run
+		for n, id := range ids {
+			if tok := toks[n].Val(); strings.HasSuffix(tok, ":"+w.nonce) && !mine[tok] {
+				lost = append(lost, &run{job: &Job{ID: id, token: tok}, q: q})
+			}
+		}
+		if len(lost) > 0 {
+			n := w.release(ctx, lost)
+			w.log.Warn("gave back jobs leased by a fetch whose reply was lost", "queue", q.name, "jobs", len(lost), "returned", n)
 		}
 	}
 }
@@ -357,9 +410,12 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		// Cleared before the call: a wake-up during it marks the queue again.
 		st.dirty.Store(false)
 		asked = true
-		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id).Slice()
+		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id, w.nonce).Slice()
 		if err != nil {
 			st.dirty.Store(true)
+			// The call may have run with its reply lost: its jobs are leased
+			// to this worker, which never got them.
+			st.reclaim = true
 			if isScriptRefusal(err) {
 				st.broken++
 				d := min(time.Second<<min(st.broken-1, 6), time.Minute)
@@ -427,9 +483,9 @@ func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
 	// The id and queue the job was fetched by are the ones that count.
 	j.ID, _ = r[0].(string)
 	j.Queue = q.name
-	tok, _ := r[1].(int64)
+	tok, _ := r[1].(string)
 	attempt, _ := r[2].(int64)
-	j.token = strconv.FormatInt(tok, 10)
+	j.token = tok
 	j.Attempt = int(attempt)
 	j.StartedAt = msTime(now)
 	j.Worker = w.id

@@ -140,11 +140,11 @@ func (q *Queue) enqueueAndWait(ctx context.Context, j *Job, keys []string, argv 
 		return p.Process(ctx, wait)
 	}
 	_, _ = master.Pipelined(ctx, func(p redis.Pipeliner) error {
-		return send(p, func() *redis.Cmd { return enqueueScript.evalSha(ctx, p, keys, argv) })
+		return send(p, func() *redis.Cmd { return enqueueScriptFor(argv).evalSha(ctx, p, keys, argv) })
 	})
 	if redis.HasErrorPrefix(run.Err(), "NOSCRIPT") {
 		_, _ = master.Pipelined(ctx, func(p redis.Pipeliner) error {
-			return send(p, func() *redis.Cmd { return enqueueScript.eval(ctx, p, keys, argv) })
+			return send(p, func() *redis.Cmd { return enqueueScriptFor(argv).eval(ctx, p, keys, argv) })
 		})
 	}
 	res, err := run.Int64Slice()

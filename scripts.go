@@ -3,6 +3,7 @@ package rqgo
 import (
 	"context"
 	"embed"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -41,14 +42,39 @@ func loadScript(name string, retry bool) *script {
 		line, rest, _ := strings.Cut(body, "\n")
 		flags, body = line+"\n", rest
 	}
-	bare := string(prelude) + body
+	bare := helpers(string(prelude), body) + body
 	return &script{name: name, full: newSource(flags + bare), bare: newSource(bare), retry: retry}
+}
+
+// helpers returns the blocks of prelude that body needs: its comments, and
+// the functions body calls and those they call, in prelude's order. Each
+// function a script defines costs it a closure on every call, which the hot
+// scripts feel.
+func helpers(prelude, body string) string {
+	blocks := strings.Split(prelude, "\n\n")
+	need := body
+	var out []string
+	for i := len(blocks) - 1; i >= 0; i-- { // a helper calls only earlier ones
+		b := blocks[i]
+		_, rest, isFunc := strings.Cut(b, "local function ")
+		name, _, _ := strings.Cut(rest, "(")
+		if !isFunc || strings.Contains(need, name+"(") {
+			out = append(out, b)
+			need += b
+		}
+	}
+	slices.Reverse(out)
+	return strings.Join(out, "\n\n") + "\n\n"
 }
 
 // Every state change of a job is one of these scripts.
 var (
 	enqueueScript     = loadScript("enqueue", true) // a second run finds its own job
 	enqueueManyScript = loadScript("enqueue_many", true)
+	// With an id the caller chose, a second run would find the first's job
+	// and answer that it exists.
+	enqueueChosenScript     = loadScript("enqueue", false)
+	enqueueManyChosenScript = loadScript("enqueue_many", false)
 	dequeueScript     = loadScript("dequeue", false)
 	ackManyScript     = loadScript("ack_many", false)
 	failScript        = loadScript("fail", false)

@@ -105,6 +105,9 @@ type Worker struct {
 	opts WorkerOptions
 	log  *slog.Logger
 	id   string
+	// nonce tells this Worker's leases from those of others, of the same
+	// name too: it ends the attempt tokens it is given.
+	nonce string
 
 	mu         sync.Mutex
 	handlers   map[string]Handler
@@ -209,6 +212,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		rdb:       rdb,
 		opts:      o,
 		id:        o.Name,
+		nonce:     newID()[:8],
 		log:       o.Logger.With("worker", o.Name),
 		handlers:  map[string]Handler{},
 		running:   map[*run]struct{}{},
@@ -234,7 +238,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 	w.subscribed = cluster && len(w.queues) > 1
 	if len(w.queues) > 0 {
 		// Its own, even among workers of the same name.
-		w.blockKeys = append(w.blockKeys, w.queues[0].k.wakeWorker(w.id+"."+newID()[:8]))
+		w.blockKeys = append(w.blockKeys, w.queues[0].k.wakeWorker(w.id+"."+w.nonce))
 		for _, q := range w.queues {
 			w.blockKeys = append(w.blockKeys, q.k.wake())
 		}

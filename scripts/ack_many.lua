@@ -14,7 +14,9 @@
 -- Returns one code per job, in order: 1 = recorded, 0 = the token is stale
 -- (the lease was lost and the job belongs to another attempt now, or its key
 -- is damaged): nothing is written for that job, the others are recorded.
-local err = check(KEYS[1], 'zset', KEYS[2], 'zset')
+-- The finished set is written last, so it is checked first; the active set
+-- fails, if it does, at the first ZREM, before anything is written.
+local err = check(KEYS[2], 'zset')
 if err then
   return err
 end
@@ -31,7 +33,14 @@ for i = 2, #ARGV, 3 do
   local h = redis.pcall('HMGET', k, 'token', 'result_ttl_ms')
   local code = 0
   -- ZREM's reply is the lease check: the job must still be active.
-  if type(h) == 'table' and h[1] == ARGV[i + 1] and redis.call('ZREM', KEYS[1], id) == 1 then
+  local removed = 0
+  if type(h) == 'table' and h[1] == ARGV[i + 1] then
+    removed = redis.pcall('ZREM', KEYS[1], id)
+    if failed(removed) then
+      return bad(KEYS[1], 'zset')
+    end
+  end
+  if removed == 1 then
     code = 1
     local ttl = tonumber(h[2]) or default
     if ttl == 0 then

@@ -18,6 +18,9 @@
 -- ARGV[1] most jobs to hand out
 -- ARGV[2] lease, ms
 -- ARGV[3] worker id
+-- ARGV[4] the worker's instance nonce: a job's token is "<n>:<nonce>", n from
+--         the counter, so a worker can tell the jobs leased to it by a call
+--         whose reply it never got, even among workers of the same id
 --
 -- Returns {next_ms, now_ms, left, active, <job 1>, <job 2>, ...}: next_ms is
 -- the earliest remaining scheduled time (0 when none), now_ms the jobs'
@@ -77,6 +80,7 @@ if left > 0 then
   for _, id in ipairs(ids) do
     local k = prefix .. id
     tok = tok + 1
+    local token = tok .. ':' .. (ARGV[4] or '')
     -- A key that is not a hash is skipped, as is a job whose hash is gone
     -- (deleted by hand): there is nothing to run.
     local h = redis.pcall('HMGET', k, 'id', 'queue', 'func', 'args', 'max_retries',
@@ -94,7 +98,7 @@ if left > 0 then
     end
     if found then
       local attempt = (tonumber(h[16]) or 0) + 1
-      redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', tok)
+      redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', token)
       leased[#leased + 1] = deadline
       leased[#leased + 1] = id
       n = n + 1
@@ -103,7 +107,7 @@ if left > 0 then
         leased = {}
       end
       out[#out + 1] = id
-      out[#out + 1] = tok
+      out[#out + 1] = token
       out[#out + 1] = attempt
       for f = 1, 15 do
         out[#out + 1] = h[f]
