@@ -75,15 +75,15 @@ var (
 	// and answer that it exists.
 	enqueueChosenScript     = loadScript("enqueue", false)
 	enqueueManyChosenScript = loadScript("enqueue_many", false)
-	dequeueScript     = loadScript("dequeue", false)
-	ackManyScript     = loadScript("ack_many", false)
-	failScript        = loadScript("fail", false)
-	extendScript      = loadScript("extend", true) // renewing twice is renewing
-	reapScript        = loadScript("reap", false)
-	releaseScript     = loadScript("release", false)
-	cancelScript      = loadScript("cancel", false)
-	requeueScript     = loadScript("requeue", false)
-	emptyScript       = loadScript("empty", false)
+	dequeueScript           = loadScript("dequeue", false)
+	ackManyScript           = loadScript("ack_many", false)
+	failScript              = loadScript("fail", false)
+	extendScript            = loadScript("extend", true) // renewing twice is renewing
+	reapScript              = loadScript("reap", false)
+	releaseScript           = loadScript("release", false)
+	cancelScript            = loadScript("cancel", false)
+	requeueScript           = loadScript("requeue", false)
+	emptyScript             = loadScript("empty", false)
 )
 
 // rejectsFlags records that a server answered a script's flags line with a
