@@ -806,7 +806,7 @@ func BenchmarkEnqueueWait(b *testing.B) {
 			var run *redis.Cmd
 			var wait *redis.IntCmd
 			_, err = master.Pipelined(ctx, func(p redis.Pipeliner) error {
-				run = enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID), argv)
+				run = enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID, false), argv)
 				wait = redis.NewIntCmd(ctx, "WAIT", 1, 1000)
 				_ = p.Process(ctx, wait)
 				return nil

@@ -215,7 +215,7 @@ func damageRows() []damageRow {
 			slots: []keySlot{{1, "hash"}, {2, "list"}, {3, "zset"}, {5, "zset"}, {6, "zset"}, {7, "zset"}, {8, "zset"}},
 			call: func(s *damagedState) damageCall {
 				_, argv := s.prepare(JobID("new"))
-				return damageCall{enqueueScript, s.k.enqueueKeys("new"), argv}
+				return damageCall{enqueueScript, s.k.enqueueKeys("new", true), argv}
 			},
 		},
 		{
@@ -224,7 +224,7 @@ func damageRows() []damageRow {
 			slots: []keySlot{{1, "hash"}, {3, "zset"}},
 			call: func(s *damagedState) damageCall {
 				id, argv := s.prepare(In(time.Hour))
-				return damageCall{enqueueScript, s.k.enqueueKeys(id), argv}
+				return damageCall{enqueueScript, s.k.enqueueKeys(id, true), argv}
 			},
 		},
 		{

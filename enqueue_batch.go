@@ -328,7 +328,7 @@ func manyFields(argv []any) []any {
 func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 	if len(calls) == 1 {
 		c := calls[0]
-		res, err := enqueueScriptFor(c.argv).Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID), c.argv...).Int64Slice()
+		res, err := enqueueScriptFor(c.argv).Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID, c.argv[3] != "1"), c.argv...).Int64Slice()
 		if err != nil {
 			reloadTopology(q.rdb)
 			c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)

@@ -38,8 +38,12 @@ func (k keys) wake() string         { return k.base + "wake" }
 func (k keys) reaper() string       { return k.base + "reaper" }
 func (k keys) reaped() string       { return k.base + "reaped" }
 
-// enqueueKeys is enqueue.lua's KEYS for the job id.
-func (k keys) enqueueKeys(id string) []string {
+// enqueueKeys is enqueue.lua's KEYS for the job id; chosen says the caller
+// chose it, and only then does the script take the sets of KEYS[5..8].
+func (k keys) enqueueKeys(id string, chosen bool) []string {
+	if !chosen {
+		return []string{k.job(id), k.pending(), k.scheduled(), k.wake()}
+	}
 	return []string{k.job(id), k.pending(), k.scheduled(), k.wake(), k.active(), k.finished(), k.failed(), k.canceled()}
 }
 

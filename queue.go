@@ -108,7 +108,7 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
 	}
 	if q.waitN > 0 {
-		return q.enqueueAndWait(ctx, j, q.k.enqueueKeys(j.ID), argv)
+		return q.enqueueAndWait(ctx, j, q.k.enqueueKeys(j.ID, argv[3] != "1"), argv)
 	}
 	return q.enqueue(&enqueueCall{ctx: ctx, j: j, argv: argv})
 }

@@ -298,6 +298,7 @@ func (m *monitor) runs(s *script) int {
 // carry its nonce) and gives it back without counting the attempt, so jobs
 // that allow no retry still run, exactly once, on their first attempt.
 func TestStallLosesDequeueReplyOnce(t *testing.T) {
+	flagsTaken(t)
 	srv, admin := debugServer(t)
 	ctx := t.Context()
 	if err := dequeueScript.Load(ctx, admin); err != nil { // EVALSHA must run, not answer NOSCRIPT
@@ -387,6 +388,7 @@ func TestStallLosesDequeueReplyOnce(t *testing.T) {
 // reported exists, once. A call may fail (its sends all timed out); its job
 // may then exist or not.
 func TestStallEnqueueNeverReportsItsOwnJob(t *testing.T) {
+	flagsTaken(t)
 	srv, admin := debugServer(t)
 	ctx := t.Context()
 	for _, s := range []*script{enqueueScript, enqueueManyScript} {
@@ -493,6 +495,7 @@ func TestStallEnqueueNeverReportsItsOwnJob(t *testing.T) {
 // returns an error that says the call timed out. The job exists, so an
 // Enqueue again with the id returns ErrJobExists.
 func TestStallEnqueueChosenID(t *testing.T) {
+	flagsTaken(t)
 	srv, admin := debugServer(t)
 	ctx := t.Context()
 	if err := enqueueScript.Load(ctx, admin); err != nil {
@@ -601,6 +604,7 @@ func fullRedis(t *testing.T, admin *redis.Client) (release func()) {
 // full runs and drains the queue; the reaper recovers a job whose lease
 // expired, and it runs; and once Redis has memory again, Enqueue works.
 func TestOOMFullRedisKeepsLeasesAndDrains(t *testing.T) {
+	flagsTaken(t)
 	skipShort(t)
 	srv := redistest.StartServer(t, "--maxmemory-policy", "noeviction")
 	admin := srv.Client()
@@ -773,4 +777,13 @@ func TestOOMFullRedisKeepsLeasesAndDrains(t *testing.T) {
 		t.Errorf("worker started while Redis was full: Run = %v", err)
 	}
 	stopA()
+}
+
+// flagsTaken makes rqgo send the scripts with their flags line, as to any
+// Redis 7, for the rest of the test: a miniredis test earlier in this
+// process made it send them without, which costs a real Redis a NOSCRIPT
+// round trip per call, and these tests count every send.
+func flagsTaken(t *testing.T) {
+	was := rejectsFlags.Swap(false)
+	t.Cleanup(func() { rejectsFlags.Store(was) })
 }

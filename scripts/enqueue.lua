@@ -5,6 +5,7 @@
 -- KEYS[2] pending list    <prefix>:{<queue>}:pending
 -- KEYS[3] scheduled zset  <prefix>:{<queue>}:scheduled
 -- KEYS[4] wake list       <prefix>:{<queue>}:wake  (also a channel)
+-- KEYS[5..8], only with ARGV[4] = '0':
 -- KEYS[5] active zset     <prefix>:{<queue>}:active
 -- KEYS[6] finished zset   <prefix>:{<queue>}:finished
 -- KEYS[7] failed zset     <prefix>:{<queue>}:failed
