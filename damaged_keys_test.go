@@ -734,3 +734,16 @@ func TestDamagedFailedKeyKeepsFailedJobLeased(t *testing.T) {
 		}
 	})
 }
+
+// Counts names a damaged key rather than passing on Redis's WRONGTYPE.
+func TestCountsNamesDamagedKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		q := e.queue("q")
+		e.rdb.Set(t.Context(), q.k.active(), "garbage", 0)
+		_, err := q.Counts(t.Context())
+		want := "key " + q.k.active() + " holds a string, not a zset"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Counts with a damaged active set = %v, want an error saying %q", err, want)
+		}
+	})
+}

@@ -306,6 +306,14 @@ func (q *Queue) Counts(ctx context.Context) (Counts, error) {
 		return nil
 	})
 	if err != nil {
+		for _, cmd := range cmds {
+			if redis.HasErrorPrefix(cmd.Err(), "WRONGTYPE") {
+				key := fmt.Sprint(cmd.Args()[1])
+				err = fmt.Errorf("key %s holds a %s, not a %s: repair or delete it", key,
+					q.rdb.Type(ctx, key).Val(), map[string]string{"llen": "list", "zcard": "zset"}[cmd.Name()])
+				break
+			}
+		}
 		return c, fmt.Errorf("rqgo: count jobs in %q: %w", q.name, err)
 	}
 	dst := []*int64{&c.Queued, &c.Started, &c.Scheduled, &c.Finished, &c.Failed, &c.Canceled}
