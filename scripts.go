@@ -132,22 +132,22 @@ func (s *script) send(ctx context.Context, p processor, cmd *redis.Cmd) {
 
 // evalSha is the EVALSHA a call starts with; it goes out through p.
 func (s *script) evalSha(ctx context.Context, p processor, keys []string, args []any) *redis.Cmd {
-	src := s.full
-	if rejectsFlags.Load() {
-		src = s.bare
-	}
-	c := s.cmd(ctx, src, true, keys, args)
-	s.send(ctx, p, c)
-	return c
+	return s.sendTaken(ctx, p, true, keys, args)
 }
 
 // eval is the EVAL of the source the server takes, sent through p.
 func (s *script) eval(ctx context.Context, p processor, keys []string, args []any) *redis.Cmd {
+	return s.sendTaken(ctx, p, false, keys, args)
+}
+
+// sendTaken sends EVALSHA (sha) or EVAL of the source the server takes: the
+// full one, unless a server refused its flags line.
+func (s *script) sendTaken(ctx context.Context, p processor, sha bool, keys []string, args []any) *redis.Cmd {
 	src := s.full
 	if rejectsFlags.Load() {
 		src = s.bare
 	}
-	c := s.cmd(ctx, src, false, keys, args)
+	c := s.cmd(ctx, src, sha, keys, args)
 	s.send(ctx, p, c)
 	return c
 }
