@@ -272,24 +272,35 @@ func (w *Worker) signalFreed() {
 	}
 }
 
-// heartbeatLoop renews leases every Lease/3 and reaps expired leases of the
+// heartbeatLoop renews leases every Lease/3 and, in a goroutine of its own
+// so that a long reap never delays a renewal, reaps expired leases of the
 // worker's queues, until ctx ends: every reapEvery those with leases, every
 // idleReap those with registry entries only, and the others once they have
 // leases.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
+	reaped := make(chan struct{})
+	go func() {
+		defer close(reaped)
+		reap := time.NewTicker(w.reapEvery)
+		defer reap.Stop()
+		for {
+			w.reap(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-reap.C:
+			}
+		}
+	}()
+	defer func() { <-reaped }()
 	renew := time.NewTicker(w.opts.Lease / 3)
 	defer renew.Stop()
-	reap := time.NewTicker(w.reapEvery)
-	defer reap.Stop()
-	w.reap(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-renew.C:
 			w.renew(ctx)
-		case <-reap.C:
-			w.reap(ctx)
 		}
 	}
 }
@@ -383,8 +394,6 @@ func (w *Worker) loseLocked(r *run) {
 // reap runs reap.lua, in one round trip, on every queue of the worker whose
 // reap is due.
 func (w *Worker) reap(ctx context.Context) {
-	c, cancel := context.WithTimeout(ctx, max(w.reapEvery, time.Second))
-	defer cancel()
 	now := time.Now()
 	var (
 		calls []*scriptCall
@@ -401,6 +410,10 @@ func (w *Worker) reap(ctx context.Context) {
 	if len(calls) == 0 {
 		return
 	}
+	// A worker of many queues reaps them all at its start: give each call
+	// its share of time.
+	c, cancel := context.WithTimeout(ctx, max(w.reapEvery, time.Second)+time.Duration(len(calls))*10*time.Millisecond)
+	defer cancel()
 	runScripts(c, w.rdb, calls)
 	for n, call := range calls {
 		i := which[n]
