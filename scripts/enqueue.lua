@@ -66,14 +66,16 @@ end
 local code = 1
 local nows = tostring(now)
 if at > now then
-  if failed(redis.pcall('ZADD', KEYS[3], at, id)) then
-    return bad(KEYS[3], 'zset')
+  local r = redis.pcall('ZADD', KEYS[3], at, id)
+  if failed(r) then
+    return bad(KEYS[3], 'zset', r)
   end
   redis.call('HSET', KEYS[1], 'status', 'scheduled', 'created_at', nows, 'scheduled_at', at, unpack(ARGV, 5))
   code = 2
 else
-  if failed(redis.pcall('RPUSH', KEYS[2], id)) then
-    return bad(KEYS[2], 'list')
+  local r = redis.pcall('RPUSH', KEYS[2], id)
+  if failed(r) then
+    return bad(KEYS[2], 'list', r)
   end
   redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', nows, 'enqueued_at', nows, unpack(ARGV, 5))
 end

@@ -11,8 +11,15 @@ local function now_ms()
 end
 
 -- bad returns the error reply for key, which holds another type than want.
-local function bad(key, want)
-  return redis.error_reply('rqgo: key ' .. key .. ' holds a ' .. redis.call('TYPE', key).ok .. ', not a ' ..
+-- Given the error e of the write that failed, it returns e itself when the
+-- key is of the right type after all (a server that refuses the write for
+-- want of memory, say).
+local function bad(key, want, e)
+  local t = redis.call('TYPE', key).ok
+  if e and (t == want or t == 'none') then
+    return e
+  end
+  return redis.error_reply('rqgo: key ' .. key .. ' holds a ' .. t .. ', not a ' ..
     want .. '; nothing was changed: repair or delete the key')
 end
 
