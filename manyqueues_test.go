@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rqgo/rqgo/internal/redistest"
 )
 
 // queueNames returns n queue names q000, q001, ...
@@ -283,5 +284,79 @@ func TestBlockKeys(t *testing.T) {
 	}
 	if want := "rqgo:{a}:wake rqgo:{b}:wake"; got != want || w.subscribed {
 		t.Errorf("blockKeys = %s (subscribed %v), want %s and a BLPOP", got, w.subscribed, want)
+	}
+}
+
+// An idle worker recovers the jobs of a worker that fetched and died while
+// it waited: the fetch announced the queue's first lease, so the idle
+// worker reaps the queue from then on, although it reaps an empty queue
+// otherwise never. With the lease an hour-long idle wait could not hide.
+func TestIdleWorkerReapsLeasesTakenMeanwhile(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		idleWorkerReapsLeasesTakenMeanwhile(t, e, []string{"a", "b"})
+	})
+}
+
+func TestClusterIdleWorkerReapsLeasesTakenMeanwhile(t *testing.T) {
+	skipShort(t)
+	c := redistest.StartCluster(t, 3, 0)
+	e := clusterEnv(t, c)
+	names, _ := queuesOnShards(t, c, e.prefix, 1)
+	idleWorkerReapsLeasesTakenMeanwhile(t, e, names)
+}
+
+func idleWorkerReapsLeasesTakenMeanwhile(t *testing.T, e *testEnv, names []string) {
+	t.Helper()
+	ctx := t.Context()
+	const lease = 300 * time.Millisecond
+	w := e.worker(t, WorkerOptions{Queues: names, Lease: lease})
+	w.maxBlock = time.Hour
+	waits := make(chan struct{}, 100)
+	w.waiting = func() { waits <- struct{}{} }
+	ran := make(chan string, 1)
+	w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+		ran <- j.ID
+		return nil, nil
+	})
+	start(t, w)
+	<-waits // idle, its first reap of the empty queues done or under way
+	q := e.queue(names[len(names)-1])
+	// Another worker fetches the job and dies: its lease is all that is left.
+	// The job is enqueued and fetched in one motion, before w can wake.
+	k := newWorkerQueue(e.prefix, q.name)
+	j, argv, err := q.prepare("f", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.mr == nil {
+		flagsTaken(t)
+	}
+	for _, s := range []*script{enqueueScript, dequeueScript} {
+		if err := s.Load(ctx, e.rdb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID, false), argv)
+		dequeueScript.evalSha(ctx, p, k.dequeueKeys, []any{1, lease.Milliseconds(), "dead", "n"})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := q.FetchJob(ctx, j.ID); got == nil || got.Status != StatusStarted || got.Worker != "dead" {
+		t.Fatalf("job = %+v, want started by the dead worker", got)
+	}
+	select {
+	case id := <-ran:
+		if id != j.ID {
+			t.Fatalf("ran %s, want %s", id, j.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dead worker's job never ran again: the idle worker did not reap its queue")
+	}
+	got := waitJob(t, q, j.ID, StatusFinished)
+	if got.Attempt != 2 || got.Error != "lease expired" {
+		t.Errorf("recovered job attempt %d, error %q; want attempt 2, \"lease expired\"", got.Attempt, got.Error)
 	}
 }
