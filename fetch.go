@@ -413,9 +413,6 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id, w.nonce).Slice()
 		if err != nil {
 			st.dirty.Store(true)
-			// The call may have run with its reply lost: its jobs are leased
-			// to this worker, which never got them.
-			st.reclaim = true
 			if isScriptRefusal(err) {
 				st.broken++
 				d := min(time.Second<<min(st.broken-1, 6), time.Minute)
@@ -424,6 +421,9 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 					"queue", q.name, "err", err, "in", d)
 				continue
 			}
+			// The call may have run with its reply lost: its jobs are leased
+			// to this worker, which never got them.
+			st.reclaim = true
 			return jobs, false, asked, fmt.Errorf("dequeue from %q: %w", q.name, err)
 		}
 		st.broken, st.brokenUntil = 0, 0

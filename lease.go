@@ -434,7 +434,7 @@ func (w *Worker) reap(ctx context.Context) {
 		case res[3] > 0:
 			at = now.Add(w.reapEvery).UnixMilli() // leases to watch
 		case res[4] > 0:
-			at = now.Add(w.idleReap).UnixMilli() // entries that may expire
+			at = now.Add(idleReap).UnixMilli() // entries that may expire
 		default:
 			at = math.MaxInt64 // until it has leases (reapSoon)
 		}

@@ -328,22 +328,10 @@ func idleWorkerReapsLeasesTakenMeanwhile(t *testing.T, e *testEnv, names []strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.mr == nil {
-		flagsTaken(t)
-	}
-	for _, s := range []*script{enqueueScript, dequeueScript} {
-		if err := s.Load(ctx, e.rdb); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err = e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	inOneStep(t, e, func(p redis.Pipeliner) {
 		enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID, false), argv)
 		dequeueScript.evalSha(ctx, p, k.dequeueKeys, []any{1, lease.Milliseconds(), "dead", "n"})
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if got, _ := q.FetchJob(ctx, j.ID); got == nil || got.Status != StatusStarted || got.Worker != "dead" {
 		t.Fatalf("job = %+v, want started by the dead worker", got)
 	}
@@ -359,4 +347,61 @@ func idleWorkerReapsLeasesTakenMeanwhile(t *testing.T, e *testEnv, names []strin
 	if got.Attempt != 2 || got.Error != "lease expired" {
 		t.Errorf("recovered job attempt %d, error %q; want attempt 2, \"lease expired\"", got.Attempt, got.Error)
 	}
+}
+
+// inOneStep sends the script calls of send in one MULTI, so that no worker
+// sees the state between them.
+func inOneStep(t *testing.T, e *testEnv, send func(p redis.Pipeliner)) {
+	t.Helper()
+	ctx := t.Context()
+	if e.mr == nil {
+		flagsTaken(t)
+	}
+	for _, s := range []*script{enqueueScript, dequeueScript} {
+		if err := s.Load(ctx, e.rdb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		send(p)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A job whose wake-up was lost (here: its token deleted in the step that
+// enqueued it) is found by the worker's periodic look at every queue.
+func TestLostWakeUpFoundByLook(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		w := e.worker(t, WorkerOptions{Queues: []string{"a", "b"}})
+		w.maxBlock = 300 * time.Millisecond
+		waits := make(chan struct{}, 100)
+		w.waiting = func() { waits <- struct{}{} }
+		ran := make(chan string, 1)
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+			ran <- j.ID
+			return nil, nil
+		})
+		start(t, w)
+		<-waits // idle
+		q := e.queue("b")
+		j, argv, err := q.prepare("f", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inOneStep(t, e, func(p redis.Pipeliner) {
+			enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID, false), argv)
+			p.Del(ctx, q.k.wake())
+		})
+		select {
+		case id := <-ran:
+			if id != j.ID {
+				t.Fatalf("ran %s, want %s", id, j.ID)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a job whose wake-up was lost never ran: the worker did not look at its queue")
+		}
+	})
 }

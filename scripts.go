@@ -174,21 +174,3 @@ func (s *script) fallback(ctx context.Context, rdb redis.UniversalClient, c *red
 	}
 	return c
 }
-
-// Hash returns the SHA1 digest that calls of the script send now.
-func (s *script) Hash() string {
-	if rejectsFlags.Load() {
-		return s.bare.sha
-	}
-	return s.full.sha
-}
-
-// Load puts the script in the server's script cache, in the form it takes.
-func (s *script) Load(ctx context.Context, rdb redis.UniversalClient) error {
-	err := rdb.ScriptLoad(ctx, s.full.src).Err()
-	if err != nil && s.full.sha != s.bare.sha && strings.Contains(err.Error(), "near '#'") {
-		rejectsFlags.Store(true)
-		err = rdb.ScriptLoad(ctx, s.bare.src).Err()
-	}
-	return err
-}

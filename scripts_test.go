@@ -1,8 +1,11 @@
 package rqgo
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Each script defines the prelude's functions it calls, and only those.
@@ -30,4 +33,23 @@ func TestScriptHelpers(t *testing.T) {
 			t.Errorf("%s.lua does not start with its flags line", c.s.name)
 		}
 	}
+}
+
+// Hash returns, for tests that watch commands, the SHA1 digest that calls of the script send now.
+func (s *script) Hash() string {
+	if rejectsFlags.Load() {
+		return s.bare.sha
+	}
+	return s.full.sha
+}
+
+// Load puts the script in the server's script cache, in the form it takes,
+// for tests that must see EVALSHA succeed.
+func (s *script) Load(ctx context.Context, rdb redis.UniversalClient) error {
+	err := rdb.ScriptLoad(ctx, s.full.src).Err()
+	if err != nil && s.full.sha != s.bare.sha && strings.Contains(err.Error(), "near '#'") {
+		rejectsFlags.Store(true)
+		err = rdb.ScriptLoad(ctx, s.bare.src).Err()
+	}
+	return err
 }

@@ -128,7 +128,6 @@ type Worker struct {
 	outcomes  chan *outcome
 	retryDue  atomic.Int64 // Unix ms of the latest retry this worker scheduled
 	reapEvery time.Duration
-	idleReap  time.Duration
 	started   atomic.Bool
 	qstate    []*queueState // per queue, as w.queues
 	wake      chan struct{} // a wake-up came (subscribed workers)
@@ -220,7 +219,6 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		maxBlock:  maxBlock,
 		maxHold:   maxHold,
 		reapEvery: min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
-		idleReap:  idleReap,
 		wake:      make(chan struct{}, 1),
 		wakeKeys:  map[string]int{},
 		channels:  map[string]int{},
