@@ -174,3 +174,51 @@ func (s *script) fallback(ctx context.Context, rdb redis.UniversalClient, c *red
 	}
 	return c
 }
+
+// scriptCall is one script invocation in a pipelined batch.
+type scriptCall struct {
+	s    *script
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+}
+
+// runScripts sends the calls in one round trip. A call Redis answers with
+// NOSCRIPT (its script cache is empty, e.g. after a restart) is sent again
+// with the script's source.
+func runScripts(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) {
+	defer func() {
+		for _, c := range calls {
+			if c.cmd.Err() != nil {
+				reloadTopology(rdb)
+				return
+			}
+		}
+	}()
+	if len(calls) == 1 {
+		c := calls[0]
+		c.cmd = c.s.Run(ctx, rdb, c.keys, c.args...)
+		return
+	}
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range calls {
+			c.cmd = c.s.evalSha(ctx, p, c.keys, c.args)
+		}
+		return nil
+	})
+	for _, c := range calls {
+		c.cmd = c.s.fallback(ctx, rdb, c.cmd, c.keys, c.args)
+	}
+}
+
+// reloadTopology asks a Cluster client to reload its slot map after a
+// command failed. go-redis reloads it on MOVED and ASK replies, but not when
+// a node refuses connections: after a master dies and its replica takes
+// over, it would go on dialing the dead master until its
+// ClusterStateReloadInterval (60s by default) passes. go-redis coalesces
+// reloads, so calling this after every failure is cheap.
+func reloadTopology(rdb redis.UniversalClient) {
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		c.ReloadState(context.Background())
+	}
+}

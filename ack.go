@@ -1,0 +1,219 @@
+package rqgo
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// maxErrorLen bounds the error text kept in a job hash (a panic's stack can
+// be long).
+const maxErrorLen = 16 << 10
+
+// ackLoop writes handlers' outcomes, batching whatever is ready into one
+// round trip and retrying writes that failed, until stop is closed; then it
+// makes one last attempt for what is left.
+func (w *Worker) ackLoop(ctx context.Context, stop <-chan struct{}) {
+	var (
+		retry    []*outcome
+		failures int
+		timer    = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	backoff := RetryPolicy{Base: 50 * time.Millisecond, Cap: 2 * time.Second}
+	for {
+		batch := retry
+		select {
+		case o := <-w.outcomes:
+			batch = append(batch, o)
+		case <-timer.C:
+		case <-stop:
+			batch = w.drainOutcomes(batch)
+			c, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if left := w.settle(c, batch); len(left) > 0 {
+				w.log.Warn("could not record outcomes before stopping; their leases will expire and they will run again", "jobs", len(left))
+			}
+			cancel()
+			return
+		}
+		batch = w.drainOutcomes(batch)
+		c, cancel := context.WithTimeout(ctx, w.opts.Lease)
+		// Outcomes on their way no longer hold back the fetch loop (want).
+		w.acking.Store(int64(len(batch)))
+		w.signalFreed()
+		retry = w.settle(c, batch)
+		w.acking.Store(0)
+		cancel()
+		if len(retry) == 0 {
+			failures = 0
+			continue
+		}
+		failures++
+		timer.Reset(backoff.Ceiling(failures))
+	}
+}
+
+func (w *Worker) drainOutcomes(batch []*outcome) []*outcome {
+	for len(batch) < 512 {
+		select {
+		case o := <-w.outcomes:
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// settle records outcomes in one round trip: the successes of each queue
+// with one ack_many.lua call, each failure with fail.lua. It returns the
+// outcomes that could not be written (Redis unreachable).
+func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome) {
+	var (
+		calls []*scriptCall
+		acks  []ackGroup // one per queue with successes
+		fails []*outcome // fails[i] is recorded by calls[len(acks)+i]
+	)
+	for _, o := range batch {
+		if w.isLost(o.r) {
+			w.finish(o.r)
+			continue
+		}
+		if o.err != nil {
+			fails = append(fails, o)
+			continue
+		}
+		i := 0
+		for i < len(acks) && acks[i].q.name != o.r.q.name {
+			i++
+		}
+		if i == len(acks) {
+			acks = append(acks, ackGroup{q: &o.r.q, args: []any{ttlMillis(w.opts.ResultTTL)}})
+		}
+		j := o.r.job
+		acks[i].args = append(acks[i].args, j.ID, j.token, []byte(o.result))
+		acks[i].outs = append(acks[i].outs, o)
+	}
+	if len(acks)+len(fails) == 0 {
+		return nil
+	}
+	calls = make([]*scriptCall, 0, len(acks)+len(fails))
+	for i := range acks {
+		calls = append(calls, &scriptCall{s: ackManyScript, keys: acks[i].q.ackKeys, args: acks[i].args})
+	}
+	for _, o := range fails {
+		j, k := o.r.job, o.r.q.k
+		msg := o.err.Error()
+		if len(msg) > maxErrorLen {
+			msg = msg[:maxErrorLen] + "…"
+		}
+		calls = append(calls, &scriptCall{s: failScript,
+			keys: []string{k.job(j.ID), k.active(), k.scheduled(), k.failed(), k.pending(), k.wake()},
+			args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL)}})
+	}
+	runScripts(ctx, w.rdb, calls)
+	debug := w.log.Enabled(ctx, slog.LevelDebug)
+	for i, g := range acks {
+		codes, err := calls[i].cmd.Int64Slice()
+		if err == nil && len(codes) != len(g.outs) {
+			err = fmt.Errorf("unexpected reply of %d codes for %d jobs", len(codes), len(g.outs))
+		}
+		for n, o := range g.outs {
+			switch {
+			case err != nil:
+				if !w.isLost(o.r) {
+					w.jobLog(o.r.job).Warn("recording job outcome failed; will retry", "err", err)
+					o.resent = true
+					retry = append(retry, o)
+					continue
+				}
+			case codes[n] == 0:
+				w.staleLog(o)
+			case debug:
+				w.jobLog(o.r.job).Debug("job finished")
+			}
+			w.finish(o.r)
+		}
+	}
+	for i, o := range fails {
+		res, err := calls[len(acks)+i].cmd.Int()
+		log := w.jobLog(o.r.job)
+		switch {
+		case err != nil:
+			if !w.isLost(o.r) {
+				log.Warn("recording job outcome failed; will retry", "err", err)
+				o.resent = true
+				retry = append(retry, o)
+				continue
+			}
+		case res == 0:
+			w.staleLog(o)
+		case res == 1:
+			if o.delay > 0 {
+				w.noteRetry(time.Now().Add(time.Duration(o.delay) * time.Millisecond))
+			}
+			log.Info("job attempt failed; will retry", "err", o.err, "in", time.Duration(o.delay)*time.Millisecond)
+		default:
+			log.Warn("job failed", "err", o.err)
+		}
+		w.finish(o.r)
+	}
+	return retry
+}
+
+// staleLog reports an outcome a script refused for its token.
+func (w *Worker) staleLog(o *outcome) {
+	if o.resent {
+		w.jobLog(o.r.job).Info("outcome not recorded by this try: an earlier try whose reply was lost recorded it, or the lease was lost")
+		return
+	}
+	w.jobLog(o.r.job).Warn("lease lost before the outcome was recorded; another attempt owns the job now")
+}
+
+// ackGroup is the successes of one queue in a batch of outcomes.
+type ackGroup struct {
+	q    *workerQueue
+	args []any // ack_many.lua's ARGV
+	outs []*outcome
+}
+
+// jobLog is the worker's logger with the job's fields, built only when
+// something is logged.
+func (w *Worker) jobLog(j *Job) *slog.Logger {
+	return w.log.With("queue", j.Queue, "job_id", j.ID, "func", j.Func, "attempt", j.Attempt)
+}
+
+func (w *Worker) noteRetry(t time.Time) {
+	ms := t.UnixMilli()
+	for {
+		cur := w.retryDue.Load()
+		if ms <= cur || w.retryDue.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
+
+func (w *Worker) isLost(r *run) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return r.lost
+}
+
+// finish ends a run whose outcome is recorded, or that lost its lease.
+func (w *Worker) finish(r *run) {
+	w.mu.Lock()
+	delete(w.running, r)
+	w.mu.Unlock()
+	w.settling.Add(-1)
+	w.signalFreed()
+}
+
+// signalFreed tells the fetch loop (or a draining Run) that a slot came
+// free or an outcome was recorded.
+func (w *Worker) signalFreed() {
+	select {
+	case w.freed <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,201 @@
+package rqgo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+)
+
+// run is one attempt of a job on this worker. It is held from its fetch
+// until a slot is free, then its handler runs; it ends when its outcome is
+// recorded or its lease is lost or given back.
+type run struct {
+	job     *Job
+	q       workerQueue
+	bad     error // why the job cannot run at all (a malformed hash)
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	fetched time.Time // worker clock
+	renewed time.Time // last successful lease renewal (worker clock)
+	lost    bool      // lease lost or released: write nothing for this run
+	done    bool      // the handler returned
+}
+
+// outcome is a finished handler's verdict, waiting to be written.
+type outcome struct {
+	r      *run
+	result json.RawMessage
+	err    error
+	delay  int64 // fail.lua's ARGV[4]: retry delay ms, -1 = fail now
+	// resent: an earlier try to record it failed, and may have been
+	// recorded with its reply lost.
+	resent bool
+}
+
+var errTimeout = errors.New("rqgo: job timeout")
+
+// admit takes on a fetched job: its handler starts at once when a slot is
+// free, no job is held before it and the worker is not stopping; otherwise
+// the job is held, its lease renewed like a running job's, until a returning
+// handler passes on its slot or the job is given back. bad is a reason the
+// job cannot run at all (a malformed hash).
+func (w *Worker) admit(q workerQueue, j *Job, bad error) {
+	ctx, cancel := context.WithCancelCause(w.handlerBase)
+	now := time.Now()
+	r := &run{job: j, q: q, bad: bad, ctx: ctx, cancel: cancel, fetched: now, renewed: now}
+	w.mu.Lock()
+	w.running[r] = struct{}{}
+	slot := !w.stopping && len(w.held) == 0 && w.inflight.Load() < int64(w.opts.Concurrency)
+	if slot {
+		w.inflight.Add(1)
+	} else {
+		w.held = append(w.held, r)
+	}
+	w.mu.Unlock()
+	if slot {
+		go w.execute(r)
+	}
+}
+
+// execute runs r's handler and records nothing itself: it hands the
+// outcome to the ack loop, passing its slot to the next held job first.
+func (w *Worker) execute(r *run) {
+	for r != nil {
+		began := time.Now()
+		o := w.attempt(r)
+		if time.Since(began) < time.Duration(w.roundTrip.Load()) {
+			w.quick.Add(1)
+		}
+		w.mu.Lock()
+		r.done = true
+		w.mu.Unlock()
+		// The run stays in w.running, its lease renewed, until its outcome
+		// is recorded (finish).
+		w.settling.Add(1)
+		r = w.passSlot()
+		w.signalFreed()
+		w.outcomes <- o
+	}
+}
+
+// stop makes the worker start no more jobs: held jobs wait to be given
+// back, and fetched ones are held.
+func (w *Worker) stop() {
+	w.mu.Lock()
+	w.stopping = true
+	w.mu.Unlock()
+}
+
+// passSlot returns the next held job to run in a slot that just freed, or
+// frees the slot when none is held (or the worker is stopping).
+func (w *Worker) passSlot() *run {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.held) > 0 && !w.stopping {
+		r := w.held[0]
+		w.held[0] = nil
+		w.held = w.held[1:]
+		if !r.lost && time.Since(r.renewed) < w.opts.Lease {
+			return r
+		}
+		// Its lease was lost while it was held, or may have expired: a
+		// worker paused past its lease must not start a job the reaper
+		// may have handed to another.
+		if !r.lost {
+			r.lost = true
+			r.cancel(ErrLeaseLost)
+		}
+		delete(w.running, r)
+	}
+	w.inflight.Add(-1)
+	return nil
+}
+
+// attempt runs the handler of r and judges its outcome.
+func (w *Worker) attempt(r *run) *outcome {
+	j := r.job
+	timeout := j.Timeout
+	if timeout <= 0 {
+		timeout = w.opts.Timeout
+	}
+	// The run's context ends with its handler, which also takes it off
+	// handlerBase's list of children.
+	defer r.cancel(context.Canceled)
+	tctx, stop := context.WithTimeoutCause(r.ctx, timeout, errTimeout)
+	defer stop()
+	var (
+		result any
+		err    = r.bad
+	)
+	if err == nil {
+		result, err = w.call(tctx, j)
+	}
+	if context.Cause(tctx) == errTimeout {
+		// Past its deadline the attempt fails, whatever the handler said.
+		if err != nil {
+			err = fmt.Errorf("timeout after %s: %w", timeout, err)
+		} else {
+			err = fmt.Errorf("timeout after %s", timeout)
+		}
+	}
+	return w.judge(r, result, err, r.bad != nil)
+}
+
+// call runs the job's handler, turning a panic into an error that carries
+// the stack.
+func (w *Worker) call(ctx context.Context, j *Job) (result any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	h := w.handler(j.Func) // wraps it in the middleware on first use
+	if h == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownFunc, j.Func)
+	}
+	return h.ProcessJob(ctx, j)
+}
+
+// judge turns a handler's return values into what fail.lua or ack_many.lua writes.
+func (w *Worker) judge(r *run, result any, err error, malformed bool) *outcome {
+	o := &outcome{r: r}
+	if err == nil {
+		raw, merr := marshalJSON(result)
+		if merr == nil {
+			o.result = raw
+			return o
+		}
+		err = SkipRetry(fmt.Errorf("result does not encode to JSON: %w", merr))
+	}
+	o.err = err
+	j := r.job
+	var skip *skipRetryError
+	var after *RetryAfterError
+	switch {
+	case malformed, errors.As(err, &skip), errors.Is(err, ErrUnknownFunc), j.Attempt > j.MaxRetries:
+		o.delay = -1
+	case errors.As(err, &after):
+		o.delay = max(after.Delay.Milliseconds(), 0)
+	default:
+		policy := w.opts.Retry
+		if j.Backoff != "" {
+			if p, perr := parseRetryPolicy(j.Backoff); perr == nil {
+				policy = p
+			}
+		}
+		o.delay = policy.Delay(j.Attempt).Milliseconds()
+	}
+	return o
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
