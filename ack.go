@@ -114,6 +114,13 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 	}
 	runScripts(ctx, w.rdb, calls)
 	debug := w.log.Enabled(ctx, slog.LevelDebug)
+	var owing map[string][]string // by queue: jobs whose end is owed to other queues
+	owes := func(o *outcome) {
+		if owing == nil {
+			owing = map[string][]string{}
+		}
+		owing[o.r.q.name] = append(owing[o.r.q.name], o.r.job.ID)
+	}
 	for i, g := range acks {
 		codes, err := calls[i].cmd.Int64Slice()
 		if err == nil && len(codes) != len(g.outs) {
@@ -130,7 +137,10 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 				}
 			case codes[n] == 0:
 				w.staleLog(o)
-			case debug:
+			case codes[n] == 2:
+				owes(o)
+			}
+			if debug && err == nil && codes[n] > 0 {
 				w.jobLog(o.r.job).Debug("job finished")
 			}
 			w.finish(o.r)
@@ -155,11 +165,36 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 			}
 			log.Info("job attempt failed; will retry", "err", o.err, "in", time.Duration(o.delay)*time.Millisecond)
 		default:
+			if res == 3 {
+				owes(o)
+			}
 			log.Warn("job failed", "err", o.err)
 		}
 		w.finish(o.r)
 	}
+	w.passOn(ctx, owing)
 	return retry
+}
+
+// passOn delivers the ends that jobs of the worker's queues owe their
+// dependents in other queues (see depend.go). What it cannot deliver, a
+// reaper of the job's queue delivers a few seconds later.
+func (w *Worker) passOn(ctx context.Context, owing map[string][]string) {
+	if len(owing) == 0 || !w.hook.at(stepOwed) {
+		return
+	}
+	var todo []owed
+	for q, ids := range owing {
+		o, err := readOwed(ctx, w.rdb, w.opts.Prefix, q, ids)
+		if err != nil {
+			w.log.Warn("reading what jobs owe their dependents failed; a reaper will deliver it", "queue", q, "err", err)
+			continue
+		}
+		todo = append(todo, o...)
+	}
+	if err := deliverOwed(ctx, w.rdb, w.opts.Prefix, todo, w.hook); err != nil {
+		w.log.Warn("delivering the ends of jobs to their dependents failed; a reaper will deliver it", "err", err)
+	}
 }
 
 // staleLog reports an outcome a script refused for its token.

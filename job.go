@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Status is where a job is in its life.
@@ -13,8 +16,10 @@ type Status string
 
 // Job statuses. A job moves queued → started → finished, or through
 // scheduled (delayed, or waiting for a retry) and failed; canceled is set by
-// [Queue.Cancel].
+// [Queue.Cancel], and for the dependents of a job that did not finish. A
+// job enqueued with [DependsOn] is deferred until its parents have ended.
 const (
+	StatusDeferred  Status = "deferred"
 	StatusQueued    Status = "queued"
 	StatusScheduled Status = "scheduled"
 	StatusStarted   Status = "started"
@@ -24,7 +29,7 @@ const (
 )
 
 // Statuses lists every status in the order a job usually passes them.
-var Statuses = []Status{StatusQueued, StatusScheduled, StatusStarted, StatusFinished, StatusFailed, StatusCanceled}
+var Statuses = []Status{StatusDeferred, StatusQueued, StatusScheduled, StatusStarted, StatusFinished, StatusFailed, StatusCanceled}
 
 // Job is one unit of work as stored in its Redis hash. A Job returned by
 // [Queue.FetchJob] is a snapshot; a Job passed to a handler describes the
@@ -51,9 +56,15 @@ type Job struct {
 	Error       string          // the last failed attempt's error
 	Worker      string          // the worker that ran the last attempt
 
+	Parents      []JobRef // the jobs this one waits for ([DependsOn])
+	AllowFailure bool     // it runs however its parents ended ([AllowFailure])
+
 	hasResultTTL  bool
 	hasFailureTTL bool
 	token         string
+	// from is where the job was read, for FetchParents.
+	from redis.UniversalClient
+	pfx  string
 }
 
 // Decode unmarshals the job's JSON arguments into v.
@@ -110,6 +121,11 @@ const (
 	fError       = "error"
 	fWorker      = "worker"
 	fToken       = "token"
+	// Workflows (see depend.go).
+	fParents      = "parents"
+	fAllowFailure = "allow_failure"
+	fDependents   = "dependents"
+	fWaited       = "waited"
 )
 
 // Indexes of a job's fields in jobValues. The first fetchedFields are the
@@ -130,12 +146,14 @@ const (
 	xEndedAt
 	xResult
 	xError
+	xParents
 	fetchedFields // the fields below are set by dequeue.lua itself
 	xStatus       = iota - 1
 	xAttempt
 	xStartedAt
 	xWorker
 	xToken
+	xAllowFailure
 	numFields
 )
 
@@ -144,8 +162,9 @@ var fieldNames = [numFields]string{
 	xID: fID, xQueue: fQueue, xFunc: fFunc, xArgs: fArgs, xMaxRetries: fMaxRetries,
 	xTimeout: fTimeout, xResultTTL: fResultTTL, xFailureTTL: fFailureTTL, xBackoff: fBackoff,
 	xCreatedAt: fCreatedAt, xEnqueuedAt: fEnqueuedAt, xScheduledAt: fScheduledAt,
-	xEndedAt: fEndedAt, xResult: fResult, xError: fError,
+	xEndedAt: fEndedAt, xResult: fResult, xError: fError, xParents: fParents,
 	xStatus: fStatus, xAttempt: fAttempt, xStartedAt: fStartedAt, xWorker: fWorker, xToken: fToken,
+	xAllowFailure: fAllowFailure,
 }
 
 // jobValues is a job hash read into fixed slots: v[i] is the value of field
@@ -214,6 +233,17 @@ func (jv *jobValues) decode() (*Job, error) {
 	j.ScheduledAt = ms(xScheduledAt)
 	j.StartedAt = ms(xStartedAt)
 	j.EndedAt = ms(xEndedAt)
+	j.AllowFailure = jv.v[xAllowFailure] == "1"
+	if jv.v[xParents] != "" {
+		for _, s := range strings.Fields(jv.v[xParents]) {
+			r, ok := parseRef(s)
+			if !ok {
+				bad = append(bad, fParents)
+				break
+			}
+			j.Parents = append(j.Parents, r)
+		}
+	}
 
 	for _, i := range [...]int{xID, xQueue, xFunc, xStatus} {
 		if jv.v[i] == "" {

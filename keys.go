@@ -38,6 +38,18 @@ func (k keys) wake() string         { return k.base + "wake" }
 func (k keys) reaper() string       { return k.base + "reaper" }
 func (k keys) reaped() string       { return k.base + "reaped" }
 
+// Workflows (see depend.go): the deferred registry (id -> when a reaper
+// checks its links next), a job's open parents and its dependents (sets of
+// "<queue>:<id>"), the outbox (parent id -> when a reaper delivers what it
+// still owes) and what one parent owes (dependent -> how the parent ended),
+// and the channel on which the end of a waited-for job is published.
+func (k keys) deferred() string            { return k.base + "deferred" }
+func (k keys) parents(id string) string    { return k.base + "parents:" + id }
+func (k keys) dependents(id string) string { return k.base + "dependents:" + id }
+func (k keys) outbox() string              { return k.base + "outbox" }
+func (k keys) owed(id string) string       { return k.base + "owed:" + id }
+func (k keys) ended() string               { return k.base + "ended" }
+
 // enqueueKeys is enqueue.lua's KEYS for the job id; chosen says the caller
 // chose it, and only then does the script take the sets of KEYS[5..8].
 func (k keys) enqueueKeys(id string, chosen bool) []string {

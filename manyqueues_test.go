@@ -224,7 +224,7 @@ func TestReaperWalksWholeRegistries(t *testing.T) {
 		}
 		for pass := range 3 {
 			e.rdb.Del(ctx, k.reaper()) // as if the lock period had passed
-			res, err := reapScript.Run(ctx, e.rdb, newWorkerQueue(e.prefix, "default").reapKeys, 1000, 1000, -1).Int64Slice()
+			res, err := reapScript.Run(ctx, e.rdb, newWorkerQueue(e.prefix, "default").reapKeys, 1000, 1000, -1, 60000).Slice()
 			if err != nil {
 				t.Fatalf("reap pass %d: %v", pass, err)
 			}

@@ -17,7 +17,10 @@ type enqueueOptions struct {
 	at         time.Time
 	resultTTL  *time.Duration
 	failureTTL *time.Duration
-	err        error
+	// parents and allowFailure: see depend.go.
+	parents      []JobRef
+	allowFailure bool
+	err          error
 }
 
 func (o *enqueueOptions) fail(format string, a ...any) {

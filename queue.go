@@ -22,7 +22,8 @@ const DefaultMaxArgsSize = 512 << 10
 
 // Queue enqueues jobs into one named queue and reads and operates on its
 // jobs. A Queue is safe for concurrent use; it holds no connection of its
-// own, only the client it was given.
+// own, only the client it was given, except one subscription while calls
+// of [Queue.Wait] are in flight.
 type Queue struct {
 	name        string
 	rdb         redis.UniversalClient
@@ -34,6 +35,8 @@ type Queue struct {
 	waitTimeout time.Duration // WithWait: longest wait; 0 = no limit
 	known       atomic.Bool   // the name is in the <prefix>:queues set
 	enq         enqueuer      // coalesces concurrent enqueues
+	waits       waitHub       // the subscription Wait calls share
+	hook        stepHook      // tests: stops a hand-over between queues
 }
 
 // QueueOption configures a [Queue].
@@ -106,6 +109,9 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 	}
 	if err := q.remember(ctx); err != nil {
 		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
+	}
+	if len(j.Parents) > 0 {
+		return q.enqueueDeferred(ctx, j, argv)
 	}
 	if q.waitN > 0 {
 		return q.enqueueAndWait(ctx, j, q.k.enqueueKeys(j.ID, argv[3] != "1"), argv)
@@ -204,6 +210,9 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.err == nil && o.allowFailure && len(o.parents) == 0 {
+		o.fail("AllowFailure needs DependsOn")
+	}
 	if o.err != nil {
 		return nil, nil, o.err
 	}
@@ -240,6 +249,10 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 	if o.failureTTL != nil {
 		j.FailureTTL, j.hasFailureTTL = *o.failureTTL, true
 		argv = append(argv, fFailureTTL, ttlMillis(*o.failureTTL))
+	}
+	j.Parents, j.AllowFailure = o.parents, o.allowFailure
+	if o.allowFailure {
+		argv = append(argv, fAllowFailure, "1")
 	}
 	return j, argv, nil
 }
@@ -281,12 +294,15 @@ func (q *Queue) FetchJob(ctx context.Context, id string) (*Job, error) {
 	if len(h) == 0 {
 		return nil, fmt.Errorf("%w: %q in queue %q", ErrJobNotFound, id, q.name)
 	}
-	return decodeJob(h)
+	j, err := decodeJob(h)
+	j.from, j.pfx = q.rdb, q.prefix
+	return j, err
 }
 
 // Counts is the number of jobs in each of a queue's states.
 type Counts struct {
 	Queued, Started, Scheduled, Finished, Failed, Canceled int64
+	Deferred                                               int64 // waiting for parents ([DependsOn])
 }
 
 // Counts returns how many jobs the queue holds in each state, read in one
@@ -303,6 +319,7 @@ func (q *Queue) Counts(ctx context.Context) (Counts, error) {
 		p.ZCard(ctx, q.k.finished())
 		p.ZCard(ctx, q.k.failed())
 		p.ZCard(ctx, q.k.canceled())
+		p.ZCard(ctx, q.k.deferred())
 		return nil
 	})
 	if err != nil {
@@ -316,7 +333,7 @@ func (q *Queue) Counts(ctx context.Context) (Counts, error) {
 		}
 		return c, fmt.Errorf("rqgo: count jobs in %q: %w", q.name, err)
 	}
-	dst := []*int64{&c.Queued, &c.Started, &c.Scheduled, &c.Finished, &c.Failed, &c.Canceled}
+	dst := []*int64{&c.Queued, &c.Started, &c.Scheduled, &c.Finished, &c.Failed, &c.Canceled, &c.Deferred}
 	for i, cmd := range cmds {
 		*dst[i] = cmd.(*redis.IntCmd).Val()
 	}
@@ -343,6 +360,8 @@ func (q *Queue) JobIDs(ctx context.Context, status Status, offset, limit int) ([
 		cmd = q.rdb.ZRange(ctx, q.k.active(), start, stop)
 	case StatusScheduled:
 		cmd = q.rdb.ZRange(ctx, q.k.scheduled(), start, stop)
+	case StatusDeferred:
+		cmd = q.rdb.ZRange(ctx, q.k.deferred(), start, stop)
 	case StatusFinished, StatusFailed, StatusCanceled:
 		cmd = q.rdb.ZRevRange(ctx, q.registry(status), start, stop)
 	default:
@@ -476,9 +495,13 @@ func (q *Queue) wrapRequeue(err error) error {
 	return fmt.Errorf("rqgo: requeue in %q: %w", q.name, err)
 }
 
-// Cancel cancels a queued or scheduled job: it will not run, and it is kept
-// in the canceled registry for its failure TTL. A job in any other
-// state gives [ErrNotCancelable]; no job gives [ErrJobNotFound].
+// Cancel cancels a queued, scheduled or deferred job: it will not run, and
+// it is kept in the canceled registry for its failure TTL. Its dependents
+// ([DependsOn]) are canceled in turn, unless they allow failure; Cancel
+// returns once those in this queue are, and has delivered the cancel to
+// those in other queues (a reaper of this queue does, should it fail). A
+// job in any other state gives [ErrNotCancelable]; no job gives
+// [ErrJobNotFound].
 func (q *Queue) Cancel(ctx context.Context, id string) error {
 	if q.err != nil {
 		return q.err
@@ -497,22 +520,49 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %q in queue %q", ErrJobNotFound, id, q.name)
 	case int64(-1):
 		return fmt.Errorf("%w: %q is %v", ErrNotCancelable, id, res[1])
+	case int64(2):
+		// Canceled; what fails to be delivered now, a reaper delivers.
+		_ = q.passOn(ctx, []string{id})
 	}
 	return nil
 }
 
+// passOn delivers what the given jobs owe their dependents in other queues.
+func (q *Queue) passOn(ctx context.Context, ids []string) error {
+	if !q.hook.at(stepOwed) {
+		return nil
+	}
+	todo, err := readOwed(ctx, q.rdb, q.prefix, q.name, ids)
+	if err == nil {
+		err = deliverOwed(ctx, q.rdb, q.prefix, todo, q.hook)
+	}
+	return err
+}
+
 // Empty deletes every queued job of the queue and returns how many it
-// deleted. Scheduled, running and finished jobs stay.
+// deleted. Scheduled, running and finished jobs stay. The dependents of a
+// deleted job are canceled, as those of a job that no longer exists.
 func (q *Queue) Empty(ctx context.Context) (int, error) {
 	if q.err != nil {
 		return 0, q.err
 	}
 	total := 0
 	for {
-		n, err := emptyScript.Run(ctx, q.rdb, []string{q.k.pending(), q.k.jobPrefix()}, 1000).Int()
-		total += n
+		r, err := emptyScript.Run(ctx, q.rdb, []string{q.k.pending(), q.k.jobPrefix()}, 1000).Slice()
+		if err == nil && len(r) != 2 {
+			err = fmt.Errorf("unexpected reply %v", r)
+		}
 		if err != nil {
 			return total, fmt.Errorf("rqgo: empty %q: %w", q.name, err)
+		}
+		n, _ := r[0].(int64)
+		total += int(n)
+		if ids, _ := r[1].([]any); len(ids) > 0 {
+			owing := make([]string, len(ids))
+			for i, id := range ids {
+				owing[i], _ = id.(string)
+			}
+			_ = q.passOn(ctx, owing) // a reaper delivers what fails now
 		}
 		if n == 0 {
 			return total, nil

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // reap runs reap.lua, in one round trip, on every queue of the worker whose
@@ -20,7 +22,7 @@ func (w *Worker) reap(ctx context.Context) {
 			continue
 		}
 		calls = append(calls, &scriptCall{s: reapScript, keys: q.reapKeys,
-			args: []any{w.reapEvery.Milliseconds(), 1000, ttlMillis(w.opts.FailureTTL)}})
+			args: []any{w.reapEvery.Milliseconds(), 1000, ttlMillis(w.opts.FailureTTL), time.Minute.Milliseconds()}})
 		which = append(which, i)
 	}
 	if len(calls) == 0 {
@@ -34,10 +36,7 @@ func (w *Worker) reap(ctx context.Context) {
 	for n, call := range calls {
 		i := which[n]
 		q, st := w.queues[i], w.qstate[i]
-		res, err := call.cmd.Int64Slice()
-		if err == nil && len(res) != 5 {
-			err = fmt.Errorf("unexpected reply %v", res)
-		}
+		res, owedIDs, due, err := reapReply(call.cmd)
 		if err != nil {
 			st.reapAt.Store(now.Add(w.reapEvery).UnixMilli())
 			if ctx.Err() == nil {
@@ -54,12 +53,77 @@ func (w *Worker) reap(ctx context.Context) {
 		default:
 			at = math.MaxInt64 // until it has leases (reapSoon)
 		}
+		if res[5] >= 0 {
+			at = min(at, now.Add(time.Duration(res[5])*time.Millisecond).UnixMilli())
+		}
 		// reapSoon may have moved it earlier meanwhile; keep the earlier.
 		if cur := st.reapAt.Load(); cur <= now.UnixMilli() || cur > at {
 			st.reapAt.CompareAndSwap(cur, at)
 		}
 		if res[0] > 0 || res[1] > 0 {
 			w.log.Warn("recovered jobs whose lease expired", "queue", q.name, "requeued", res[0], "failed", res[1])
+		}
+		w.finishWorkflows(ctx, q.name, owedIDs, due)
+	}
+}
+
+// reapReply reads reap.lua's reply: six counts, what the outbox owes (as
+// triples) and the deferred jobs due for a check of their links.
+func reapReply(cmd *redis.Cmd) (res [6]int64, owedIDs []any, due []any, err error) {
+	r, err := cmd.Slice()
+	if err == nil && len(r) != 8 {
+		err = fmt.Errorf("unexpected reply %v", r)
+	}
+	if err != nil {
+		return res, nil, nil, err
+	}
+	for i := range res {
+		res[i], _ = r[i].(int64)
+	}
+	owedIDs, _ = r[6].([]any)
+	due, _ = r[7].([]any)
+	return res, owedIDs, due, nil
+}
+
+// finishWorkflows delivers what a reap found owed by jobs of queue, and
+// links the deferred jobs whose check is due.
+func (w *Worker) finishWorkflows(ctx context.Context, queue string, owedIDs, due []any) {
+	if len(owedIDs) > 0 {
+		if err := deliverOwed(ctx, w.rdb, w.opts.Prefix, owedList(queue, owedIDs), w.hook); err != nil && ctx.Err() == nil {
+			w.log.Warn("delivering the ends of jobs to their dependents failed; will retry", "queue", queue, "err", err)
+		}
+	}
+	var (
+		edges  []edge
+		lonely []any // deferred jobs with no open parent
+	)
+	for _, d := range due {
+		ids, _ := d.([]any)
+		if len(ids) == 0 {
+			continue
+		}
+		id, _ := ids[0].(string)
+		child := JobRef{Queue: queue, ID: id}
+		if len(ids) == 1 {
+			// deliver.lua clears the entry of a job deleted by hand.
+			lonely = append(lonely, id, "", "open")
+		}
+		for _, p := range ids[1:] {
+			s, _ := p.(string)
+			if parent, ok := parseRef(s); ok {
+				edges = append(edges, edge{child: child, parent: parent})
+			}
+		}
+	}
+	if len(lonely) > 0 {
+		args := append([]any{relinkEvery.Milliseconds()}, lonely...)
+		if err := deliverScript.Run(ctx, w.rdb, []string{newKeys(w.opts.Prefix, queue).jobPrefix()}, args...).Err(); err != nil && ctx.Err() == nil {
+			w.log.Warn("checking deferred jobs failed; will retry", "queue", queue, "err", err)
+		}
+	}
+	if len(edges) > 0 {
+		if _, err := link(ctx, w.rdb, w.opts.Prefix, edges, nil, w.hook); err != nil && ctx.Err() == nil {
+			w.log.Warn("linking deferred jobs to their parents failed; will retry", "queue", queue, "err", err)
 		}
 	}
 }

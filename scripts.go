@@ -84,6 +84,13 @@ var (
 	cancelScript            = loadScript("cancel", false)
 	requeueScript           = loadScript("requeue", false)
 	emptyScript             = loadScript("empty", false)
+	// Workflows: linking and delivering twice is doing it once.
+	deferScript       = loadScript("defer", true)
+	deferChosenScript = loadScript("defer", false)
+	linkScript        = loadScript("link", true)
+	deliverScript     = loadScript("deliver", true)
+	deliveredScript   = loadScript("delivered", true)
+	waitScript        = loadScript("wait", true)
 )
 
 // rejectsFlags records that a server answered a script's flags line with a

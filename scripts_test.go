@@ -15,7 +15,8 @@ func TestScriptHelpers(t *testing.T) {
 		has, not []string
 	}{
 		{dequeueScript, []string{"now_ms", "bad", "failed", "wake"}, []string{"check"}},
-		{ackManyScript, []string{"now_ms", "bad", "check", "failed"}, []string{"wake"}},
+		{ackManyScript, []string{"now_ms", "bad", "check", "failed", "ended", "deliver", "wake"}, nil},
+		{enqueueManyScript, []string{"now_ms", "bad", "check", "wake"}, []string{"ended", "deliver"}},
 		{enqueueScript, []string{"now_ms", "bad", "failed", "wake"}, []string{"check"}},
 		{reapScript, []string{"now_ms", "bad", "failed", "check", "wake"}, nil},
 	} {

@@ -138,6 +138,7 @@ type Worker struct {
 	wakeKeys   map[string]int // queue index by wake key (and channel)
 	channels   map[string]int // queue index by active-set channel
 	waiting    func()         // called when the fetch loop starts an idle wait; tests only
+	hook       stepHook       // tests: stops a hand-over between queues
 	// waitFailures counts the idle waits in a row that failed (fetch loop only).
 	waitFailures int
 	// handlerBase is the parent of every handler's context; it ends when
@@ -162,7 +163,8 @@ func newWorkerQueue(prefix, name string) workerQueue {
 	return workerQueue{name: name, k: k,
 		dequeueKeys: []string{k.pending(), k.active(), k.scheduled(), k.seq(), k.wake(), k.jobPrefix()},
 		ackKeys:     []string{k.active(), k.finished(), k.jobPrefix()},
-		reapKeys:    []string{k.active(), k.pending(), k.failed(), k.reaper(), k.wake(), k.jobPrefix(), k.finished(), k.canceled(), k.reaped()},
+		reapKeys: []string{k.active(), k.pending(), k.failed(), k.reaper(), k.wake(), k.jobPrefix(), k.finished(),
+			k.canceled(), k.reaped(), k.outbox(), k.deferred()},
 	}
 }
 

@@ -11,7 +11,9 @@
 -- ARGV[2..] job id, attempt token the worker was given, result JSON: one
 --           triple per job
 --
--- Returns one code per job, in order: 1 = recorded, 0 = the token is stale
+-- Returns one code per job, in order: 1 = recorded, 2 = recorded, and the
+-- job's end is owed to dependents in other queues (see ended in
+-- prelude.lua), 0 = the token is stale
 -- (the lease was lost and the job belongs to another attempt now, or its key
 -- is damaged): nothing is written for that job, the others are recorded.
 -- The finished set is written last, so it is checked first; the active set
@@ -23,6 +25,8 @@ end
 local now = now_ms()
 local nows = tostring(now) -- formatted once, not per job
 local default = tonumber(ARGV[1])
+local base = string.sub(KEYS[3], 1, -5)
+local deps = false -- the keys ended writes are checked
 local out = {}
 local finished = {}
 for i = 2, #ARGV, 3 do
@@ -30,11 +34,18 @@ for i = 2, #ARGV, 3 do
   local k = KEYS[3] .. id
   -- pcall: a key that is not a hash must not stop the batch (Redis does not
   -- roll a script back); it is refused like a stale token.
-  local h = redis.pcall('HMGET', k, 'token', 'result_ttl_ms')
+  local h = redis.pcall('HMGET', k, 'token', 'result_ttl_ms', 'dependents', 'waited')
   local code = 0
   -- ZREM's reply is the lease check: the job must still be active.
   local removed = 0
   if type(h) == 'table' and h[1] == ARGV[i + 1] then
+    if h[3] and not deps then
+      err = check_deps(base)
+      if err then
+        return err
+      end
+      deps = true
+    end
     removed = redis.pcall('ZREM', KEYS[1], id)
     if failed(removed) then
       return bad(KEYS[1], 'zset')
@@ -55,6 +66,9 @@ for i = 2, #ARGV, 3 do
       else
         redis.call('PERSIST', k)
       end
+    end
+    if (h[3] or h[4]) and ended(base, id, 'finished', h[3], h[4], now) then
+      code = 2
     end
   end
   out[#out + 1] = code

@@ -1,5 +1,5 @@
 #!lua flags=allow-oom
--- cancel.lua: cancel a queued or scheduled job. It runs when Redis is out of
+-- cancel.lua: cancel a queued, scheduled or deferred job. It runs when Redis is out of
 -- memory too (allow-oom): a canceled job takes no more room than a queued one.
 --
 -- KEYS[1] job hash        <prefix>:{<queue>}:job:<id>
@@ -11,8 +11,9 @@
 -- ARGV[2] TTL of the canceled job when it sets no failure_ttl_ms, ms
 --         (0 = keep nothing, -1 = forever)
 --
--- Returns {code, status}: 1 = canceled, 0 = no such job, -1 = the job's
--- status (returned) does not allow it. A list or set of the wrong type answers
+-- Returns {code, status}: 1 = canceled, 2 = canceled, and its end is owed
+-- to dependents in other queues (see ended in prelude.lua), 0 = no such
+-- job, -1 = the job's status (returned) does not allow it. A list or set of the wrong type answers
 -- an error naming it, and nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset')
 if err then
@@ -21,26 +22,40 @@ end
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
   return {0, ''}
 end
-local st = redis.call('HGET', KEYS[1], 'status')
+local h = redis.call('HMGET', KEYS[1], 'status', 'failure_ttl_ms', 'dependents', 'waited')
+local st = h[1]
 if not st then
   return {0, ''}
+end
+local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
+if h[3] or st == 'deferred' then
+  err = check_deps(base)
+  if err then
+    return err
+  end
 end
 if st == 'queued' then
   redis.call('LREM', KEYS[2], 0, ARGV[1])
 elseif st == 'scheduled' then
   redis.call('ZREM', KEYS[3], ARGV[1])
+elseif st == 'deferred' then
+  redis.call('ZREM', base .. 'deferred', ARGV[1])
+  redis.call('DEL', base .. 'parents:' .. ARGV[1])
 else
   return {-1, st}
 end
 local now = now_ms()
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms')) or tonumber(ARGV[2])
+local ttl = tonumber(h[2]) or tonumber(ARGV[2])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
-  return {1, st}
+else
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', now)
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
 end
-redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', now)
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+if (h[3] or h[4]) and ended(base, ARGV[1], 'canceled', h[3], h[4], now) then
+  return {2, st}
 end
 return {1, st}

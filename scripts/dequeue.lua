@@ -25,11 +25,11 @@
 -- Returns {next_ms, now_ms, left, active, <job 1>, <job 2>, ...}: next_ms is
 -- the earliest remaining scheduled time (0 when none), now_ms the jobs'
 -- started_at, left the ready jobs still pending, active the size of the
--- active set. Each job is 18 elements: id, token, attempt (the new ones),
+-- active set. Each job is 19 elements: id, token, attempt (the new ones),
 -- then the values (nil when absent) of the hash fields id, queue, func,
 -- args, max_retries, timeout_ms, result_ttl_ms, failure_ttl_ms, backoff,
--- created_at, enqueued_at, scheduled_at, ended_at, result, error, in this
--- order. The job's status is `started` and its worker ARGV[3].
+-- created_at, enqueued_at, scheduled_at, ended_at, result, error, parents,
+-- in this order. The job's status is `started` and its worker ARGV[3].
 --
 -- Every key is read, and the counter checked, before the first write: a key
 -- of the wrong type answers an error naming it, and no job moves.
@@ -85,10 +85,10 @@ if left > 0 then
     -- (deleted by hand): there is nothing to run.
     local h = redis.pcall('HMGET', k, 'id', 'queue', 'func', 'args', 'max_retries',
       'timeout_ms', 'result_ttl_ms', 'failure_ttl_ms', 'backoff', 'created_at',
-      'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'attempt')
+      'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'parents', 'attempt')
     local found = false
     if not failed(h) then
-      for f = 1, 16 do
+      for f = 1, 17 do
         if h[f] then
           found = true
           break
@@ -97,7 +97,7 @@ if left > 0 then
       found = found or redis.call('EXISTS', k) == 1
     end
     if found then
-      local attempt = (tonumber(h[16]) or 0) + 1
+      local attempt = (tonumber(h[17]) or 0) + 1
       redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', token)
       leased[#leased + 1] = deadline
       leased[#leased + 1] = id
@@ -109,7 +109,7 @@ if left > 0 then
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = attempt
-      for f = 1, 15 do
+      for f = 1, 16 do
         out[#out + 1] = h[f]
       end
     end

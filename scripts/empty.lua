@@ -7,17 +7,31 @@
 --
 -- ARGV[1] most jobs to delete in this call
 --
--- Returns how many were deleted; call again until it returns 0. A pending key
+-- Returns {deleted, owing}: how many were deleted (call again until it is
+-- 0), and the ids of those whose ends are owed to dependents in other
+-- queues (see ended in prelude.lua). A pending key
 -- of the wrong type answers an error naming it.
 local err = check(KEYS[1], 'list')
 if err then
   return err
 end
-local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-for _, id in ipairs(ids) do
-  redis.call('DEL', KEYS[2] .. id)
+local base = string.sub(KEYS[2], 1, -5)
+err = check_deps(base)
+if err then
+  return err
 end
+local now = now_ms()
+local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 if #ids > 0 then
   redis.call('LTRIM', KEYS[1], #ids, -1)
 end
-return #ids
+local owing = {}
+for _, id in ipairs(ids) do
+  local h = redis.pcall('HMGET', KEYS[2] .. id, 'dependents', 'waited')
+  redis.call('DEL', KEYS[2] .. id)
+  -- Dependents of a deleted job are canceled; waiters find it gone.
+  if not failed(h) and (h[1] or h[2]) and ended(base, id, 'gone', h[1], h[2], now) then
+    owing[#owing + 1] = id
+  end
+end
+return {#ids, owing}

@@ -17,7 +17,8 @@
 -- ARGV[5] failure TTL ms when the job sets none (0 = keep nothing, -1 = forever)
 --
 -- Returns 0 when the token is stale (nothing written), 1 when a retry is
--- queued or scheduled, 2 when the job failed. A key of the wrong type answers
+-- queued or scheduled, 2 when the job failed, 3 when it failed and its end
+-- is owed to dependents in other queues (see ended in prelude.lua). A key of the wrong type answers
 -- an error naming it, and nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'list')
 if err then
@@ -26,10 +27,18 @@ end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
 end
+local delay = tonumber(ARGV[4])
+local h = redis.call('HMGET', KEYS[1], 'failure_ttl_ms', 'dependents', 'waited')
+local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
+if delay < 0 and h[2] then
+  err = check_deps(base)
+  if err then
+    return err
+  end
+end
 local now = now_ms()
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], 'token')
-local delay = tonumber(ARGV[4])
 if delay == 0 then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now, 'error', ARGV[3])
   redis.call('RPUSH', KEYS[5], ARGV[1])
@@ -41,14 +50,17 @@ elseif delay > 0 then
   wake(KEYS[6])
   return 1
 end
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl_ms')) or tonumber(ARGV[5])
+local ttl = tonumber(h[1]) or tonumber(ARGV[5])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
-  return 2
+else
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', now, 'error', ARGV[3])
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
 end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', now, 'error', ARGV[3])
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+if (h[2] or h[3]) and ended(base, ARGV[1], 'failed', h[2], h[3], now) then
+  return 3
 end
 return 2

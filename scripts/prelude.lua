@@ -50,3 +50,134 @@ local function wake(key)
     redis.call('PUBLISH', key, '1')
   end
 end
+
+-- check_deps checks the keys of the queue at base (`<prefix>:{<queue>}:`)
+-- that passing on a job's end may write.
+local function check_deps(base)
+  return check(base .. 'deferred', 'zset', base .. 'outbox', 'zset', base .. 'canceled', 'zset',
+    base .. 'pending', 'list', base .. 'scheduled', 'zset')
+end
+
+-- owe records, in the outbox of the queue whose keys start with base
+-- (`<prefix>:{<queue>}:`), that its job pid ended with status st and that
+-- its dependent cref (`<queue>:<id>`, in another queue) has not been told
+-- yet. The caller delivers it (deliver.lua) and then clears it
+-- (delivered.lua); a reaper delivers what is still owed 5 s later.
+local function owe(base, pid, cref, st, now)
+  redis.call('HSET', base .. 'owed:' .. pid, cref, st)
+  if redis.call('ZCARD', base .. 'outbox') == 0 then
+    -- Tell the queue's workers to reap it (see presence.go).
+    redis.call('PUBLISH', base .. 'active', '1')
+  end
+  redis.call('ZADD', base .. 'outbox', 'NX', now + 5000, pid)
+end
+
+-- deliver tells job cid of the queue at base that its parent pref
+-- (`<queue>:<id>`) ended with status st (finished, failed, canceled, or
+-- gone: it no longer exists). It is idempotent: only the first delivery of
+-- an edge removes it from the job's open parents. A deferred job whose last
+-- open parent finished is released: queued, or scheduled when its
+-- scheduled_at has not come. One whose parent did not finish is canceled at
+-- once unless it has allow_failure. Returns {dependents, waited} of a job it
+-- canceled (the caller passes the end on), else nil.
+local function deliver(base, cid, pref, st, now)
+  local open = base .. 'parents:' .. cid
+  if redis.pcall('SREM', open, pref) ~= 1 then
+    return nil
+  end
+  local k = base .. 'job:' .. cid
+  local h = redis.pcall('HMGET', k, 'status', 'allow_failure', 'scheduled_at', 'dependents', 'waited', 'failure_ttl_ms')
+  if failed(h) or h[1] ~= 'deferred' then
+    return nil
+  end
+  if st ~= 'finished' and h[2] ~= '1' then
+    redis.call('DEL', open)
+    redis.call('ZREM', base .. 'deferred', cid)
+    local why = 'parent ' .. pref .. ' ' .. st
+    if st == 'gone' then
+      why = 'parent ' .. pref .. ' no longer exists'
+    end
+    local ttl = tonumber(h[6]) or 604800000 -- DefaultFailureTTL
+    if ttl == 0 then
+      redis.call('DEL', k)
+    else
+      redis.call('HSET', k, 'status', 'canceled', 'ended_at', now, 'error', why)
+      redis.call('ZADD', base .. 'canceled', now, cid)
+      if ttl > 0 then
+        redis.call('PEXPIRE', k, ttl)
+      end
+    end
+    return {h[4], h[5]}
+  end
+  if redis.call('EXISTS', open) == 1 then
+    return nil
+  end
+  redis.call('ZREM', base .. 'deferred', cid)
+  local at = tonumber(h[3]) or 0
+  if at > now then
+    redis.call('ZADD', base .. 'scheduled', at, cid)
+    redis.call('HSET', k, 'status', 'scheduled')
+  else
+    redis.call('RPUSH', base .. 'pending', cid)
+    redis.call('HSET', k, 'status', 'queued', 'enqueued_at', now)
+  end
+  wake(base .. 'wake')
+  return nil
+end
+
+-- ended passes on the end of job id of the queue at base, with status st,
+-- after its hash got its final state (or was deleted): it tells whoever
+-- waits for it ([Queue.Wait]; waited = '1'), and, when it has dependents
+-- (deps = '1'), tells each of them, those in this queue at once (and theirs
+-- in turn when one is canceled), those in other queues through the outbox.
+-- The dependents set is kept as long as the job hash. Returns true when it
+-- owes deliveries to other queues, and appends each to into (when given)
+-- as parent id, dependent, end.
+local function ended(base, id, st, deps, waited, now, into)
+  local q = string.match(base, '{(.*)}:$')
+  local owes = false
+  local work = {id, st, deps, waited}
+  local i = 1
+  while i <= #work do
+    local pid, pst = work[i], work[i + 1]
+    if work[i + 3] == '1' then
+      redis.call('PUBLISH', base .. 'ended', pid)
+    end
+    if work[i + 2] == '1' then
+      local dk = base .. 'dependents:' .. pid
+      local kids = redis.pcall('SMEMBERS', dk)
+      if failed(kids) then
+        kids = {}
+      end
+      local pref = q .. ':' .. pid
+      for _, cref in ipairs(kids) do
+        local cq, cid = string.match(cref, '^([^:]*):(.*)$')
+        if cq == q then
+          local r = deliver(base, cid, pref, pst, now)
+          if r then
+            work[#work + 1] = cid
+            work[#work + 1] = 'canceled'
+            work[#work + 1] = r[1]
+            work[#work + 1] = r[2]
+          end
+        elseif cq then
+          owe(base, pid, cref, pst, now)
+          owes = true
+          if into then
+            into[#into + 1] = pid
+            into[#into + 1] = cref
+            into[#into + 1] = pst
+          end
+        end
+      end
+      local ttl = redis.call('PTTL', base .. 'job:' .. pid)
+      if ttl == -2 then
+        redis.call('DEL', dk)
+      elseif ttl > 0 then
+        redis.call('PEXPIRE', dk, ttl)
+      end
+    end
+    i = i + 4
+  end
+  return owes
+end

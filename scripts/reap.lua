@@ -15,15 +15,27 @@
 -- KEYS[8] canceled zset   <prefix>:{<queue>}:canceled
 -- KEYS[9] cursor hash     <prefix>:{<queue>}:reaped  (per registry: the rank
 --         where the next look at it starts)
+-- KEYS[10] outbox zset    <prefix>:{<queue>}:outbox  (see owe in prelude.lua)
+-- KEYS[11] deferred zset  <prefix>:{<queue>}:deferred  (see defer.lua)
 --
 -- ARGV[1] lock period, ms
 -- ARGV[2] most jobs to look at per registry
 -- ARGV[3] failure TTL ms when the job sets none (0 = keep nothing, -1 = forever)
 --
--- Returns {requeued, failed, cleaned, active, registered}: active is the size
--- of the active set and registered the size of the three registries
--- afterwards; requeued is -1 when another caller reaped this queue within
--- the lock period (then only active is counted).
+-- ARGV[4] ms a deferred job waits for its next check once this pass hands
+--         it to the caller
+--
+-- Returns {requeued, failed, cleaned, active, registered, next, owed, due}:
+-- active is the size of the active set and registered the size of the
+-- three registries afterwards; requeued is -1 when another caller reaped
+-- this queue within the lock period (then only active is counted). The
+-- rest is for the caller to finish the work of workflows: owed is the
+-- outbox's due entries, as triples of parent id, dependent and the
+-- parent's end, for deliver.lua and delivered.lua; due is the deferred jobs
+-- whose links are due for a check, each as {id, open parent...}, for
+-- link.lua; next is in how many ms the next entry of either is due (-1 =
+-- none). Both are handed out again 5 s (owed) or ARGV[4] ms (due) later
+-- when the caller does not finish them.
 --
 -- Each pass looks at the next ARGV[2] entries of each registry after where
 -- the last pass stopped, wrapping around, so jobs kept forever at the head
@@ -34,11 +46,13 @@ if lock == 'string' then
   if failed(active) then
     return bad(KEYS[1], 'zset')
   end
-  return {-1, 0, 0, active, 0}
+  return {-1, 0, 0, active, 0, 0, {}, {}}
 elseif lock ~= 'none' then
   return bad(KEYS[4], 'string')
 end
+local base = string.sub(KEYS[6], 1, -5)
 local err = check(KEYS[1], 'zset', KEYS[2], 'list', KEYS[3], 'zset', KEYS[7], 'zset', KEYS[8], 'zset', KEYS[9], 'hash')
+  or check_deps(base)
 if err then
   return err
 end
@@ -47,6 +61,7 @@ local now = now_ms()
 local limit = tonumber(ARGV[2])
 local prefix = KEYS[6]
 local requeued, failedn, cleaned = 0, 0, 0
+local fresh = false -- this pass owes deliveries to other queues
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do
@@ -54,10 +69,11 @@ for _, id in ipairs(expired) do
   local k = prefix .. id
   if redis.call('TYPE', k).ok == 'hash' then
     redis.call('HDEL', k, 'token')
-    local attempt = tonumber(redis.call('HGET', k, 'attempt')) or 0
-    local max = tonumber(redis.call('HGET', k, 'max_retries')) or 0
+    local h = redis.call('HMGET', k, 'attempt', 'max_retries', 'failure_ttl_ms', 'dependents', 'waited')
+    local attempt = tonumber(h[1]) or 0
+    local max = tonumber(h[2]) or 0
     if attempt > max then
-      local ttl = tonumber(redis.call('HGET', k, 'failure_ttl_ms')) or tonumber(ARGV[3])
+      local ttl = tonumber(h[3]) or tonumber(ARGV[3])
       if ttl == 0 then
         redis.call('DEL', k)
       else
@@ -66,6 +82,9 @@ for _, id in ipairs(expired) do
         if ttl > 0 then
           redis.call('PEXPIRE', k, ttl)
         end
+      end
+      if (h[4] or h[5]) and ended(base, id, 'failed', h[4], h[5], now) then
+        fresh = true
       end
       failedn = failedn + 1
     else
@@ -108,4 +127,46 @@ for _, r in ipairs({{KEYS[7], 'finished'}, {KEYS[3], 'failed'}, {KEYS[8], 'cance
   redis.call('HSET', KEYS[9], state, nextFrom)
   registered = registered + redis.call('ZCARD', reg)
 end
-return {requeued, failedn, cleaned, redis.call('ZCARD', KEYS[1]), registered}
+
+-- What workflows still owe: deliveries a dead caller left, and deferred jobs
+-- whose links are due for a check (those this pass owes included). Each is
+-- handed out with a new due time.
+local owed = {}
+local upto = now
+if fresh then
+  upto = now + 5000
+end
+for _, pid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', upto, 'LIMIT', 0, limit)) do
+  local o = redis.call('HGETALL', base .. 'owed:' .. pid)
+  if #o == 0 then
+    redis.call('ZREM', KEYS[10], pid)
+  else
+    redis.call('ZADD', KEYS[10], now + 10000, pid)
+    for j = 1, #o, 2 do
+      owed[#owed + 1] = pid
+      owed[#owed + 1] = o[j]
+      owed[#owed + 1] = o[j + 1]
+    end
+  end
+end
+local due = {}
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, limit)) do
+  local open = redis.pcall('SMEMBERS', base .. 'parents:' .. cid)
+  if failed(open) then
+    open = {}
+  end
+  redis.call('ZADD', KEYS[11], now + tonumber(ARGV[4]), cid)
+  table.insert(open, 1, cid)
+  due[#due + 1] = open
+end
+local nxt = -1
+for _, z in ipairs({KEYS[10], KEYS[11]}) do
+  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local d = math.max(tonumber(first[2]) - now, 0)
+    if nxt < 0 or d < nxt then
+      nxt = d
+    end
+  end
+end
+return {requeued, failedn, cleaned, redis.call('ZCARD', KEYS[1]), registered, nxt, owed, due}
