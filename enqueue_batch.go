@@ -57,7 +57,9 @@ func (e *EnqueueManyError) Unwrap() []error {
 // one Job per request, in order; a job that was not enqueued (invalid
 // request, an id that exists, as [ErrJobExists] — also for a second use of
 // an id within reqs) is nil, and the error is then an [*EnqueueManyError]
-// saying why, per request. The others are enqueued all the same.
+// saying why, per request. The others are enqueued all the same. Requests
+// with [DependsOn] are enqueued after the others, each in a few round trips
+// of its own.
 func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job, error) {
 	if q.err != nil {
 		return nil, q.err
@@ -66,23 +68,35 @@ func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job,
 	errs := make([]error, len(reqs))
 	failed := false
 	calls := make([]*enqueueCall, 0, len(reqs))
+	var deferred []*enqueueCall // with DependsOn: one by one, after the others
 	for i, r := range reqs {
 		j, argv, err := q.prepare(r.Func, r.Args, r.Options)
 		if err != nil {
 			errs[i], failed = err, true
 			continue
 		}
-		calls = append(calls, &enqueueCall{ctx: ctx, j: j, argv: argv, index: i})
+		c := &enqueueCall{ctx: ctx, j: j, argv: argv, index: i}
+		if len(j.Parents) > 0 {
+			deferred = append(deferred, c)
+		} else {
+			calls = append(calls, c)
+		}
 	}
-	if len(calls) > 0 {
+	if len(calls)+len(deferred) > 0 {
 		if err := q.remember(ctx); err != nil {
-			for _, c := range calls {
+			for _, c := range append(calls, deferred...) {
 				c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)
 			}
 		} else {
-			q.send(ctx, calls)
+			if len(calls) > 0 {
+				q.send(ctx, calls)
+			}
+			for _, c := range deferred {
+				c.j, c.err = q.enqueueDeferred(ctx, c.j, c.argv)
+			}
 		}
 	}
+	calls = append(calls, deferred...)
 	for _, c := range calls {
 		if c.err != nil {
 			errs[c.index], failed = c.err, true
