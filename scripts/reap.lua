@@ -46,7 +46,7 @@ if lock == 'string' then
   if failed(active) then
     return bad(KEYS[1], 'zset')
   end
-  return {-1, 0, 0, active, 0, 0, {}, {}}
+  return {-1, 0, 0, active, 0, -1, {}, {}}
 elseif lock ~= 'none' then
   return bad(KEYS[4], 'string')
 end
