@@ -256,3 +256,56 @@ func TestWait(t *testing.T) {
 		}
 	})
 }
+
+// A fan-in over 10,000 parents and a chain of 1,000 steps both work.
+func TestWorkflowScale(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		if e.mr != nil {
+			t.Skip("miniredis runs Lua too slowly for 10,000 parents; this runs on the real Redis")
+		}
+		ctx := context.Background()
+		t0 := time.Now()
+		a, b := e.queue("a"), e.queue("b")
+		reqs := make([]EnqueueRequest, MaxParents)
+		for i := range reqs {
+			reqs[i] = EnqueueRequest{Func: "num", Args: 1}
+		}
+		parts, err := a.EnqueueMany(ctx, reqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := b.Enqueue("sum", nil, DependsOn(parts...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev, err := a.Enqueue("step", "0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < 1000; i++ {
+			if prev, err = []*Queue{a, b}[i%2].Enqueue("step", fmt.Sprint(i), DependsOn(prev)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var o order
+		start(t, stepWorker(t, e, &o, "a", "b"))
+		if got := waitEnd(t, b, sum.ID, StatusFinished); string(got.Result) != fmt.Sprint(MaxParents) {
+			t.Errorf("fan-in result %s, want %d", got.Result, MaxParents)
+		}
+		t.Logf("enqueued and fanned in after %s", time.Since(t0))
+		waitEnd(t, b, prev.ID, StatusFinished)
+		t.Logf("chain done after %s", time.Since(t0))
+		steps := 0
+		for _, s := range o.list() {
+			if !strings.HasPrefix(s, "sum=") {
+				if s != fmt.Sprint(steps) {
+					t.Fatalf("step %d ran as number %s", steps, s)
+				}
+				steps++
+			}
+		}
+		if steps != 1000 {
+			t.Fatalf("%d steps ran, want 1000", steps)
+		}
+	})
+}
