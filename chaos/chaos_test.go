@@ -20,7 +20,9 @@ func TestMain(m *testing.M) {
 // queues through five worker processes (one on all 32 queues) while
 // workers are killed and paused, Redis stalls past the workers' read
 // timeout, restarts and runs out of memory, and connections drop. Nothing
-// may be lost and duplicates stay within what the faults explain.
+// may be lost and duplicates stay within what the faults explain. With
+// them run 20 chains and 20 fan-ins over two queues: no child may start
+// before its parents end, be released twice, or be left deferred.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run takes about 25s; skipped with -short")
@@ -57,6 +59,10 @@ func TestChaosShort(t *testing.T) {
 	if tried := rep.EnqueuesRefused + rep.EnqueuesAcceptedFull; rep.Full < cfg.FullFor || tried == 0 || rep.Probes == 0 {
 		t.Errorf("Redis out of memory for %s with %d enqueues tried and %d jobs running across it; want %s, some and some",
 			rep.Full, tried, rep.Probes, cfg.FullFor)
+	}
+	if rep.ChainsCompleted == 0 || rep.ChainsCanceled == 0 || rep.CallbacksAllowedFailure == 0 || rep.CallbacksCanceled == 0 || rep.CrossQueue == 0 {
+		t.Errorf("workflows: %d chains completed, %d canceled, %d callbacks ran after a part failed, %d canceled, %d edges across queues; want some of each",
+			rep.ChainsCompleted, rep.ChainsCanceled, rep.CallbacksAllowedFailure, rep.CallbacksCanceled, rep.CrossQueue)
 	}
 	if rep.Queues != cfg.Queues {
 		t.Errorf("jobs on %d queues, want %d", rep.Queues, cfg.Queues)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,13 +37,28 @@ type report struct {
 	LateAcksRefused               int            // outcomes a worker could not record: its attempt was no longer the job's
 	LeasesLost                    int            // handlers canceled because their lease was gone
 	FailedErrors                  map[string]int // error text → failed jobs
-	Problems                      []string
+	Settle                        time.Duration  // from the end of the faults until every job had ended
+
+	// Workflows (see workflow.go).
+	Chains, FanIns                  int
+	FlowJobs, CrossQueue            int // jobs, and edges from a parent in one queue to a child in the other
+	ChainsCompleted, ChainsCanceled int // chains whose last step finished; whose last step was canceled
+	CallbacksRan, CallbacksCanceled int // fan-in callbacks that finished; that were canceled
+	CallbacksAllowedFailure         int // callbacks that ran (AllowFailure) although a part failed
+	FlowRetries                     int // runs again after a planned failure at the first attempt
+	DeferredLeft, OutboxLeft        int // deferred jobs and owed deliveries left at the end
+	OpenLinksLeft                   int // workflow jobs with open parents left at the end
+	OrderViolations                 int // child runs that started before all their parents had ended
+	DoubleReleases                  int // child runs repeated with no fault near them
+
+	Problems []string
 }
 
 // Line is the one-line summary.
 func (r *report) Line() string {
-	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs",
-		r.Jobs, r.Finished, r.Failed, r.Lost, r.Duplicates, r.Kills, r.Stalls, r.Full.Seconds(), r.Queues, r.MaxRecovery.Seconds())
+	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs chains=%d fanins=%d deferred_left=%d order_violations=%d double_releases=%d",
+		r.Jobs, r.Finished, r.Failed, r.Lost, r.Duplicates, r.Kills, r.Stalls, r.Full.Seconds(), r.Queues, r.MaxRecovery.Seconds(),
+		r.Chains, r.FanIns, r.DeferredLeft, r.OrderViolations, r.DoubleReleases)
 }
 
 // Details says what else was done and seen.
@@ -50,6 +66,9 @@ func (r *report) Details() string {
 	s := fmt.Sprintf("chaos: executions=%d duplicates_allowed=%d duplicates_unexplained=%d kills_while_holding=%d pauses=%d redis_restarts=%d connection_drops=%d stall_seconds=%.1f enqueue_retries=%d enqueues_refused_oom=%d enqueues_accepted_oom=%d oom_probes=%d oom_probes_repeated=%d late_acks_refused=%d leases_lost=%d",
 		r.Executions, r.AllowedDuplicates, r.Unexplained, r.KillsHolding, r.Stops, r.Restarts, r.Drops, r.Stalled.Seconds(),
 		r.EnqueueErrors, r.EnqueuesRefused, r.EnqueuesAcceptedFull, r.Probes, r.ProbesRepeated, r.LateAcksRefused, r.LeasesLost)
+	s += fmt.Sprintf("\nchaos: workflow_jobs=%d cross_queue_edges=%d chains_completed=%d chains_canceled=%d callbacks_ran=%d callbacks_ran_after_failure=%d callbacks_canceled=%d planned_retries=%d outbox_left=%d open_links_left=%d settle_seconds=%.1f",
+		r.FlowJobs, r.CrossQueue, r.ChainsCompleted, r.ChainsCanceled, r.CallbacksRan, r.CallbacksAllowedFailure, r.CallbacksCanceled,
+		r.FlowRetries, r.OutboxLeft, r.OpenLinksLeft, r.Settle.Seconds())
 	for e, n := range r.FailedErrors {
 		s += fmt.Sprintf("\nchaos: %d jobs failed with %q", n, e)
 	}
@@ -99,7 +118,7 @@ func (h *harness) executions() (map[string][]execution, error) {
 		}
 	}
 	for _, ex := range runs {
-		slices.SortFunc(ex, func(a, b execution) int { return a.at.Compare(b.at) })
+		slices.SortFunc(ex, func(a, b execution) int { return cmp.Or(a.at.Compare(b.at), cmp.Compare(a.attempt, b.attempt)) })
 	}
 	return runs, nil
 }
@@ -130,7 +149,7 @@ func (h *harness) check() (*report, error) {
 	r := &report{Jobs: h.cfg.Jobs, Queues: len(h.queues), Kills: h.kills, KillsHolding: h.holding, Stops: h.stops,
 		Restarts: h.restarts, Drops: h.drops, Stalls: h.stalls, Stalled: h.stalled, Full: h.full,
 		EnqueueErrors: h.enqErrors, EnqueuesRefused: h.enqOOM, EnqueuesAcceptedFull: len(h.acceptedFull), AllowedDuplicates: h.allowed,
-		FailedErrors: map[string]int{}}
+		FailedErrors: map[string]int{}, Settle: h.settled, Chains: h.cfg.Chains, FanIns: h.cfg.FanIns}
 	// A recovery does not count the time Redis stalled or was down: the
 	// jobs of a worker killed just before wait for Redis, whatever rqgo
 	// does.
@@ -155,7 +174,7 @@ func (h *harness) check() (*report, error) {
 
 	// Which registries of which queues hold each job.
 	where := map[string][]string{}
-	regs := []string{"pending", "active", "scheduled", "finished", "failed", "canceled"}
+	regs := []string{"pending", "active", "scheduled", "finished", "failed", "canceled", "deferred"}
 	cmds := make([]*redis.StringSliceCmd, 0, len(h.queues)*len(regs))
 	if _, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, q := range h.queues {
@@ -250,36 +269,20 @@ func (h *harness) check() (*report, error) {
 				id, hash["status"], hash["attempt"], hash["worker"], in, len(ex))
 			continue
 		}
-		// A finished job's stored result comes from the attempt the hash
-		// names, and that is the last attempt that ran.
-		var res result
-		if err := json.Unmarshal([]byte(hash["result"]), &res); err != nil {
-			problem("job %s: result %q does not decode: %v", id, hash["result"], err)
-			continue
+		if p := resultProblem(id, hash, ex); p != "" {
+			problem("%s", p)
 		}
-		if strconv.Itoa(res.Attempt) != hash["attempt"] || res.Worker != hash["worker"] {
-			problem("job %s: result from attempt %d on %s, but the job's last attempt is %s on %s (a late ack overwrote it)",
-				id, res.Attempt, res.Worker, hash["attempt"], hash["worker"])
-		}
-		last := execution{}
-		ran := false
-		for _, e := range ex {
-			if e.attempt > last.attempt {
-				last = e
-			}
-			ran = ran || e.attempt == res.Attempt && e.worker == res.Worker
-		}
-		if !ran {
-			problem("job %s finished with a result from attempt %d on %s, which never ran", id, res.Attempt, res.Worker)
-		} else if last.attempt > res.Attempt {
-			problem("job %s: result from attempt %d on %s, but attempt %d ran later on %s (a late ack won)",
-				id, res.Attempt, res.Worker, last.attempt, last.worker)
-		}
+	}
+	if err := h.checkFlows(ctx, r, where, runs, problem); err != nil {
+		return nil, err
 	}
 	for id, in := range where {
 		problem("unknown job %s in %v", id, in)
 	}
 	for id := range runs {
+		if h.flowJobs[id] != nil {
+			continue
+		}
 		if i, ok := jobIndex(id); !ok || i >= h.cfg.Jobs || jobID(i) != id {
 			problem("execution of unknown job %s", id)
 		}
@@ -310,14 +313,41 @@ func (h *harness) check() (*report, error) {
 		problem("%d duplicate runs, more than the %d that %d kills, %d pauses, %d Redis restarts, %d stalls and %d connection drops explain",
 			r.Duplicates, r.AllowedDuplicates, r.Kills, r.Stops, r.Restarts, r.Stalls, r.Drops)
 	}
-	if r.Unexplained > 0 {
-		if len(unexplained) > 5 {
-			unexplained = append(unexplained[:5], "…")
-		}
+	if len(unexplained) > 0 {
 		problem("%d runs were repeated with no kill, pause, Redis restart, stall or connection drop near them (a lease lost on a healthy worker): %s",
-			r.Unexplained, strings.Join(unexplained, "; "))
+			len(unexplained), strings.Join(firstFew(unexplained), "; "))
 	}
 	return r, nil
+}
+
+// resultProblem checks a finished job: its stored result comes from the
+// attempt the hash names, and that is the last attempt that ran. It
+// returns what is wrong, or "".
+func resultProblem(id string, hash map[string]string, ex []execution) string {
+	var res result
+	if err := json.Unmarshal([]byte(hash["result"]), &res); err != nil {
+		return fmt.Sprintf("job %s: result %q does not decode: %v", id, hash["result"], err)
+	}
+	if strconv.Itoa(res.Attempt) != hash["attempt"] || res.Worker != hash["worker"] {
+		return fmt.Sprintf("job %s: result from attempt %d on %s, but the job's last attempt is %s on %s (a late ack overwrote it)",
+			id, res.Attempt, res.Worker, hash["attempt"], hash["worker"])
+	}
+	last := execution{}
+	ran := false
+	for _, e := range ex {
+		if e.attempt > last.attempt {
+			last = e
+		}
+		ran = ran || e.attempt == res.Attempt && e.worker == res.Worker
+	}
+	if !ran {
+		return fmt.Sprintf("job %s finished with a result from attempt %d on %s, which never ran", id, res.Attempt, res.Worker)
+	}
+	if last.attempt > res.Attempt {
+		return fmt.Sprintf("job %s: result from attempt %d on %s, but attempt %d ran later on %s (a late ack won)",
+			id, res.Attempt, res.Worker, last.attempt, last.worker)
+	}
+	return ""
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -158,6 +158,9 @@ func (h *harness) heldBy(worker string) map[string]string {
 
 // jobKeyOf returns the hash key of the job with this id, in its queue.
 func (h *harness) jobKeyOf(id string) string {
+	if j := h.flowJobs[id]; j != nil {
+		return jobKey(j.q.Name(), id)
+	}
 	i, _ := jobIndex(id)
 	return jobKey(h.queueOf(i), id)
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,6 +22,8 @@ import (
 
 type config struct {
 	Jobs        int
+	Chains      int           // workflows on the first two queues (see workflow.go); 0: Jobs/100, at least 4
+	FanIns      int           // 0: Jobs/100, at least 4
 	Queues      int           // the jobs are spread over this many queues
 	Duration    time.Duration // faults go on this long
 	Workers     int           // worker processes on a share of the queues each; one more runs on all of them
@@ -86,6 +86,11 @@ type harness struct {
 	// whose enqueue Redis accepted within fullSure of it.
 	fullAt       time.Time
 	acceptedFull []string
+	// The workflows (see workflow.go), planned before the run and only
+	// read after: by job id, and by the plain job whose wave enqueues them.
+	flowJobs map[string]*flowJob
+	flowsAt  map[int][]*workflow
+	settled  time.Duration // from the end of the faults until every job had ended
 }
 
 // fullSure is how long after maxmemory is set 1/32 below used_memory Redis
@@ -132,6 +137,12 @@ func run(cfg config) (rep *report, err error) {
 	}
 	if cfg.Queues <= 0 {
 		cfg.Queues = 1
+	}
+	if cfg.Chains <= 0 {
+		cfg.Chains = max(cfg.Jobs/100, 4)
+	}
+	if cfg.FanIns <= 0 {
+		cfg.FanIns = max(cfg.Jobs/100, 4)
 	}
 	readTimeout := cfg.ReadTimeout
 	if readTimeout <= 0 {
@@ -192,8 +203,9 @@ func run(cfg config) (rep *report, err error) {
 	for i := 50; i < cfg.Jobs; i += 100 {
 		h.probes[i] = int(cfg.Lease.Milliseconds() * 5 / 2)
 	}
-	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues, %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
-		h.redis.version, h.redis.addr(), cfg.Jobs, cfg.Queues, cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
+	h.planFlows()
+	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues and %d workflows (%d jobs) on two, %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
+		h.redis.version, h.redis.addr(), cfg.Jobs, cfg.Queues, cfg.Chains+cfg.FanIns, len(h.flowJobs), cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
 
 	for slot := range cfg.Workers + 1 {
 		if err := h.spawn(slot); err != nil {
@@ -205,15 +217,16 @@ func run(cfg config) (rep *report, err error) {
 	if err := h.faults(); err != nil {
 		return nil, err
 	}
+	faulted := time.Now()
 	h.recovering.Wait()
-	settled := h.settle()
+	settled := h.settle(faulted)
 	h.stopWorkers()
 	rep, err = h.check()
 	if err != nil {
 		return nil, err
 	}
 	if !settled {
-		rep.Problems = append(rep.Problems, fmt.Sprintf("jobs still queued or running %s after the faults ended", cfg.Settle))
+		rep.Problems = append(rep.Problems, fmt.Sprintf("jobs still queued, running or deferred, or deliveries owed, %s after the faults ended", cfg.Settle))
 	}
 	h.mu.Lock()
 	for _, c := range h.crashes {
@@ -335,98 +348,6 @@ func (h *harness) pick() *workerProc {
 	return live[h.rnd.IntN(len(live))]
 }
 
-// enqueueWave enqueues jobs [from, to) from a few goroutines, each job with
-// its own id.
-func (h *harness) enqueueWave(from, to int) error {
-	ids := make(chan int)
-	errs := make(chan error, 8)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range ids {
-				if err := h.enqueueOne(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	var err error
-	for i := from; i < to && err == nil; i++ {
-		select {
-		case ids <- i:
-		case err = <-errs:
-		}
-	}
-	close(ids)
-	wg.Wait()
-	close(errs)
-	if err != nil {
-		return err
-	}
-	return <-errs
-}
-
-// enqueueOne enqueues job i. An enqueue that fails (Redis down, stalled or
-// out of memory) is tried again with the same id until it succeeds or the
-// id turns out to exist: an enqueue whose reply was lost, or that go-redis
-// sent twice. A job that exists counts as enqueued only when it is this
-// job (same function and arguments).
-func (h *harness) enqueueOne(i int) error {
-	id := jobID(i)
-	q := h.qs[i%len(h.qs)]
-	a := args{N: i, MS: h.probes[i]}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		h.mu.Lock()
-		full := h.fullAt
-		h.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := q.EnqueueContext(ctx, funcName, a, rqgo.JobID(id), rqgo.Retry(25),
-			rqgo.Backoff(50*time.Millisecond, time.Second))
-		if errors.Is(err, rqgo.ErrJobExists) {
-			err = h.ours(ctx, i, err)
-		}
-		cancel()
-		switch {
-		case err == nil:
-			h.mu.Lock()
-			if !full.IsZero() && h.fullAt.Equal(full) && time.Since(full) < fullSure {
-				h.acceptedFull = append(h.acceptedFull, id)
-			}
-			h.mu.Unlock()
-			return nil
-		case errors.Is(err, rqgo.ErrInvalid), errors.Is(err, rqgo.ErrJobExists), time.Now().After(deadline):
-			return fmt.Errorf("enqueue %s: %w", id, err)
-		}
-		h.mu.Lock()
-		h.enqErrors++
-		if strings.Contains(err.Error(), "OOM") {
-			h.enqOOM++
-		}
-		h.mu.Unlock()
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// ours returns nil when the existing job with job i's id is job i, and
-// exists otherwise (or the error reading it, to try again).
-func (h *harness) ours(ctx context.Context, i int, exists error) error {
-	v, err := h.rdb.HMGet(ctx, jobKey(h.queueOf(i), jobID(i)), "func", "args").Result()
-	if err != nil {
-		return err
-	}
-	fn, _ := v[0].(string)
-	raw, _ := v[1].(string)
-	var a args
-	if fn != funcName || json.Unmarshal([]byte(raw), &a) != nil || a.N != i {
-		return fmt.Errorf("%w: it holds %s(%s), not job %d", exists, fn, raw, i)
-	}
-	return nil
-}
-
 func jobID(i int) string { return fmt.Sprintf("job-%06d", i) }
 
 // queueOf returns the queue of job i: the jobs go round the queues.
@@ -445,8 +366,10 @@ func jobKey(queue, id string) string { return prefixKey(queue, "job:"+id) }
 
 func prefixKey(queue, name string) string { return rqgo.DefaultPrefix + ":{" + queue + "}:" + name }
 
-// settle waits until no job of any queue is queued, scheduled or running.
-func (h *harness) settle() bool {
+// settle waits until no job of any queue is queued, scheduled, running or
+// deferred, and no queue owes a delivery to another (its outbox is empty),
+// and records how long after since that was.
+func (h *harness) settle(since time.Time) bool {
 	deadline := time.Now().Add(h.cfg.Settle)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -454,14 +377,16 @@ func (h *harness) settle() bool {
 		_, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, q := range h.queues {
 				waiting = append(waiting, p.LLen(ctx, prefixKey(q, "pending")),
-					p.ZCard(ctx, prefixKey(q, "active")), p.ZCard(ctx, prefixKey(q, "scheduled")))
+					p.ZCard(ctx, prefixKey(q, "active")), p.ZCard(ctx, prefixKey(q, "scheduled")),
+					p.ZCard(ctx, prefixKey(q, "deferred")), p.ZCard(ctx, prefixKey(q, "outbox")))
 				ended = append(ended, p.ZCard(ctx, prefixKey(q, "finished")),
 					p.ZCard(ctx, prefixKey(q, "failed")), p.ZCard(ctx, prefixKey(q, "canceled")))
 			}
 			return nil
 		})
 		cancel()
-		if err == nil && sum(waiting) == 0 && sum(ended) >= int64(h.cfg.Jobs) {
+		if err == nil && sum(waiting) == 0 && sum(ended) >= int64(h.cfg.Jobs+len(h.flowJobs)) {
+			h.settled = time.Since(since)
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)

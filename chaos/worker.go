@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -31,12 +32,24 @@ const (
 
 const funcName = "chaos.run"
 
-// args are a job's arguments: its number, and how long its handler works
-// (0: no time, or up to 20 ms, at random).
+// args are a job's arguments: its number, how long its handler works (0:
+// no time, or up to 20 ms, at random), and, for jobs of workflows, how it
+// fails (failAlways, failOnce, or "": never).
 type args struct {
-	N  int `json:"n"`
-	MS int `json:"ms,omitempty"`
+	N    int    `json:"n"`
+	MS   int    `json:"ms,omitempty"`
+	Fail string `json:"fail,omitempty"`
 }
+
+// How a workflow job fails: for good at every attempt (SkipRetry), or at
+// its first attempt only (it is retried).
+const (
+	failAlways = "always"
+	failOnce   = "once"
+)
+
+// failMsg is the error of a job that fails for good.
+const failMsg = "chaos: fails for good"
 
 // result is what the handler returns, and so what a finished job stores.
 type result struct {
@@ -101,6 +114,12 @@ func workerMain() int {
 			time.Sleep(time.Duration(a.MS) * time.Millisecond)
 		case rand.N(2) == 0:
 			time.Sleep(rand.N(21 * time.Millisecond))
+		}
+		switch {
+		case a.Fail == failAlways:
+			return nil, rqgo.SkipRetry(errors.New(failMsg))
+		case a.Fail == failOnce && j.Attempt == 1:
+			return nil, errors.New("chaos: fails at its first attempt")
 		}
 		return result{Attempt: j.Attempt, Worker: name}, nil
 	}
