@@ -59,4 +59,34 @@ func TestDashboardOnCluster(t *testing.T) {
 	if code, body := get(t, h, "/metrics"); code != 200 || strings.Count(body, `status="canceled"} 1`) != len(ids) {
 		t.Errorf("after canceling one job per queue, GET /metrics = %d:\n%s", code, body)
 	}
+
+	// A parent and its dependent in queues on two masters: each page reads
+	// the other's status.
+	parentQ, childQ := "q0", ""
+	first, err := c.NodeFor(t.Context(), "rqgo:{q0}:pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range ids {
+		if node, err := c.NodeFor(t.Context(), "rqgo:{"+name+"}:pending"); err == nil && node.Addr != first.Addr {
+			childQ = name
+			break
+		}
+	}
+	parent, err := rqgo.NewQueue(parentQ, rdb).EnqueueContext(t.Context(), "resize", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := rqgo.NewQueue(childQ, rdb).EnqueueContext(t.Context(), "notify", nil, rqgo.DependsOn(parent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ page, want string }{
+		{"/queues/" + childQ + "/jobs/" + child.ID, `jobs/` + parent.ID + `">` + parent.ID + `</a></td><td>resize</td><td>queued</td>`},
+		{"/queues/" + parentQ + "/jobs/" + parent.ID, `jobs/` + child.ID + `">` + child.ID + `</a></td><td>notify</td><td>deferred</td>`},
+	} {
+		if code, body := get(t, h, c.page); code != 200 || !strings.Contains(body, c.want) {
+			t.Errorf("GET %s = %d, lacks %s:\n%s", c.page, code, c.want, body)
+		}
+	}
 }

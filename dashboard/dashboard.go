@@ -1,10 +1,14 @@
 // Package dashboard serves a small web UI over rqgo's queues and workers,
 // and their metrics for Prometheus.
 //
-// It reads and writes Redis through the rqgo library only, so what it shows
-// is what `rqgo info` and `rqgo job` show, and what it does is what
+// It reads and writes Redis through the rqgo library, so what it shows is
+// what `rqgo info` and `rqgo job` show, and what it does is what
 // [rqgo.Queue.Requeue], [rqgo.Queue.RequeueFailed] and [rqgo.Queue.Cancel]
-// do:
+// do. Its one read of its own is the function and status of each parent
+// and dependent ([rqgo.DependsOn]) a job's page lists: fields of the job
+// hash the README documents, for all of them in one pipeline.
+//
+// Mount it under a path of your own:
 //
 //	http.Handle("/rqgo/", http.StripPrefix("/rqgo", dashboard.New(rdb, dashboard.Options{})))
 //
@@ -61,10 +65,10 @@ type server struct {
 //
 //	GET  /                              queues, with their counts and latency, live workers, periodic jobs
 //	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page
-//	GET  /queues/{queue}/jobs/{id}      one job, every field
+//	GET  /queues/{queue}/jobs/{id}      one job, every field, its parents and dependents
 //	GET  /find?id=ID                    the job ID in whichever queue holds it
 //	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job)
-//	POST /queues/{queue}/cancel         id=ID (a queued or scheduled job)
+//	POST /queues/{queue}/cancel         id=ID (a queued, scheduled or deferred job)
 //	GET  /metrics                       Prometheus metrics, from a [Collector]
 //
 // Its links are relative, so it can be mounted under a path with
@@ -113,7 +117,7 @@ func (s *server) overview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, r, "overview", map[string]any{"Title": "overview", "Root": "./",
-		"Queues": queues, "Workers": workers, "Schedules": schedules, "Prefix": s.opts.Prefix})
+		"Statuses": rqgo.Statuses, "Queues": queues, "Workers": workers, "Schedules": schedules, "Prefix": s.opts.Prefix})
 }
 
 func (s *server) queue(w http.ResponseWriter, r *http.Request) {
@@ -142,9 +146,9 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	total := int64(0)
-	for _, st := range info.states() {
-		if st.status == status {
-			total = st.n
+	for _, st := range info.States() {
+		if st.Status == status {
+			total = st.N
 		}
 	}
 	s.render(w, r, "queue", map[string]any{
@@ -176,9 +180,13 @@ func (s *server) job(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	key := fmt.Sprintf("%s:{%s}:job:%s", s.opts.Prefix, j.Queue, j.ID)
+	links, err := readLinks(r.Context(), s.rdb, s.opts.Prefix, q, j)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.render(w, r, "job", map[string]any{"Title": "job " + j.ID, "Root": "../../../",
-		"Job": j, "Key": key})
+		"Job": j, "Key": jobKey(s.opts.Prefix, j.Queue, j.ID), "Links": links})
 }
 
 func (s *server) find(w http.ResponseWriter, r *http.Request) {

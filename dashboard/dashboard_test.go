@@ -298,9 +298,18 @@ func TestReadOnly(t *testing.T) {
 	rdb := e.rdb
 	q := e.queue("default")
 	failed := e.failJobs(t, q, 1)
+	parent, err := q.EnqueueContext(t.Context(), "f", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := q.EnqueueContext(t.Context(), "f", nil, rqgo.DependsOn(parent))
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := dashboard.New(rdb, dashboard.Options{ReadOnly: true})
 
-	for _, path := range []string{"/queues/default?status=failed", "/queues/default/jobs/" + failed[0]} {
+	for _, path := range []string{"/queues/default?status=failed", "/queues/default/jobs/" + failed[0],
+		"/queues/default?status=deferred", "/queues/default/jobs/" + child.ID, "/queues/default/jobs/" + parent.ID} {
 		code, body := get(t, h, path)
 		if code != 200 || strings.Contains(body, `method="post"`) || !strings.Contains(body, "read-only") {
 			t.Errorf("read-only GET %s = %d, want 200 with no buttons that post:\n%s", path, code, body)
@@ -311,8 +320,17 @@ func TestReadOnly(t *testing.T) {
 			t.Errorf("read-only POST %s = %d, want 405", path, rec.Code)
 		}
 	}
+	if _, body := get(t, h, "/queues/default?status=deferred"); !strings.Contains(body, child.ID) {
+		t.Errorf("read-only deferred jobs page lacks %s:\n%s", child.ID, body)
+	}
+	if rec := post(t, h, "/queues/default/cancel", url.Values{"id": {child.ID}}); rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("read-only POST cancel of a deferred job = %d, want 405", rec.Code)
+	}
 	if s := status(t, q, failed[0]); s != rqgo.StatusFailed {
 		t.Errorf("job after read-only POSTs is %s, want failed", s)
+	}
+	if s := status(t, q, child.ID); s != rqgo.StatusDeferred {
+		t.Errorf("deferred job after read-only POSTs is %s, want deferred", s)
 	}
 }
 
@@ -325,7 +343,13 @@ func TestLinksHoldUnderAMountPath(t *testing.T) {
 	e := mini(t)
 	rdb := e.rdb
 	e.failJobs(t, e.queue("reports"), 2)
-	if _, err := e.queue("reports").EnqueueContext(t.Context(), "f", nil); err != nil {
+	parent, err := e.queue("reports").EnqueueContext(t.Context(), "f", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A deferred job in another queue: its page links to its parent's, and
+	// back.
+	if _, err := e.queue("digests").EnqueueContext(t.Context(), "f", nil, rqgo.DependsOn(parent)); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()

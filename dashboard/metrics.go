@@ -63,8 +63,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, q := range queues {
-		for _, s := range q.states() {
-			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(s.n), q.Name, string(s.status))
+		for _, s := range q.States() {
+			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(s.N), q.Name, string(s.Status))
 		}
 		ch <- prometheus.MustNewConstMetric(latencyDesc, prometheus.GaugeValue, q.Latency.Seconds(), q.Name)
 	}

@@ -27,18 +27,25 @@ func TestMetrics(t *testing.T) {
 		if e.mr != nil {
 			e.mr.SetTime(time.Now().Add(-90 * time.Second))
 		}
+		var parent *rqgo.Job
 		for range 3 {
-			if _, err := q.EnqueueContext(ctx, "f", nil); err != nil {
+			j, err := q.EnqueueContext(ctx, "f", nil)
+			if err != nil {
 				t.Fatal(err)
 			}
+			parent = j
 		}
 		if _, err := q.EnqueueContext(ctx, "f", nil, rqgo.In(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.EnqueueContext(ctx, "f", nil, rqgo.DependsOn(parent)); err != nil {
 			t.Fatal(err)
 		}
 		want := `
 # HELP rqgo_queue_jobs Jobs of the queue in each state, as its Redis list and registries hold them.
 # TYPE rqgo_queue_jobs gauge
 rqgo_queue_jobs{queue="default",status="canceled"} 0
+rqgo_queue_jobs{queue="default",status="deferred"} 1
 rqgo_queue_jobs{queue="default",status="failed"} 2
 rqgo_queue_jobs{queue="default",status="finished"} 0
 rqgo_queue_jobs{queue="default",status="queued"} 3
@@ -79,7 +86,8 @@ rqgo_workers 0
 
 		// /metrics serves the same.
 		code, body := get(t, dashboard.New(e.rdb, dashboard.Options{Prefix: e.prefix}), "/metrics")
-		if code != 200 || !strings.Contains(body, `rqgo_queue_jobs{queue="default",status="failed"} 2`) {
+		if code != 200 || !strings.Contains(body, `rqgo_queue_jobs{queue="default",status="failed"} 2`) ||
+			!strings.Contains(body, `rqgo_queue_jobs{queue="default",status="deferred"} 1`) {
 			t.Errorf("GET /metrics = %d:\n%s", code, body)
 		}
 	})

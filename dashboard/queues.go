@@ -17,14 +17,17 @@ type queueInfo struct {
 	Latency time.Duration
 }
 
+// stateCount is one state's count, for the pages and the metrics.
 type stateCount struct {
-	status rqgo.Status
-	n      int64
+	Status rqgo.Status
+	N      int64
 }
 
-// states lists the counts in the order of [rqgo.Statuses].
-func (q queueInfo) states() []stateCount {
+// States lists the counts in the order of [rqgo.Statuses]: the overview's
+// columns, the queue page's tabs and the rqgo_queue_jobs gauge.
+func (q queueInfo) States() []stateCount {
 	return []stateCount{
+		{rqgo.StatusDeferred, q.Deferred},
 		{rqgo.StatusQueued, q.Queued},
 		{rqgo.StatusScheduled, q.Scheduled},
 		{rqgo.StatusStarted, q.Started},
