@@ -2,6 +2,7 @@ package rqgo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -24,11 +25,11 @@ var waitRecheck = 5 * time.Second
 //
 // Waiting is pushed, not polled: the script that ends a job someone waits
 // for publishes its id, and the waiter wakes within about a millisecond.
-// All the Waits of a Queue share one subscription, so thousands of them
-// need one connection (plus the pool's, briefly, to read each job). A
-// notification lost with a dropped connection is made up for when the
-// subscription comes back, and every waiter reads its job at least every
-// 5 seconds in any case.
+// All the Waits of a Queue share one subscription and one goroutine that
+// reads their jobs in pipelined batches, so ten thousand Waits need one
+// connection more than the client's pool. A notification lost with a
+// dropped connection is made up for when the subscription comes back, and
+// every waited job is read at least every 5 seconds in any case.
 func (q *Queue) Wait(ctx context.Context, id string) (*Job, error) {
 	if q.err != nil {
 		return nil, q.err
@@ -41,27 +42,201 @@ func (q *Queue) Wait(ctx context.Context, id string) (*Job, error) {
 		return nil, fmt.Errorf("rqgo: wait for job %s: %w", id, err)
 	}
 	defer q.waits.leave(w)
-	recheck := time.NewTimer(waitRecheck)
-	defer recheck.Stop()
-	for {
-		j, err := q.ended(ctx, id)
-		if j != nil || err != nil {
-			return j, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-w.ch:
-		case <-recheck.C:
-		}
-		recheck.Reset(waitRecheck)
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-w.res:
+		return r.j, r.err
 	}
 }
 
-// ended runs wait.lua: the job when it has ended, nil (and nil) while it
-// has not, once the script has asked for its end to be published.
-func (q *Queue) ended(ctx context.Context, id string) (*Job, error) {
-	r, err := waitScript.Run(ctx, q.rdb, []string{q.k.job(id)}).Slice()
+// waitHub is what the Waits of one Queue share while any is in flight: a
+// subscription to the queue's ended channel, and a goroutine that reads
+// the jobs due for a look (new waiters, those whose end was published, all
+// of them every waitRecheck) with wait.lua, in pipelined batches.
+type waitHub struct {
+	mu      sync.Mutex
+	q       *Queue
+	sub     *redis.PubSub
+	waiters map[string]map[*waiter]struct{} // by job id
+	n       int
+	due     map[*waiter]struct{} // to be read
+	kick    chan struct{}        // the reader has work
+	stop    chan struct{}        // closed with the subscription
+}
+
+// waiter is one Wait; res gets its outcome.
+type waiter struct {
+	id  string
+	res chan waitResult
+}
+
+type waitResult struct {
+	j   *Job
+	err error
+}
+
+// waitBatch is the most jobs the hub reads in one round trip.
+const waitBatch = 1000
+
+// join adds a waiter for job id, subscribing first when there is none: it
+// returns once Redis has confirmed the subscription, so an end published
+// after the waiter's first look reaches it.
+func (h *waitHub) join(ctx context.Context, q *Queue, id string) (*waiter, error) {
+	w := &waiter{id: id, res: make(chan waitResult, 1)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sub == nil {
+		// The subscription outlives this call's ctx: later Waits share it.
+		sub := q.rdb.Subscribe(context.WithoutCancel(ctx), q.k.ended())
+		if _, err := sub.Receive(ctx); err != nil {
+			_ = sub.Close()
+			return nil, err
+		}
+		h.q, h.sub = q, sub
+		h.waiters = map[string]map[*waiter]struct{}{}
+		h.due = map[*waiter]struct{}{}
+		h.kick = make(chan struct{}, 1)
+		h.stop = make(chan struct{})
+		go h.listen(sub)
+		go h.read(h.stop, h.kick)
+	}
+	if h.waiters[id] == nil {
+		h.waiters[id] = map[*waiter]struct{}{}
+	}
+	h.waiters[id][w] = struct{}{}
+	h.n++
+	h.markLocked(w)
+	return w, nil
+}
+
+// leave removes a waiter, and closes the subscription after the last.
+func (h *waitHub) leave(w *waiter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.waiters[w.id], w)
+	if len(h.waiters[w.id]) == 0 {
+		delete(h.waiters, w.id)
+	}
+	delete(h.due, w)
+	if h.n--; h.n == 0 {
+		_ = h.sub.Close()
+		close(h.stop)
+		h.sub = nil
+	}
+}
+
+// markLocked puts a waiter up for a look.
+func (h *waitHub) markLocked(w *waiter) {
+	h.due[w] = struct{}{}
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// listen marks the waiters of each job whose end is published, and every
+// waiter when the subscription comes back after a reconnect (what was
+// published meanwhile is lost).
+func (h *waitHub) listen(sub *redis.PubSub) {
+	for m := range sub.ChannelWithSubscriptions() {
+		h.mu.Lock()
+		if h.sub != sub {
+			h.mu.Unlock()
+			return
+		}
+		switch m := m.(type) {
+		case *redis.Message:
+			for w := range h.waiters[m.Payload] {
+				h.markLocked(w)
+			}
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				h.markAllLocked()
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (h *waitHub) markAllLocked() {
+	for _, ws := range h.waiters {
+		for w := range ws {
+			h.markLocked(w)
+		}
+	}
+}
+
+// read looks at the due waiters' jobs until stop is closed.
+func (h *waitHub) read(stop, kick chan struct{}) {
+	recheck := time.NewTicker(waitRecheck)
+	defer recheck.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-recheck.C:
+			h.mu.Lock()
+			if h.stop == stop {
+				h.markAllLocked()
+			}
+			h.mu.Unlock()
+			continue
+		case <-kick:
+		}
+		for {
+			h.mu.Lock()
+			if h.stop != stop {
+				h.mu.Unlock()
+				return
+			}
+			batch := make([]*waiter, 0, min(len(h.due), waitBatch))
+			for w := range h.due {
+				if len(batch) == waitBatch {
+					break
+				}
+				batch = append(batch, w)
+				delete(h.due, w)
+			}
+			q := h.q
+			h.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			q.look(batch)
+		}
+	}
+}
+
+// look runs wait.lua for each waiter's job, in one round trip, and gives
+// each waiter whose job has ended, or does not exist, its outcome. A
+// waiter whose look failed for want of Redis is looked at again at the next
+// recheck; one whose job's key is damaged gets the error.
+func (q *Queue) look(batch []*waiter) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	calls := make([]*scriptCall, len(batch))
+	for i, w := range batch {
+		calls[i] = &scriptCall{s: waitScript, keys: []string{q.k.job(w.id)}}
+	}
+	runScripts(ctx, q.rdb, calls)
+	for i, w := range batch {
+		j, err := q.endedReply(w.id, calls[i].cmd)
+		if (err != nil && !isScriptRefusal(err) && !errors.Is(err, ErrJobNotFound)) || (j == nil && err == nil) {
+			continue
+		}
+		select {
+		case w.res <- waitResult{j, err}:
+		default:
+		}
+	}
+}
+
+// endedReply reads wait.lua's reply: the job when it has ended, nil (and
+// nil) while it has not, once the script has asked for its end to be
+// published.
+func (q *Queue) endedReply(id string, cmd *redis.Cmd) (*Job, error) {
+	r, err := cmd.Slice()
 	if err != nil {
 		return nil, fmt.Errorf("rqgo: wait for job %s: %w", id, err)
 	}
@@ -83,94 +258,4 @@ func (q *Queue) ended(ctx context.Context, id string) (*Job, error) {
 		return j, err
 	}
 	return nil, nil
-}
-
-// waitHub is the subscription to a queue's ended channel that the Waits
-// of one Queue share while any is in flight.
-type waitHub struct {
-	mu      sync.Mutex
-	sub     *redis.PubSub
-	waiters map[string]map[*waiter]struct{} // by job id
-	n       int
-}
-
-// waiter is one Wait: ch gets a token when its job may have ended.
-type waiter struct {
-	id string
-	ch chan struct{}
-}
-
-func (w *waiter) poke() {
-	select {
-	case w.ch <- struct{}{}:
-	default:
-	}
-}
-
-// join adds a waiter for job id, subscribing first when it is the only
-// one: it returns once Redis has confirmed the subscription, so an end
-// published after that reaches it.
-func (h *waitHub) join(ctx context.Context, q *Queue, id string) (*waiter, error) {
-	w := &waiter{id: id, ch: make(chan struct{}, 1)}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.sub == nil {
-		// The subscription outlives this call's ctx: later Waits share it.
-		sub := q.rdb.Subscribe(context.WithoutCancel(ctx), q.k.ended())
-		if _, err := sub.Receive(ctx); err != nil {
-			_ = sub.Close()
-			return nil, err
-		}
-		h.sub = sub
-		h.waiters = map[string]map[*waiter]struct{}{}
-		go h.listen(sub)
-	}
-	if h.waiters[id] == nil {
-		h.waiters[id] = map[*waiter]struct{}{}
-	}
-	h.waiters[id][w] = struct{}{}
-	h.n++
-	return w, nil
-}
-
-// leave removes a waiter, and closes the subscription after the last.
-func (h *waitHub) leave(w *waiter) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.waiters[w.id], w)
-	if len(h.waiters[w.id]) == 0 {
-		delete(h.waiters, w.id)
-	}
-	if h.n--; h.n == 0 {
-		_ = h.sub.Close()
-		h.sub = nil
-	}
-}
-
-// listen pokes the waiters of each job whose end is published, and every
-// waiter when the subscription comes back after a reconnect (what was
-// published meanwhile is lost).
-func (h *waitHub) listen(sub *redis.PubSub) {
-	for m := range sub.ChannelWithSubscriptions() {
-		h.mu.Lock()
-		if h.sub != sub {
-			h.mu.Unlock()
-			return
-		}
-		switch m := m.(type) {
-		case *redis.Message:
-			for w := range h.waiters[m.Payload] {
-				w.poke()
-			}
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				for _, ws := range h.waiters {
-					for w := range ws {
-						w.poke()
-					}
-				}
-			}
-		}
-		h.mu.Unlock()
-	}
 }
