@@ -66,12 +66,14 @@ func requeueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 
 var cancelCommand = &command{
 	name:     "cancel",
-	summary:  "cancel a queued or scheduled job",
+	summary:  "cancel a queued, scheduled or deferred job",
 	synopsis: "ID [--queue Q]",
 	help: `
-Cancel a queued or scheduled job so it never runs; it stays in the queue's
-canceled registry (requeue brings it back). A job that has started or ended
-cannot be canceled. Without --queue it looks in every known queue.
+Cancel a queued, scheduled or deferred job so it never runs; it stays in the
+queue's canceled registry (requeue brings it back). The jobs that depend on
+it (enqueue --depends-on) are canceled in turn, unless they were enqueued
+with --allow-failure. A job that has started or ended cannot be canceled.
+Without --queue it looks in every known queue.
 
 Examples:
   %[1]s cancel 3f2a9c0d1e4b5a6f7081

@@ -99,7 +99,7 @@ type command struct {
 var commands []*command // filled in by init, in the order --help lists them
 
 func init() {
-	commands = []*command{workerCommand, enqueueCommand, jobCommand, infoCommand, scheduleCommand,
+	commands = []*command{workerCommand, enqueueCommand, waitCommand, jobCommand, infoCommand, scheduleCommand,
 		requeueCommand, cancelCommand, emptyCommand, dashboardCommand}
 }
 
@@ -347,8 +347,10 @@ not found), 2 usage error (unknown command or flag, invalid argument).
 
 Example:
   id=$(%[1]s enqueue resize '{"path":"a.png"}')
-  %[1]s worker --queues default --burst --exec 'resize=./resize.sh'
+  %[1]s enqueue --depends-on "$id" notify
+  %[1]s worker --queues default --burst --exec 'resize=./resize.sh' --exec 'notify=./notify.sh'
   %[1]s job "$id"
+  %[1]s wait "$id"
 
 Run '%[1]s COMMAND --help' for a command's flags and examples.
 `, e.prog)

@@ -153,7 +153,8 @@ type infoJSON struct {
 }
 
 var jobFields = []string{"id", "queue", "func", "args", "status", "attempt", "max_retries",
-	"result", "error", "created_at", "enqueued_at", "started_at", "ended_at"}
+	"result", "error", "created_at", "enqueued_at", "started_at", "ended_at",
+	"allow_failure", "parents", "dependents"}
 
 var timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 
@@ -173,13 +174,19 @@ func TestEnqueueAndJob(t *testing.T) {
 		t.Errorf("job --json fields = %v, want %v", keys, want)
 	}
 	for k, v := range map[string]any{"id": id, "queue": "mail", "func": "send", "status": "queued",
-		"attempt": 0.0, "max_retries": 5.0, "result": nil, "error": nil, "started_at": nil, "ended_at": nil} {
+		"attempt": 0.0, "max_retries": 5.0, "result": nil, "error": nil, "started_at": nil, "ended_at": nil,
+		"allow_failure": false} {
 		if m[k] != v {
 			t.Errorf("job --json %s = %#v, want %#v", k, m[k], v)
 		}
 	}
 	if args, ok := m["args"].(map[string]any); !ok || args["to"] != "a@example.com" {
 		t.Errorf("job --json args = %#v, want the JSON object enqueued", m["args"])
+	}
+	for _, k := range []string{"parents", "dependents"} {
+		if v, ok := m[k].([]any); !ok || len(v) != 0 {
+			t.Errorf("job --json %s = %#v, want an empty array", k, m[k])
+		}
 	}
 	for _, k := range []string{"created_at", "enqueued_at"} {
 		if s, _ := m[k].(string); !timeRE.MatchString(s) {
@@ -425,8 +432,8 @@ func TestInfoAndShutdown(t *testing.T) {
 
 	in := e.info(t)
 	wantQueues := map[string]map[string]int64{
-		"high": {"queued": 0, "started": 1, "scheduled": 0, "finished": 0, "failed": 0, "canceled": 0},
-		"low":  {"queued": 0, "started": 0, "scheduled": 1, "finished": 0, "failed": 0, "canceled": 0},
+		"high": {"queued": 0, "started": 1, "scheduled": 0, "finished": 0, "failed": 0, "canceled": 0, "deferred": 0},
+		"low":  {"queued": 0, "started": 0, "scheduled": 1, "finished": 0, "failed": 0, "canceled": 0, "deferred": 0},
 	}
 	if fmt.Sprint(in.Queues) != fmt.Sprint(wantQueues) {
 		t.Errorf("info --json queues = %v, want %v", in.Queues, wantQueues)
@@ -435,7 +442,7 @@ func TestInfoAndShutdown(t *testing.T) {
 		t.Errorf("info --json workers = %v, want w1 on [high low]", in.Workers)
 	}
 	text := e.ok(t, "info")
-	for _, s := range []string{"QUEUE", "QUEUED", "CANCELED", "high", "low", "w1"} {
+	for _, s := range []string{"QUEUE", "QUEUED", "CANCELED", "DEFERRED", "high", "low", "w1"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("info printed\n%s\nwant it to contain %q", text, s)
 		}
@@ -510,6 +517,17 @@ func TestBadInput(t *testing.T) {
 		{"bad time", nil, []string{"enqueue", "--at", "tomorrow", "f"}, 2, "RFC 3339"},
 		{"in and at", nil, []string{"enqueue", "--in", "1m", "--at", "2030-01-01T00:00:00Z", "f"}, 2, "exclude each other"},
 		{"negative retry", nil, []string{"enqueue", "--retry", "-1", "f"}, 2, "negative"},
+		{"empty depends-on", nil, []string{"enqueue", "--depends-on", "", "f"}, 2, `invalid value "" for flag -depends-on: empty job ID`},
+		{"allow-failure alone", nil, []string{"enqueue", "--allow-failure", "f"}, 2, "--allow-failure needs --depends-on"},
+		{"wait-timeout alone", nil, []string{"enqueue", "--wait-timeout", "1s", "f"}, 2, "--wait-timeout needs --wait"},
+		{"negative wait-timeout", nil, []string{"enqueue", "--wait", "--wait-timeout", "-1s", "f"}, 2, "--wait-timeout -1s is negative"},
+		{"bad wait-timeout", nil, []string{"enqueue", "--wait", "--wait-timeout", "soon", "f"}, 2, `invalid value "soon" for flag -wait-timeout`},
+		{"unknown parent", nil, []string{"enqueue", "--depends-on", "nope", "f"}, 1, "--depends-on nope: job nope not found"},
+		{"wait without id", nil, []string{"wait"}, 2, "missing job ID"},
+		{"wait two ids", nil, []string{"wait", "a", "b"}, 2, `unexpected argument "b"`},
+		{"wait negative timeout", nil, []string{"wait", "x", "--timeout", "-1s"}, 2, "--timeout -1s is negative"},
+		{"wait bad timeout", nil, []string{"wait", "x", "--timeout", "soon"}, 2, `invalid value "soon" for flag -timeout`},
+		{"wait unknown job", nil, []string{"wait", "nope"}, 1, "job nope not found"},
 		{"unknown job", nil, []string{"job", "nope"}, 1, "job nope not found"},
 		{"unknown job in queue", nil, []string{"job", "nope", "--queue", "default"}, 1, "job nope not found"},
 		{"cancel unknown in queue", nil, []string{"cancel", "nope", "--queue", "default"}, 1, "job nope not found"},
@@ -572,7 +590,7 @@ func TestBadInput(t *testing.T) {
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "job"},
-		{"worker", "--help"}, {"enqueue", "--help"}, {"job", "--help"}, {"info", "--help"},
+		{"worker", "--help"}, {"enqueue", "--help"}, {"wait", "--help"}, {"job", "--help"}, {"info", "--help"},
 		{"requeue", "--help"}, {"cancel", "--help"}, {"empty", "--help"}} {
 		r := runEnv(t, []string{"REDIS_URL=redis://:hunter2@127.0.0.1:1/0"}, args...)
 		if r.code != 0 || r.stderr != "" {

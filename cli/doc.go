@@ -1,5 +1,6 @@
-// Package cli is the rqgo command as a library: the worker, enqueue, job,
-// info, requeue, cancel and empty subcommands, behind one function, [Main].
+// Package cli is the rqgo command as a library: the worker, enqueue, wait,
+// job, info, schedule, requeue, cancel, empty and dashboard subcommands,
+// behind one function, [Main].
 //
 // The stock rqgo binary (cmd/rqgo) is Main with no handlers: its workers run
 // operator-chosen shell commands given with --exec NAME=COMMAND. An
@@ -30,12 +31,17 @@
 //
 // # Output
 //
-// enqueue prints only the new job's id. job --json prints one object with
-// the fields id, queue, func, args, status, attempt, max_retries, result,
-// error, created_at, enqueued_at, started_at and ended_at; args and result
-// are embedded JSON values. info --json prints {"queues": {NAME: {"queued",
-// "started", "scheduled", "finished", "failed", "canceled"}}, "workers":
-// [{"id", "host", "pid", "queues", "concurrency", "running",
+// enqueue prints only the new job's id. enqueue --wait and wait print the
+// result of a job that finished, as one JSON value, and exit 1 with its
+// status and error on stderr when it failed or was canceled, or when the
+// wait timed out. job --json prints one object with the fields id, queue,
+// func, args, status, attempt, max_retries, result, error, created_at,
+// enqueued_at, started_at, ended_at, allow_failure, parents and
+// dependents; args and result are embedded JSON values, parents and
+// dependents arrays of {"queue", "id", "status"} (status null for a job
+// that no longer exists). info --json prints {"queues": {NAME: {"queued",
+// "started", "scheduled", "finished", "failed", "canceled", "deferred"}},
+// "workers": [{"id", "host", "pid", "queues", "concurrency", "running",
 // "started_at"}]}. Times are RFC 3339 in UTC with milliseconds
 // ("2026-11-25T09:30:00.000Z"); a time, result or error not set is null.
 package cli

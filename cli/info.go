@@ -19,12 +19,13 @@ var infoCommand = &command{
 	synopsis: "[--json]",
 	help: `
 Show every known queue with its number of queued, started, scheduled,
-finished, failed and canceled jobs, and the live workers. --json prints
-{"queues": {NAME: {"queued": N, "started": N, "scheduled": N, "finished": N,
-"failed": N, "canceled": N}, ...}, "workers": [{"id", "host", "pid",
-"queues", "concurrency", "running", "started_at"}, ...], "schedules": [...]}
-(the periodic jobs, as "schedule --json" prints them), times in RFC 3339 UTC
-with milliseconds. On a Redis Cluster each queue also shows the master that
+finished, failed, canceled and deferred jobs (deferred: waiting for the jobs
+they depend on, see enqueue --depends-on), and the live workers. --json
+prints {"queues": {NAME: {"queued": N, "started": N, "scheduled": N,
+"finished": N, "failed": N, "canceled": N, "deferred": N}, ...},
+"workers": [{"id", "host", "pid", "queues", "concurrency", "running",
+"started_at"}, ...], "schedules": [...]} (the periodic jobs, as "schedule
+--json" prints them), times in RFC 3339 UTC with milliseconds. On a Redis Cluster each queue also shows the master that
 holds it ("shard": "HOST:PORT").
 
 Examples:
@@ -41,6 +42,7 @@ type countsOut struct {
 	Finished  int64 `json:"finished"`
 	Failed    int64 `json:"failed"`
 	Canceled  int64 `json:"canceled"`
+	Deferred  int64 `json:"deferred"`
 	// Shard is the address of the Redis Cluster master that holds the
 	// queue; empty (and left out of JSON) on a single Redis or Sentinel.
 	Shard string `json:"shard,omitempty"`
@@ -88,7 +90,7 @@ func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 				return err
 			}
 			out.Queues[name] = countsOut{Queued: c.Queued, Started: c.Started, Scheduled: c.Scheduled,
-				Finished: c.Finished, Failed: c.Failed, Canceled: c.Canceled, Shard: shard}
+				Finished: c.Finished, Failed: c.Failed, Canceled: c.Canceled, Deferred: c.Deferred, Shard: shard}
 		}
 		workers, err := rqgo.Workers(ctx, rdb, e.prefix)
 		if err != nil {
@@ -134,14 +136,14 @@ func writeInfo(w io.Writer, names []string, out infoOut) {
 		sharded = sharded || c.Shard != ""
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	head := "QUEUE\tQUEUED\tSTARTED\tSCHEDULED\tFINISHED\tFAILED\tCANCELED"
+	head := "QUEUE\tQUEUED\tSTARTED\tSCHEDULED\tFINISHED\tFAILED\tCANCELED\tDEFERRED"
 	if sharded {
 		head += "\tSHARD"
 	}
 	fmt.Fprintln(tw, head)
 	for _, name := range names {
 		c := out.Queues[name]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d", name, c.Queued, c.Started, c.Scheduled, c.Finished, c.Failed, c.Canceled)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d", name, c.Queued, c.Started, c.Scheduled, c.Finished, c.Failed, c.Canceled, c.Deferred)
 		if sharded {
 			fmt.Fprintf(tw, "\t%s", c.Shard)
 		}

@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,15 +20,20 @@ import (
 
 var jobCommand = &command{
 	name:     "job",
-	summary:  "show a job's status, attempts, times, result and error",
+	summary:  "show a job's status, attempts, times, result, error, parents and dependents",
 	synopsis: "ID [--queue Q] [--json]",
 	help: `
-Show a job: its status, attempts, timestamps, args, result and last error.
-Without --queue it looks in every known queue. --json prints one object with
-the fields id, queue, func, args, status, attempt, max_retries, result, error,
-created_at, enqueued_at, started_at, ended_at; args and result are embedded
-JSON values, times are RFC 3339 in UTC with milliseconds, and a time, result
-or error the job does not have yet is null.
+Show a job: its status, attempts, timestamps, args, result and last error,
+and, in a workflow, the jobs it depends on (parents, from enqueue
+--depends-on) and the jobs that depend on it (dependents), each with its
+status now. Without --queue it looks in every known queue. --json prints one
+object with the fields id, queue, func, args, status, attempt, max_retries,
+result, error, created_at, enqueued_at, started_at, ended_at, allow_failure,
+parents and dependents; args and result are embedded JSON values, times are
+RFC 3339 in UTC with milliseconds, and a time, result or error the job does
+not have yet is null. parents and dependents are arrays (empty when there
+are none) of {"queue", "id", "status"}, where status is null for a job that
+no longer exists (its result TTL passed, say).
 
 Examples:
   %[1]s job 3f2a9c0d1e4b5a6f7081
@@ -51,15 +58,17 @@ func jobSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		if j == nil {
 			return err
 		}
-		// A malformed job is shown as far as it reads, then reported.
+		links, lerr := readLinks(ctx, rdb, e.prefix, j)
+		// A malformed job, or one whose links do not read, is shown as far
+		// as it reads, then reported.
 		if *asJSON {
-			if werr := writeJSON(e.stdout, jobJSON(j)); werr != nil {
+			if werr := writeJSON(e.stdout, jobJSON(j, links)); werr != nil {
 				return werr
 			}
 		} else {
-			writeJob(e.stdout, j)
+			writeJob(e.stdout, j, links)
 		}
-		return err
+		return cmp.Or(err, lerr)
 	}
 }
 
@@ -130,15 +139,20 @@ type jobOut struct {
 	EnqueuedAt *string         `json:"enqueued_at"`
 	StartedAt  *string         `json:"started_at"`
 	EndedAt    *string         `json:"ended_at"`
+
+	AllowFailure bool     `json:"allow_failure"`
+	Parents      []refOut `json:"parents"`
+	Dependents   []refOut `json:"dependents"`
 }
 
-func jobJSON(j *rqgo.Job) jobOut {
+func jobJSON(j *rqgo.Job, l links) jobOut {
 	o := jobOut{
 		ID: j.ID, Queue: j.Queue, Func: j.Func, Status: j.Status,
 		Attempt: j.Attempt, MaxRetries: j.MaxRetries,
 		Args: rawOrNull(j.Args), Result: rawOrNull(j.Result),
 		CreatedAt: fmtTime(j.CreatedAt), EnqueuedAt: fmtTime(j.EnqueuedAt),
 		StartedAt: fmtTime(j.StartedAt), EndedAt: fmtTime(j.EndedAt),
+		AllowFailure: j.AllowFailure, Parents: l.parents, Dependents: l.dependents,
 	}
 	if j.Error != "" {
 		o.Error = &j.Error
@@ -162,7 +176,7 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func writeJob(w io.Writer, j *rqgo.Job) {
+func writeJob(w io.Writer, j *rqgo.Job, l links) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	tm := func(t time.Time) string {
@@ -193,9 +207,87 @@ func writeJob(w io.Writer, j *rqgo.Job) {
 	if len(j.Result) > 0 {
 		row("result", string(j.Result))
 	}
+	refs := func(k string, rs []refOut) {
+		for i, r := range rs {
+			if i > 0 {
+				k = ""
+			}
+			st := "gone"
+			if r.Status != nil {
+				st = string(*r.Status)
+			}
+			fmt.Fprintf(tw, "%s\t%s:%s (%s)\n", k, r.Queue, r.ID, st)
+		}
+	}
+	refs("parents:", l.parents)
+	if len(l.parents) > 0 || j.AllowFailure {
+		row("allow_failure", fmt.Sprint(j.AllowFailure))
+	}
+	refs("dependents:", l.dependents)
 	tw.Flush()
 	if j.Error != "" {
 		// Last, unaligned: it may span lines (a stderr tail, a stack).
 		fmt.Fprintf(w, "error:\n  %s\n", strings.ReplaceAll(strings.TrimRight(j.Error, "\n"), "\n", "\n  "))
 	}
+}
+
+// refOut is a parent or dependent of a job, with its status now; Status
+// is nil (null in JSON) for a job that no longer exists.
+type refOut struct {
+	Queue  string       `json:"queue"`
+	ID     string       `json:"id"`
+	Status *rqgo.Status `json:"status"`
+}
+
+// links are the parents and dependents of a job, never nil (empty arrays
+// in JSON).
+type links struct {
+	parents, dependents []refOut
+}
+
+// readLinks reads the status of j's parents, and j's dependents sorted by
+// queue and id with their status, in one round trip each. On an error, the
+// lists read so far are kept.
+func readLinks(ctx context.Context, rdb redis.UniversalClient, prefix string, j *rqgo.Job) (links, error) {
+	l := links{parents: []refOut{}, dependents: []refOut{}}
+	p, err := refStatuses(ctx, j, j.Parents)
+	if err != nil {
+		return l, err
+	}
+	l.parents = p
+	deps, err := rqgo.NewQueue(j.Queue, rdb, rqgo.WithPrefix(prefix)).Dependents(ctx, j.ID)
+	if err != nil {
+		return l, err
+	}
+	slices.SortFunc(deps, func(a, b rqgo.JobRef) int {
+		return cmp.Or(strings.Compare(a.Queue, b.Queue), strings.Compare(a.ID, b.ID))
+	})
+	d, err := refStatuses(ctx, j, deps)
+	if err != nil {
+		return l, err
+	}
+	l.dependents = d
+	return l, nil
+}
+
+// refStatuses reads the jobs refs name, in one round trip, through
+// FetchParents of a copy of j (read from Redis) whose parents are refs.
+func refStatuses(ctx context.Context, j *rqgo.Job, refs []rqgo.JobRef) ([]refOut, error) {
+	out := make([]refOut, len(refs))
+	if len(refs) == 0 {
+		return out, nil
+	}
+	c := *j
+	c.Parents = refs
+	jobs, err := c.FetchParents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range refs {
+		out[i] = refOut{Queue: r.Queue, ID: r.ID}
+		if i < len(jobs) && jobs[i] != nil {
+			out[i].Status = &jobs[i].Status
+		}
+	}
+	return out, nil
 }
