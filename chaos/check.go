@@ -49,7 +49,7 @@ type report struct {
 	DeferredLeft, OutboxLeft        int // deferred jobs and owed deliveries left at the end
 	OpenLinksLeft                   int // workflow jobs with open parents left at the end
 	OrderViolations                 int // child runs that started before all their parents had ended
-	DoubleReleases                  int // child runs repeated with no fault near them
+	DoubleReleases                  int // child runs repeated with no fault near them while the worker renewed its leases
 
 	Problems []string
 }
@@ -166,10 +166,23 @@ func (h *harness) check() (*report, error) {
 		r.Problems = append(r.Problems, fmt.Sprintf("jobs of %d killed workers were not taken up again within a minute", h.kills-len(h.recovery)))
 	}
 	logs, _ := filepath.Glob(filepath.Join(h.dir, "w*.log"))
+	// worker → when a renewal of its leases failed (Redis did not answer
+	// in time): it may lose leases without any fault of the harness's.
+	renewFailed := map[string][]time.Time{}
 	for _, name := range logs {
 		b, _ := os.ReadFile(name)
 		r.LateAcksRefused += bytes.Count(b, []byte("lease lost before the outcome was recorded"))
 		r.LeasesLost += bytes.Count(b, []byte("lease lost; handler canceled"))
+		worker := strings.TrimSuffix(filepath.Base(name), ".log")
+		for line := range bytes.Lines(b) {
+			if !bytes.Contains(line, []byte(`msg="renewing leases failed"`)) {
+				continue
+			}
+			ts, _, _ := strings.Cut(strings.TrimPrefix(string(line), "time="), " ")
+			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+				renewFailed[worker] = append(renewFailed[worker], t)
+			}
+		}
 	}
 
 	// Which registries of which queues hold each job.
@@ -273,7 +286,7 @@ func (h *harness) check() (*report, error) {
 			problem("%s", p)
 		}
 	}
-	if err := h.checkFlows(ctx, r, where, runs, problem); err != nil {
+	if err := h.checkFlows(ctx, r, where, runs, renewFailed, problem); err != nil {
 		return nil, err
 	}
 	for id, in := range where {

@@ -184,9 +184,14 @@ const orderSlack = time.Millisecond
 //   - Releases: a child runs again only when a fault explains it, as a
 //     plain job does (h.explained); a retry the plan makes (failOnce) is
 //     expected. A child released twice would run twice with no fault near.
+//     A repeat with no fault near whose first run's worker failed to renew
+//     its leases meanwhile (renewFailed: Redis or the host too slow to
+//     answer within the lease) is a lost lease, not a double release; it
+//     fails the run all the same, as for a plain job.
 //   - Nothing stranded: no job deferred, no delivery owed (outbox) and no
 //     open parent left in either queue.
-func (h *harness) checkFlows(ctx context.Context, r *report, where map[string][]string, runs map[string][]execution, problem func(string, ...any)) error {
+func (h *harness) checkFlows(ctx context.Context, r *report, where map[string][]string, runs map[string][]execution,
+	renewFailed map[string][]time.Time, problem func(string, ...any)) error {
 	var jobs []*flowJob
 	for _, w := range h.allFlows() {
 		jobs = append(jobs, w.jobs...)
@@ -307,11 +312,17 @@ func (h *harness) checkFlows(ctx context.Context, r *report, where map[string][]
 			r.Duplicates++
 			if !h.explained(ex[k], ex[k+1]) {
 				r.Unexplained++
-				if len(j.parents) > 0 {
+				why := ""
+				if slices.ContainsFunc(renewFailed[ex[k].worker], func(t time.Time) bool {
+					return !t.Before(ex[k].at.Add(-h.cfg.Lease)) && !t.After(ex[k+1].at)
+				}) {
+					why = ", its renewals failed in between"
+				} else if len(j.parents) > 0 {
 					r.DoubleReleases++
+					why = ", released twice?"
 				}
-				again = append(again, fmt.Sprintf("%s attempt %d on %s (%s) at %s, again (attempt %d on %s) at %s",
-					j.ref(), ex[k].attempt, ex[k].worker, h.roles[ex[k].worker], at(ex[k].at), ex[k+1].attempt, ex[k+1].worker, at(ex[k+1].at)))
+				again = append(again, fmt.Sprintf("%s attempt %d on %s (%s) at %s, again (attempt %d on %s) at %s%s",
+					j.ref(), ex[k].attempt, ex[k].worker, h.roles[ex[k].worker], at(ex[k].at), ex[k+1].attempt, ex[k+1].worker, at(ex[k+1].at), why))
 			}
 		}
 	}
@@ -344,7 +355,7 @@ func (h *harness) checkFlows(ctx context.Context, r *report, where map[string][]
 		problem("%d workflow runs started before their parents had ended: %s", r.OrderViolations, strings.Join(firstFew(early), "; "))
 	}
 	if len(again) > 0 {
-		problem("%d workflow runs were repeated with no kill, pause, Redis restart, stall or connection drop near them (%d of a child: released twice?): %s",
+		problem("%d workflow runs were repeated with no kill, pause, Redis restart, stall or connection drop near them (%d of a child whose worker renewed its leases throughout: released twice?): %s",
 			len(again), r.DoubleReleases, strings.Join(firstFew(again), "; "))
 	}
 	return nil
