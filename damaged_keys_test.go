@@ -78,7 +78,12 @@ func newDamagedState(t *testing.T, e *testEnv, n int) *damagedState {
 	s.must("HSET", sub.rdb.HSet(ctx, s.k.job("due"), fScheduledAt, due).Err())
 	keys, args := s.scheduleCall(time.Now().Truncate(time.Minute).Add(-time.Minute), true)
 	s.must("schedule.lua", scheduleScript.Run(ctx, sub.rdb, keys, args...).Err())
-	s.must("reap.lua", reapScript.Run(ctx, sub.rdb, s.wq.reapKeys, 1000, 1000, -1).Err())
+	// A workflow: "child" waits for "run-last" in this queue, "far" in
+	// queue q2 for it too.
+	s.enqueue("child", DependsOn(&Job{Queue: "q", ID: "run-last"}))
+	_, err := sub.queue("q2").EnqueueContext(ctx, "f", nil, JobID("far"), DependsOn(&Job{Queue: "q", ID: "run-last"}))
+	s.must("enqueue far", err)
+	s.must("reap.lua", reapScript.Run(ctx, sub.rdb, s.wq.reapKeys, 1000, 1000, -1, 60000).Err())
 	s.must("DEL", sub.rdb.Del(ctx, s.k.reaper()).Err())
 
 	for _, c := range []struct {
@@ -185,6 +190,22 @@ type damageRow struct {
 	call  func(s *damagedState) damageCall
 	slots []keySlot
 	wake  int // the wake list's slot, 0 when the script takes none
+	// derived are keys the script writes that are not among its KEYS (their
+	// names come from a KEYS prefix, in the queue's slot).
+	derived []derivedSlot
+}
+
+// derivedSlot is a key a script derives from its KEYS, and the type it
+// must hold.
+type derivedSlot struct {
+	key   func(k keys) string
+	holds string
+}
+
+// depsSlots are the queue's keys that passing on a job's end may write
+// (check_deps in prelude.lua).
+var depsSlots = []derivedSlot{
+	{keys.deferred, "zset"}, {keys.outbox, "zset"}, {keys.canceled, "zset"}, {keys.pending, "list"}, {keys.scheduled, "zset"},
 }
 
 func damageRows() []damageRow {
@@ -252,8 +273,9 @@ func damageRows() []damageRow {
 			},
 		},
 		{
-			name:  "ack_many",
-			slots: []keySlot{{1, "zset"}, {2, "zset"}},
+			name:    "ack_many",
+			slots:   []keySlot{{1, "zset"}, {2, "zset"}},
+			derived: depsSlots,
 			call: func(s *damagedState) damageCall {
 				return damageCall{ackManyScript, s.wq.ackKeys,
 					[]any{-1, "run-retry", s.tokens["run-retry"], `"ok"`, "run-last", s.tokens["run-last"], `"ok"`}}
@@ -261,7 +283,11 @@ func damageRows() []damageRow {
 		},
 		failRow("fail retry now", "run-retry", 0, failSlots...),
 		failRow("fail retry later", "run-retry", 60000, failSlots...),
-		failRow("fail", "run-last", -1, failSlots...),
+		func() damageRow {
+			r := failRow("fail", "run-last", -1, failSlots...)
+			r.derived = depsSlots
+			return r
+		}(),
 		{
 			name:  "extend",
 			slots: []keySlot{{1, "zset"}},
@@ -274,9 +300,9 @@ func damageRows() []damageRow {
 			name:  "reap",
 			wake:  5,
 			prep:  (*damagedState).expireLeases,
-			slots: []keySlot{{1, "zset"}, {2, "list"}, {3, "zset"}, {4, "string"}, {7, "zset"}, {8, "zset"}, {9, "hash"}},
+			slots: []keySlot{{1, "zset"}, {2, "list"}, {3, "zset"}, {4, "string"}, {7, "zset"}, {8, "zset"}, {9, "hash"}, {10, "zset"}, {11, "zset"}},
 			call: func(s *damagedState) damageCall {
-				return damageCall{reapScript, s.wq.reapKeys, []any{1000, 1000, -1}}
+				return damageCall{reapScript, s.wq.reapKeys, []any{1000, 1000, -1, 60000}}
 			},
 		},
 		{
@@ -290,6 +316,55 @@ func damageRows() []damageRow {
 			},
 		},
 		cancelRow("cancel queued", "queued-1"),
+		func() damageRow {
+			r := cancelRow("cancel deferred", "child")
+			r.derived = depsSlots
+			return r
+		}(),
+		{
+			name:  "defer",
+			slots: []keySlot{{1, "hash"}, {2, "zset"}, {3, "set"}, {4, "zset"}, {5, "zset"}, {6, "zset"}, {7, "zset"}, {8, "zset"}},
+			call: func(s *damagedState) damageCall {
+				_, argv := s.prepare(JobID("new"))
+				args := append(append([]any{}, argv[:4]...), 10000, 1, "q:run-retry")
+				k := s.k
+				return damageCall{deferScript, []string{k.job("new"), k.deferred(), k.parents("new"), k.active(),
+					k.scheduled(), k.finished(), k.failed(), k.canceled()}, append(args, argv[4:]...)}
+			},
+		},
+		{
+			name:    "link",
+			derived: []derivedSlot{{func(k keys) string { return k.dependents("run-retry") }, "set"}},
+			call: func(s *damagedState) damageCall {
+				return damageCall{linkScript, []string{s.k.jobPrefix()}, []any{"q2:new", "run-retry"}}
+			},
+		},
+		{
+			name:    "deliver",
+			derived: depsSlots,
+			call: func(s *damagedState) damageCall {
+				return damageCall{deliverScript, []string{s.k.jobPrefix()}, []any{0, "child", "q:run-last", "failed"}}
+			},
+		},
+		{
+			name:  "delivered",
+			slots: []keySlot{{1, "zset"}},
+			prep: func(s *damagedState) {
+				ctx := s.t.Context()
+				s.must("HSET", s.e.rdb.HSet(ctx, s.k.owed("run-last"), "q2:far", "finished").Err())
+				s.must("ZADD", s.e.rdb.ZAdd(ctx, s.k.outbox(), redis.Z{Score: 1, Member: "run-last"}).Err())
+			},
+			call: func(s *damagedState) damageCall {
+				return damageCall{deliveredScript, []string{s.k.outbox()}, []any{"run-last", "q2:far"}}
+			},
+		},
+		{
+			name:  "wait",
+			slots: []keySlot{{1, "hash"}},
+			call: func(s *damagedState) damageCall {
+				return damageCall{waitScript, []string{s.k.job("queued-1")}, nil}
+			},
+		},
 		cancelRow("cancel scheduled", "later"),
 		{
 			name:  "requeue",
@@ -302,8 +377,9 @@ func damageRows() []damageRow {
 			},
 		},
 		{
-			name:  "empty",
-			slots: []keySlot{{1, "list"}},
+			name:    "empty",
+			slots:   []keySlot{{1, "list"}},
+			derived: depsSlots,
 			call: func(s *damagedState) damageCall {
 				return damageCall{emptyScript, []string{s.k.pending(), s.k.jobPrefix()}, []any{1000}}
 			},
@@ -390,13 +466,25 @@ func TestDamagedKeyRefusedByEveryScript(t *testing.T) {
 				}
 			})
 			keys := row.call(dryState(t, e)).keys
+			type target struct {
+				key   func(s *damagedState, c damageCall) string
+				holds string
+			}
+			var targets []target
 			for _, slot := range row.slots {
-				name, _, _ := strings.Cut(keyName(keys[slot.n-1]), ":") // "job", not its id
+				targets = append(targets, target{func(_ *damagedState, c damageCall) string { return c.keys[slot.n-1] }, slot.holds})
+			}
+			for _, d := range row.derived {
+				targets = append(targets, target{func(s *damagedState, _ damageCall) string { return d.key(s.k) }, d.holds})
+			}
+			dry := dryState(t, e)
+			for _, slot := range targets {
+				name, _, _ := strings.Cut(keyName(slot.key(dry, damageCall{keys: keys})), ":") // "job", not its id
 				for _, d := range damagesFor(slot.holds) {
 					t.Run(fmt.Sprintf("%s/%s=%s", row.name, name, d.name), func(t *testing.T) {
 						s, c := build(t)
 						ctx := t.Context()
-						key := c.keys[slot.n-1]
+						key := slot.key(s, c)
 						if err := errors.Join(s.e.rdb.Del(ctx, key).Err(), d.write(ctx, s.e.rdb, key)); err != nil {
 							t.Fatal(err)
 						}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,8 +67,9 @@ func DependsOn(parents ...*Job) EnqueueOption {
 				} else if err := validateJobID(p.ID); err != nil && o.err == nil {
 					o.err = fmt.Errorf("DependsOn: parent %d: %w", i, err)
 				}
-				if o.err == nil {
-					o.parents = append(o.parents, JobRef{Queue: p.Queue, ID: p.ID})
+				r := JobRef{Queue: p.Queue, ID: p.ID}
+				if o.err == nil && !slices.Contains(o.parents, r) {
+					o.parents = append(o.parents, r) // a parent given twice counts once
 				}
 			}
 		}
@@ -97,28 +99,41 @@ func (j *Job) FetchParents(ctx context.Context) ([]*Job, error) {
 	if j.from == nil {
 		return nil, fmt.Errorf("%w: job %s was not read from Redis", ErrInvalid, j.ID)
 	}
-	cmds := make([]*redis.MapStringStringCmd, len(j.Parents))
-	_, err := j.from.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, r := range j.Parents {
-			cmds[i] = p.HGetAll(ctx, newKeys(j.pfx, r.Queue).job(r.ID))
+	ps, err := FetchJobs(ctx, j.from, j.pfx, j.Parents)
+	if err != nil {
+		return ps, fmt.Errorf("rqgo: fetch parents of job %s: %w", j.ID, err)
+	}
+	return ps, nil
+}
+
+// FetchJobs reads the given jobs of any queues under prefix, in order, in
+// one pipelined round trip (one per master on a Cluster). A job that does
+// not exist is nil; a malformed one is returned as far as it reads, with an
+// error wrapping [ErrMalformedJob].
+func FetchJobs(ctx context.Context, rdb redis.UniversalClient, prefix string, refs []JobRef) ([]*Job, error) {
+	cmds := make([]*redis.MapStringStringCmd, len(refs))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, r := range refs {
+			cmds[i] = p.HGetAll(ctx, newKeys(prefix, r.Queue).job(r.ID))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("rqgo: fetch parents of job %s: %w", j.ID, err)
+		return nil, fmt.Errorf("rqgo: fetch jobs: %w", err)
 	}
 	out := make([]*Job, len(cmds))
+	var bad error
 	for i, c := range cmds {
 		if h := c.Val(); len(h) > 0 {
-			p, err := decodeJob(h)
-			if err != nil {
-				return nil, err
+			j, err := decodeJob(h)
+			if err != nil && bad == nil {
+				bad = err
 			}
-			p.from, p.pfx = j.from, j.pfx
-			out[i] = p
+			j.from, j.pfx = rdb, prefix
+			out[i] = j
 		}
 	}
-	return out, nil
+	return out, bad
 }
 
 // Dependents lists the jobs that depend on job id of this queue, as they

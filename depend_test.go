@@ -188,7 +188,7 @@ func TestDependsOnBadInput(t *testing.T) {
 	p, _ := q.Enqueue("step", "p")
 	many := make([]*Job, MaxParents+1)
 	for i := range many {
-		many[i] = p
+		many[i] = &Job{Queue: "a", ID: fmt.Sprint("p", i)}
 	}
 	for name, opt := range map[string][]EnqueueOption{
 		"nil":           {DependsOn(nil)},

@@ -12,7 +12,7 @@ var (
 	ErrJobNotFound = errors.New("rqgo: job not found")
 	// ErrJobExists: Enqueue was given a JobID that is already taken.
 	ErrJobExists = errors.New("rqgo: job already exists")
-	// ErrNotCancelable: only queued and scheduled jobs can be canceled.
+	// ErrNotCancelable: only queued, scheduled and deferred jobs can be canceled.
 	ErrNotCancelable = errors.New("rqgo: job cannot be canceled")
 	// ErrInvalid wraps every validation error: bad names, ids, options,
 	// arguments that do not encode to JSON or exceed the payload limit.

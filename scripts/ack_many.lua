@@ -26,26 +26,37 @@ local now = now_ms()
 local nows = tostring(now) -- formatted once, not per job
 local default = tonumber(ARGV[1])
 local base = string.sub(KEYS[3], 1, -5)
-local deps = false -- the keys ended writes are checked
+-- The hashes are read first: when a job has dependents, the keys passing
+-- its end on writes are checked before anything is written.
+-- pcall: a key that is not a hash must not stop the batch (Redis does not
+-- roll a script back); it is refused like a stale token.
+local hs = {}
+local deps = false
+for i = 2, #ARGV, 3 do
+  local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'dependents', 'waited')
+  if type(h) ~= 'table' or h[1] ~= ARGV[i + 1] then
+    h = nil
+  elseif h[3] then
+    deps = true
+  end
+  hs[#hs + 1] = h
+end
+if deps then
+  err = check_deps(base)
+  if err then
+    return err
+  end
+end
 local out = {}
 local finished = {}
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   local k = KEYS[3] .. id
-  -- pcall: a key that is not a hash must not stop the batch (Redis does not
-  -- roll a script back); it is refused like a stale token.
-  local h = redis.pcall('HMGET', k, 'token', 'result_ttl_ms', 'dependents', 'waited')
+  local h = hs[#out + 1]
   local code = 0
   -- ZREM's reply is the lease check: the job must still be active.
   local removed = 0
-  if type(h) == 'table' and h[1] == ARGV[i + 1] then
-    if h[3] and not deps then
-      err = check_deps(base)
-      if err then
-        return err
-      end
-      deps = true
-    end
+  if h then
     removed = redis.pcall('ZREM', KEYS[1], id)
     if failed(removed) then
       return bad(KEYS[1], 'zset')
