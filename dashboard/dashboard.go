@@ -4,9 +4,7 @@
 // It reads and writes Redis through the rqgo library, so what it shows is
 // what `rqgo info` and `rqgo job` show, and what it does is what
 // [rqgo.Queue.Requeue], [rqgo.Queue.RequeueFailed] and [rqgo.Queue.Cancel]
-// do. Its one read of its own is the function and status of each parent
-// and dependent ([rqgo.DependsOn]) a job's page lists: fields of the job
-// hash the README documents, for all of them in one pipeline.
+// do.
 //
 // Mount it under a path of your own:
 //

@@ -32,14 +32,9 @@ type jobLinks struct {
 	MoreParents, MoreDependents int
 }
 
-// jobKey is the key of a job's hash, as the README's key schema names it.
-func jobKey(prefix, queue, id string) string {
-	return prefix + ":{" + queue + "}:job:" + id
-}
-
 // readLinks reads the dependents of job j of q, then the func and status
-// of each parent and dependent listed, in one pipeline: one round trip on
-// a single Redis, one to each master concerned on a Cluster.
+// of each parent and dependent listed, with rqgo.FetchJobs: one round trip
+// on a single Redis, one to each master concerned on a Cluster.
 func readLinks(ctx context.Context, rdb redis.UniversalClient, prefix string, q *rqgo.Queue, j *rqgo.Job) (jobLinks, error) {
 	deps, err := q.Dependents(ctx, j.ID)
 	if err != nil {
@@ -55,31 +50,25 @@ func readLinks(ctx context.Context, rdb redis.UniversalClient, prefix string, q 
 	if len(refs) == 0 {
 		return l, nil
 	}
-	cmds := make([]*redis.SliceCmd, len(refs))
-	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, r := range refs {
-			cmds[i] = p.HMGet(ctx, jobKey(prefix, r.Queue, r.ID), "func", "status")
-		}
-		return nil
-	})
-	if err != nil {
-		for i, c := range cmds {
-			if c.Err() != nil {
-				return jobLinks{}, fmt.Errorf("dashboard: read job %s, linked to job %s: %w", refs[i], j.ID, c.Err())
-			}
-		}
+	jobs, err := rqgo.FetchJobs(ctx, rdb, prefix, refs)
+	if err != nil && jobs == nil {
 		return jobLinks{}, fmt.Errorf("dashboard: read the jobs linked to job %s: %w", j.ID, err)
 	}
 	all := make([]linkedJob, len(refs))
-	for i, c := range cmds {
+	for i, lj := range jobs {
 		all[i].JobRef = refs[i]
-		var fn, st string
-		if v := c.Val(); len(v) == 2 {
-			fn, _ = v[0].(string)
-			st, _ = v[1].(string)
+		if lj == nil {
+			all[i].Gone = true
+			continue
 		}
-		all[i].Func, all[i].Status, all[i].Gone = fn, rqgo.Status(st), st == ""
+		all[i].Func, all[i].Status = lj.Func, lj.Status
 	}
 	l.Parents, l.Dependents = all[:len(parents)], all[len(parents):]
 	return l, nil
+}
+
+// jobKey is the key of a job's hash, as the README's key schema names it:
+// the job page shows it, for HGETALL.
+func jobKey(prefix, queue, id string) string {
+	return prefix + ":{" + queue + "}:job:" + id
 }
