@@ -2,6 +2,7 @@ package rqgo
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -27,11 +28,13 @@ func TestBatchedAckSkipsStaleToken(t *testing.T) {
 		if err != nil || len(jobs) != 4 {
 			t.Fatalf("fetch = %d jobs, %v; want 4", len(jobs), err)
 		}
-		var batch []*outcome
+		// In fetch order, so that refused jobs come before recorded ones.
+		batch := make([]*outcome, len(jobs))
 		w.mu.Lock()
 		for r := range w.running {
 			r.cancel(context.Canceled) // no handler runs: the outcomes are built here
-			batch = append(batch, &outcome{r: r, result: []byte(`"ok ` + r.job.ID + `"`)})
+			i := slices.IndexFunc(jobs, func(j *Job) bool { return j.ID == r.job.ID })
+			batch[i] = &outcome{r: r, result: []byte(`"ok ` + r.job.ID + `"`)}
 		}
 		w.mu.Unlock()
 		stale, damaged := jobs[1], jobs[2]

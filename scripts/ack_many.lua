@@ -30,16 +30,20 @@ local base = string.sub(KEYS[3], 1, -5)
 -- its end on writes are checked before anything is written.
 -- pcall: a key that is not a hash must not stop the batch (Redis does not
 -- roll a script back); it is refused like a stale token.
+-- hs[n] is the n-th job's fields, or false when its token is stale (a nil
+-- would not take its place in the table).
 local hs = {}
 local deps = false
+local n = 0
 for i = 2, #ARGV, 3 do
   local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'dependents', 'waited')
   if type(h) ~= 'table' or h[1] ~= ARGV[i + 1] then
-    h = nil
+    h = false
   elseif h[3] then
     deps = true
   end
-  hs[#hs + 1] = h
+  n = n + 1
+  hs[n] = h
 end
 if deps then
   err = check_deps(base)
@@ -52,7 +56,7 @@ local finished = {}
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   local k = KEYS[3] .. id
-  local h = hs[#out + 1]
+  local h = hs[#out + 1] -- out has one code per job before this one
   local code = 0
   -- ZREM's reply is the lease check: the job must still be active.
   local removed = 0
