@@ -342,8 +342,9 @@ func (q *Queue) Counts(ctx context.Context) (Counts, error) {
 
 // JobIDs lists up to limit ids of jobs with the given status, skipping the
 // first offset. Queued jobs come in the order they will run, started and
-// scheduled jobs by lease deadline and ready time, and finished, failed and
-// canceled jobs newest first.
+// scheduled jobs by lease deadline and ready time, deferred jobs by when
+// their links are checked next, and finished, failed and canceled jobs
+// newest first.
 func (q *Queue) JobIDs(ctx context.Context, status Status, offset, limit int) ([]string, error) {
 	if q.err != nil {
 		return nil, q.err
@@ -395,6 +396,7 @@ func (q *Queue) Jobs(ctx context.Context, status Status, offset, limit int) ([]*
 	for _, c := range cmds {
 		if h := c.Val(); len(h) > 0 {
 			j, _ := decodeJob(h) // a malformed job is still listed, as far as it reads
+			j.from, j.pfx = q.rdb, q.prefix
 			jobs = append(jobs, j)
 		}
 	}
