@@ -30,29 +30,34 @@ func TestClusterWorkflows(t *testing.T) {
 	log, rec := recordingLogger(t)
 	var o order
 	var died atomic.Int32
-	w := e.worker(t, WorkerOptions{Queues: names, Concurrency: 4, Logger: log})
-	w.hook = dieAt(stepOwed, &died) // the first cross-master hand-over is left to a reaper
-	RegisterFunc(w, "step", func(ctx context.Context, s string) (string, error) {
-		o.add(s)
-		return s, nil
-	})
-	RegisterFunc(w, "num", func(ctx context.Context, n int) (int, error) { return n, nil })
-	w.Register("boom", func(ctx context.Context, j *Job) (any, error) { return nil, fmt.Errorf("boom") })
-	w.Register("sum", func(ctx context.Context, j *Job) (any, error) {
-		ps, err := j.FetchParents(ctx)
-		if err != nil {
-			return nil, err
-		}
-		total := 0
-		for _, p := range ps {
-			var n int
-			if err := p.DecodeResult(&n); err != nil {
+	// Both workers run every function: the second takes over what the
+	// first leaves.
+	register := func(w *Worker) *Worker {
+		RegisterFunc(w, "step", func(ctx context.Context, s string) (string, error) {
+			o.add(s)
+			return s, nil
+		})
+		RegisterFunc(w, "num", func(ctx context.Context, n int) (int, error) { return n, nil })
+		w.Register("boom", func(ctx context.Context, j *Job) (any, error) { return nil, fmt.Errorf("boom") })
+		w.Register("sum", func(ctx context.Context, j *Job) (any, error) {
+			ps, err := j.FetchParents(ctx)
+			if err != nil {
 				return nil, err
 			}
-			total += n
-		}
-		return total, nil
-	})
+			total := 0
+			for _, p := range ps {
+				var n int
+				if err := p.DecodeResult(&n); err != nil {
+					return nil, err
+				}
+				total += n
+			}
+			return total, nil
+		})
+		return w
+	}
+	w := register(e.worker(t, WorkerOptions{Queues: names, Concurrency: 4, Logger: log}))
+	w.hook = dieAt(stepOwed, &died) // the first cross-master hand-over is left to a reaper
 
 	// A chain of 9 steps over the three masters.
 	var chain []*Job
@@ -93,13 +98,7 @@ func TestClusterWorkflows(t *testing.T) {
 	for _, n := range names {
 		dueNow(t, e, n)
 	}
-	w2 := e.worker(t, WorkerOptions{Queues: names, Logger: log})
-	RegisterFunc(w2, "step", func(ctx context.Context, s string) (string, error) {
-		o.add(s)
-		return s, nil
-	})
-	RegisterFunc(w2, "num", func(ctx context.Context, n int) (int, error) { return n, nil })
-	start(t, w2)
+	start(t, register(e.worker(t, WorkerOptions{Queues: names, Logger: log})))
 
 	last := chain[len(chain)-1]
 	waitEnd(t, qs[2], last.ID, StatusFinished)
