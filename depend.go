@@ -191,18 +191,20 @@ func (q *Queue) enqueueDeferred(ctx context.Context, j *Job, argv []any) (*Job, 
 		s = deferChosenScript
 	}
 	k := q.k
-	res, err := s.Run(ctx, q.rdb, []string{k.job(j.ID), k.deferred(), k.parents(j.ID), k.active(),
-		k.scheduled(), k.finished(), k.failed(), k.canceled()}, args...).Int64Slice()
+	keys := []string{k.job(j.ID), k.deferred(), k.parents(j.ID), k.active(),
+		k.scheduled(), k.finished(), k.failed(), k.canceled()}
+	if j.UniqueKey != "" {
+		keys = append(keys, k.unique(j.UniqueKey))
+	}
+	r, err := s.Run(ctx, q.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("rqgo: enqueue %q: %w", j.Func, err)
 	}
-	if len(res) != 2 {
-		return nil, fmt.Errorf("rqgo: enqueue %q: unexpected reply %v", j.Func, res)
+	_, now, holder, err := uniqueReply(j, r)
+	if err != nil {
+		return holder, err
 	}
-	if res[0] == 0 {
-		return nil, fmt.Errorf("%w: %q in queue %q", ErrJobExists, j.ID, j.Queue)
-	}
-	j.Status, j.CreatedAt = StatusDeferred, msTime(res[1])
+	j.Status, j.CreatedAt = StatusDeferred, msTime(now)
 	if !q.hook.at(stepDeferred) {
 		return j, nil
 	}

@@ -2,6 +2,7 @@ package rqgo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -58,8 +59,9 @@ func (e *EnqueueManyError) Unwrap() []error {
 // request, an id that exists, as [ErrJobExists] — also for a second use of
 // an id within reqs) is nil, and the error is then an [*EnqueueManyError]
 // saying why, per request. The others are enqueued all the same. Requests
-// with [DependsOn] are enqueued after the others, each in a few round trips
-// of its own.
+// with [DependsOn] or [Unique] are enqueued after the others, each in a
+// round trip or a few of its own; a duplicate's error wraps [ErrDuplicate]
+// and its Job is the holder.
 func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job, error) {
 	if q.err != nil {
 		return nil, q.err
@@ -76,7 +78,7 @@ func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job,
 			continue
 		}
 		c := &enqueueCall{ctx: ctx, j: j, argv: argv, index: i}
-		if len(j.Parents) > 0 {
+		if len(j.Parents) > 0 || j.UniqueKey != "" {
 			deferred = append(deferred, c)
 		} else {
 			calls = append(calls, c)
@@ -92,7 +94,11 @@ func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job,
 				q.send(ctx, calls)
 			}
 			for _, c := range deferred {
-				c.j, c.err = q.enqueueDeferred(ctx, c.j, c.argv)
+				if len(c.j.Parents) > 0 {
+					c.j, c.err = q.enqueueDeferred(ctx, c.j, c.argv)
+				} else {
+					c.j, c.err = q.enqueueUnique(ctx, c.j, c.argv, c.j.debounce, c.j.debounceMax)
+				}
 			}
 		}
 	}
@@ -100,6 +106,9 @@ func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job,
 	for _, c := range calls {
 		if c.err != nil {
 			errs[c.index], failed = c.err, true
+			if errors.Is(c.err, ErrDuplicate) {
+				jobs[c.index] = c.j // the holder
+			}
 			continue
 		}
 		jobs[c.index] = c.j

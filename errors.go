@@ -29,6 +29,9 @@ var (
 	// master, but fewer replicas than asked acknowledged it in time; the job
 	// exists, and is lost if the master fails before replicating it.
 	ErrNotReplicated = errors.New("rqgo: job not acknowledged by enough replicas")
+	// ErrDuplicate: another job holds the unique key ([Unique]); nothing
+	// was enqueued.
+	ErrDuplicate = errors.New("rqgo: duplicate job")
 )
 
 // SkipRetry wraps err so the job fails at once, retries left or not.

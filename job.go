@@ -59,9 +59,16 @@ type Job struct {
 	Parents      []JobRef // the jobs this one waits for ([DependsOn])
 	AllowFailure bool     // it runs however its parents ended ([AllowFailure])
 
+	UniqueKey   string        // its unique key ([Unique]), "" for none
+	UniqueUntil UniqueUntil   // when the key is released
+	UniqueFor   time.Duration // the key's shortest hold after enqueue
+	StartWithin time.Duration // no attempt starts later than this after enqueue ([StartWithin])
+
 	hasResultTTL  bool
 	hasFailureTTL bool
 	token         string
+	// debounce and debounceMax: the options of an enqueue on its way.
+	debounce, debounceMax time.Duration
 	// from is where the job was read, for FetchParents.
 	from redis.UniversalClient
 	pfx  string
@@ -126,6 +133,12 @@ const (
 	fAllowFailure = "allow_failure"
 	fDependents   = "dependents"
 	fWaited       = "waited"
+	// Unique keys, debounce and StartWithin (see unique.go).
+	fUniqueKey   = "unique_key"
+	fUniqueUntil = "unique_until"
+	fUniqueFor   = "unique_for_ms"
+	fDebounce    = "debounce_ms"
+	fStartWithin = "start_within_ms"
 )
 
 // Indexes of a job's fields in jobValues. The first fetchedFields are the
@@ -154,6 +167,10 @@ const (
 	xWorker
 	xToken
 	xAllowFailure
+	xUniqueKey
+	xUniqueUntil
+	xUniqueFor
+	xStartWithin
 	numFields
 )
 
@@ -164,7 +181,8 @@ var fieldNames = [numFields]string{
 	xCreatedAt: fCreatedAt, xEnqueuedAt: fEnqueuedAt, xScheduledAt: fScheduledAt,
 	xEndedAt: fEndedAt, xResult: fResult, xError: fError, xParents: fParents,
 	xStatus: fStatus, xAttempt: fAttempt, xStartedAt: fStartedAt, xWorker: fWorker, xToken: fToken,
-	xAllowFailure: fAllowFailure,
+	xAllowFailure: fAllowFailure, xUniqueKey: fUniqueKey, xUniqueUntil: fUniqueUntil, xUniqueFor: fUniqueFor,
+	xStartWithin: fStartWithin,
 }
 
 // jobValues is a job hash read into fixed slots: v[i] is the value of field
@@ -234,6 +252,12 @@ func (jv *jobValues) decode() (*Job, error) {
 	j.StartedAt = ms(xStartedAt)
 	j.EndedAt = ms(xEndedAt)
 	j.AllowFailure = jv.v[xAllowFailure] == "1"
+	j.UniqueKey = jv.v[xUniqueKey]
+	if jv.v[xUniqueUntil] == "started" {
+		j.UniqueUntil = UntilStarted
+	}
+	j.UniqueFor = time.Duration(num(xUniqueFor)) * time.Millisecond
+	j.StartWithin = time.Duration(num(xStartWithin)) * time.Millisecond
 	if jv.v[xParents] != "" {
 		for _, s := range strings.Fields(jv.v[xParents]) {
 			r, ok := parseRef(s)

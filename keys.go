@@ -50,6 +50,9 @@ func (k keys) outbox() string              { return k.base + "outbox" }
 func (k keys) owed(id string) string       { return k.base + "owed:" + id }
 func (k keys) ended() string               { return k.base + "ended" }
 
+// unique is a unique key: the id of the job that holds it (see unique.go).
+func (k keys) unique(key string) string { return k.base + "unique:" + key }
+
 // enqueueKeys is enqueue.lua's KEYS for the job id; chosen says the caller
 // chose it, and only then does the script take the sets of KEYS[5..8].
 func (k keys) enqueueKeys(id string, chosen bool) []string {

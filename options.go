@@ -20,7 +20,12 @@ type enqueueOptions struct {
 	// parents and allowFailure: see depend.go.
 	parents      []JobRef
 	allowFailure bool
-	err          error
+	// unique, debounce and startWithin: see unique.go.
+	unique      *UniqueOpts
+	debounce    time.Duration
+	debounceMax time.Duration
+	startWithin time.Duration
+	err         error
 }
 
 func (o *enqueueOptions) fail(format string, a ...any) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -113,6 +114,9 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 	if len(j.Parents) > 0 {
 		return q.enqueueDeferred(ctx, j, argv)
 	}
+	if j.UniqueKey != "" {
+		return q.enqueueUnique(ctx, j, argv, j.debounce, j.debounceMax)
+	}
 	if q.waitN > 0 {
 		return q.enqueueAndWait(ctx, j, q.k.enqueueKeys(j.ID, argv[3] != "1"), argv)
 	}
@@ -213,6 +217,10 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 	if o.err == nil && o.allowFailure && len(o.parents) == 0 {
 		o.fail("AllowFailure needs DependsOn")
 	}
+	if o.err == nil && o.debounce > 0 && len(o.parents) > 0 {
+		// A deferred job has no start to move: it starts when its parents end.
+		o.fail("Debounce cannot be combined with DependsOn")
+	}
 	if o.err != nil {
 		return nil, nil, o.err
 	}
@@ -253,6 +261,13 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 	j.Parents, j.AllowFailure = o.parents, o.allowFailure
 	if o.allowFailure {
 		argv = append(argv, fAllowFailure, "1")
+	}
+	if argv, err = o.uniqueFields(j, argv); err != nil {
+		return nil, nil, fmt.Errorf("%w: args of %q: %v", ErrInvalid, fn, err)
+	}
+	if o.unique != nil {
+		j.UniqueUntil, j.UniqueFor = o.unique.Until, o.unique.For
+		j.debounce, j.debounceMax = o.debounce, o.debounceMax
 	}
 	return j, argv, nil
 }
@@ -415,7 +430,9 @@ func (q *Queue) registry(s Status) string {
 
 // Requeue puts the given failed or canceled jobs back in line with their
 // attempts reset, and returns how many it requeued; ids in other states are
-// left alone.
+// left alone. A job with a unique key ([Unique]) takes it again; one whose
+// key another job holds stays, and the error, which wraps [ErrDuplicate],
+// names it and the holder.
 func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 	if q.err != nil {
 		return 0, q.err
@@ -427,12 +444,25 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 	for i, id := range ids {
 		args[i] = id
 	}
-	n, err := requeueScript.Run(ctx, q.rdb,
-		[]string{q.k.pending(), q.k.failed(), q.k.canceled(), q.k.wake(), q.k.jobPrefix()}, args...).Int()
+	r, err := requeueScript.Run(ctx, q.rdb,
+		[]string{q.k.pending(), q.k.failed(), q.k.canceled(), q.k.wake(), q.k.jobPrefix()}, args...).Slice()
+	if err == nil && len(r) != 2 {
+		err = fmt.Errorf("unexpected reply %v", r)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("rqgo: requeue in %q: %w", q.name, err)
 	}
-	return n, nil
+	n, _ := r[0].(int64)
+	dups, _ := r[1].([]any)
+	if len(dups) > 0 {
+		var held []string
+		for i := 0; i+1 < len(dups); i += 2 {
+			held = append(held, fmt.Sprintf("%v (held by %v)", dups[i], dups[i+1]))
+		}
+		return int(n), fmt.Errorf("%w: not requeued in %q, their unique keys are held: %s",
+			ErrDuplicate, q.name, strings.Join(held, ", "))
+	}
+	return int(n), nil
 }
 
 // requeuePage is how many failed jobs RequeueFailed reads and requeues per
@@ -457,6 +487,7 @@ func (q *Queue) RequeueFailed(ctx context.Context) (int, error) {
 	bound := strconv.FormatFloat(last[0].Score, 'f', -1, 64)
 	tried := map[string]bool{}
 	total := 0
+	var dupErr error // jobs whose unique key another job holds stay failed
 	for skip := int64(0); ; {
 		ids, err := q.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
 			Key: q.k.failed(), Start: "-inf", Stop: bound, ByScore: true, Offset: skip, Count: requeuePage,
@@ -472,16 +503,17 @@ func (q *Queue) RequeueFailed(ctx context.Context) (int, error) {
 		}
 		if len(fresh) == 0 {
 			if int64(len(ids)) < requeuePage {
-				return total, nil
+				return total, dupErr
 			}
 			skip += int64(len(ids)) // a page of jobs requeued here that failed again
 			continue
 		}
 		n, err := q.Requeue(ctx, fresh...)
 		total += n
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrDuplicate) {
 			return total, err
 		}
+		dupErr = cmp.Or(dupErr, err)
 		// Every id tried is marked, so an entry Requeue leaves in the
 		// registry (a job whose state is not failed) is read past next time.
 		for _, id := range fresh {

@@ -91,6 +91,9 @@ var (
 	deliverScript     = loadScript("deliver", true)
 	deliveredScript   = loadScript("delivered", true)
 	waitScript        = loadScript("wait", true)
+	// Unique keys: a second run finds its own job (made-up ids only).
+	uniqueScript       = loadScript("unique", true)
+	uniqueChosenScript = loadScript("unique", false)
 )
 
 // rejectsFlags records that a server answered a script's flags line with a

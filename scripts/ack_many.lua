@@ -36,7 +36,8 @@ local hs = {}
 local deps = false
 local n = 0
 for i = 2, #ARGV, 3 do
-  local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'dependents', 'waited')
+  local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'dependents', 'waited',
+    'unique_key', 'unique_for_ms', 'created_at')
   if type(h) ~= 'table' or h[1] ~= ARGV[i + 1] then
     h = false
   elseif h[3] then
@@ -82,7 +83,7 @@ for i = 2, #ARGV, 3 do
         redis.call('PERSIST', k)
       end
     end
-    if (h[3] or h[4]) and ended(base, id, 'finished', h[3], h[4], now) then
+    if (h[3] or h[4] or h[5]) and ended(base, id, 'finished', h[3], h[4], now, nil, h[5], h[6], h[7]) then
       code = 2
     end
   end

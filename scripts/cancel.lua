@@ -22,7 +22,8 @@ end
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
   return {0, ''}
 end
-local h = redis.call('HMGET', KEYS[1], 'status', 'failure_ttl_ms', 'dependents', 'waited')
+local h = redis.call('HMGET', KEYS[1], 'status', 'failure_ttl_ms', 'dependents', 'waited', 'unique_key',
+  'unique_for_ms', 'created_at')
 local st = h[1]
 if not st then
   return {0, ''}
@@ -55,7 +56,7 @@ else
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-if (h[3] or h[4]) and ended(base, ARGV[1], 'canceled', h[3], h[4], now) then
+if (h[3] or h[4] or h[5]) and ended(base, ARGV[1], 'canceled', h[3], h[4], now, nil, h[5], h[6], h[7]) then
   return {2, st}
 end
 return {1, st}

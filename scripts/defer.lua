@@ -13,6 +13,8 @@
 -- KEYS[4] active zset     <prefix>:{<queue>}:active  (also a channel)
 -- KEYS[5] scheduled zset, KEYS[6] finished zset, KEYS[7] failed zset,
 -- KEYS[8] canceled zset: read for stale entries of an id the caller chose
+-- KEYS[9] unique key      <prefix>:{<queue>}:unique:<key>, only for a job
+--         with one (see claim in prelude.lua)
 --
 -- ARGV[1] job id
 -- ARGV[2] absolute ready time, Unix ms (0 = now), once the parents are done
@@ -23,22 +25,32 @@
 -- ARGV[7..6+N] the parents, `<queue>:<id>`
 -- ARGV[7+N..] field, value pairs stored in the job hash
 --
--- Returns {code, now_ms}: code 0 = a job with this id exists (nothing
--- written), 3 = deferred.
+-- Returns {code, now_ms, holder, holder_status}: code 0 = a job with this
+-- id exists (nothing written), 3 = deferred, 5 = the job holder holds the
+-- unique key (nothing written).
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
     return bad(KEYS[1], 'hash')
   end
   if ARGV[4] == '1' then
-    return {3, tonumber(redis.call('HGET', KEYS[1], 'created_at')) or 0}
+    return {3, tonumber(redis.call('HGET', KEYS[1], 'created_at')) or 0, '', ''}
   end
-  return {0, 0}
+  return {0, 0, '', ''}
 end
 local err = check(KEYS[2], 'zset', KEYS[3], 'set', KEYS[4], 'zset', KEYS[5], 'zset', KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'zset')
+if not err and KEYS[9] then
+  err = check(KEYS[9], 'string')
+end
 if err then
   return err
 end
 local id = ARGV[1]
+if KEYS[9] then
+  local holder, hst = claim(KEYS[9], string.sub(KEYS[1], 1, #KEYS[1] - #id), id)
+  if holder then
+    return {5, 0, holder, hst}
+  end
+end
 if ARGV[4] ~= '1' then
   -- As in enqueue.lua: entries of an expired job with this id go.
   for i = 4, 8 do
@@ -68,4 +80,4 @@ redis.call('HSET', KEYS[1], 'status', 'deferred', 'created_at', now, 'parents', 
 if at > 0 then
   redis.call('HSET', KEYS[1], 'scheduled_at', at)
 end
-return {3, now}
+return {3, now, '', ''}

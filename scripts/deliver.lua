@@ -30,7 +30,7 @@ for i = 2, #ARGV, 3 do
   if st ~= 'open' then
     local r = deliver(base, cid, pref, st, now)
     if r then
-      ended(base, cid, 'canceled', r[1], r[2], now, owed)
+      ended(base, cid, 'canceled', r[1], r[2], now, owed, r[3], r[4], r[5])
     end
   end
   local cur = redis.pcall('HGET', KEYS[1] .. cid, 'status')

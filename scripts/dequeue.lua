@@ -85,7 +85,7 @@ if left > 0 then
     -- (deleted by hand): there is nothing to run.
     local h = redis.pcall('HMGET', k, 'id', 'queue', 'func', 'args', 'max_retries',
       'timeout_ms', 'result_ttl_ms', 'failure_ttl_ms', 'backoff', 'created_at',
-      'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'parents', 'attempt')
+      'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'parents', 'attempt', 'start_within_ms', 'unique_until')
     local found = false
     if not failed(h) then
       for f = 1, 17 do
@@ -95,6 +95,31 @@ if left > 0 then
         end
       end
       found = found or redis.call('EXISTS', k) == 1
+    end
+    local startBy = tonumber(h[18]) and (tonumber(h[10]) or 0) + tonumber(h[18])
+    if found and startBy and now > startBy then
+      -- It missed its window (StartWithin): canceled, not started.
+      found = false
+      local x = redis.call('HMGET', k, 'dependents', 'waited', 'unique_key', 'unique_for_ms', 'created_at', 'failure_ttl_ms')
+      local ttl = tonumber(x[6]) or 604800000 -- DefaultFailureTTL
+      local base = string.sub(prefix, 1, -5)
+      if ttl == 0 then
+        redis.call('DEL', k)
+      else
+        redis.call('HSET', k, 'status', 'canceled', 'ended_at', nows,
+          'error', 'expired: not started by ' .. startBy .. ' (Unix ms), ' .. h[18] .. ' ms after it was enqueued (StartWithin)')
+        redis.pcall('ZADD', base .. 'canceled', now, id)
+        if ttl > 0 then
+          redis.call('PEXPIRE', k, ttl)
+        end
+      end
+      ended(base, id, 'canceled', x[1], x[2], now, nil, x[3], x[4], x[5])
+    elseif found and h[19] == 'started' then
+      -- Unique until started: the key is free once an attempt starts.
+      local x = redis.call('HMGET', k, 'unique_key', 'unique_for_ms', 'created_at')
+      if x[1] then
+        unhold(string.sub(prefix, 1, -5), id, x[1], x[2], x[3], now)
+      end
     end
     if found then
       local attempt = (tonumber(h[17]) or 0) + 1

@@ -28,7 +28,7 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', K
   return 0
 end
 local delay = tonumber(ARGV[4])
-local h = redis.call('HMGET', KEYS[1], 'failure_ttl_ms', 'dependents', 'waited')
+local h = redis.call('HMGET', KEYS[1], 'failure_ttl_ms', 'dependents', 'waited', 'unique_key', 'unique_for_ms', 'created_at')
 local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
 if delay < 0 and h[2] then
   err = check_deps(base)
@@ -60,7 +60,7 @@ else
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-if (h[2] or h[3]) and ended(base, ARGV[1], 'failed', h[2], h[3], now) then
+if (h[2] or h[3] or h[4]) and ended(base, ARGV[1], 'failed', h[2], h[3], now, nil, h[4], h[5], h[6]) then
   return 3
 end
 return 2

@@ -72,21 +72,62 @@ local function owe(base, pid, cref, st, now)
   redis.call('ZADD', base .. 'outbox', 'NX', now + 5000, pid)
 end
 
+-- claim takes the unique key k (`<prefix>:{<queue>}:unique:<key>`) for job
+-- id, unless another job holds it: one that has not ended (with
+-- unique_until = started: not started), or any while the key's For window
+-- lasts (the key then has a TTL). A key whose job is gone or has ended
+-- is taken over. Returns nil when id holds the key now, else the holder's
+-- id and status ('' when it is gone). jp is the queue's job key prefix.
+local function claim(k, jp, id)
+  local holder = redis.call('GET', k)
+  if holder and holder ~= id then
+    local h = redis.pcall('HMGET', jp .. holder, 'status', 'unique_until')
+    if failed(h) then
+      h = {}
+    end
+    local st = h[1]
+    local holds = st == 'queued' or st == 'scheduled' or st == 'deferred' or (st == 'started' and h[2] ~= 'started')
+    if holds or redis.call('PTTL', k) > 0 then
+      return holder, st or ''
+    end
+  end
+  redis.call('SET', k, id)
+  return nil
+end
+
+-- unhold ends job id's hold on its unique key ukey, of the queue at base,
+-- if it still holds it: the key goes, or, while the job's For window
+-- (created + ufor ms) lasts, expires when the window ends.
+local function unhold(base, id, ukey, ufor, created, now)
+  local k = base .. 'unique:' .. ukey
+  if redis.pcall('GET', k) ~= id then
+    return
+  end
+  local till = (tonumber(created) or 0) + (tonumber(ufor) or 0)
+  if till > now then
+    redis.call('PEXPIREAT', k, till)
+  else
+    redis.call('DEL', k)
+  end
+end
+
 -- deliver tells job cid of the queue at base that its parent pref
 -- (`<queue>:<id>`) ended with status st (finished, failed, canceled, or
 -- gone: it no longer exists). It is idempotent: only the first delivery of
 -- an edge removes it from the job's open parents. A deferred job whose last
 -- open parent finished is released: queued, or scheduled when its
 -- scheduled_at has not come. One whose parent did not finish is canceled at
--- once unless it has allow_failure. Returns {dependents, waited} of a job it
--- canceled (the caller passes the end on), else nil.
+-- once unless it has allow_failure. Returns {dependents, waited,
+-- unique_key, unique_for_ms, created_at} of a job it canceled (the caller
+-- passes the end on), else nil.
 local function deliver(base, cid, pref, st, now)
   local open = base .. 'parents:' .. cid
   if redis.pcall('SREM', open, pref) ~= 1 then
     return nil
   end
   local k = base .. 'job:' .. cid
-  local h = redis.pcall('HMGET', k, 'status', 'allow_failure', 'scheduled_at', 'dependents', 'waited', 'failure_ttl_ms')
+  local h = redis.pcall('HMGET', k, 'status', 'allow_failure', 'scheduled_at', 'dependents', 'waited', 'failure_ttl_ms',
+    'unique_key', 'unique_for_ms', 'created_at')
   if failed(h) or h[1] ~= 'deferred' then
     return nil
   end
@@ -107,7 +148,7 @@ local function deliver(base, cid, pref, st, now)
         redis.call('PEXPIRE', k, ttl)
       end
     end
-    return {h[4], h[5]}
+    return {h[4], h[5], h[7], h[8], h[9]}
   end
   if redis.call('EXISTS', open) == 1 then
     return nil
@@ -126,24 +167,29 @@ local function deliver(base, cid, pref, st, now)
 end
 
 -- ended passes on the end of job id of the queue at base, with status st,
--- after its hash got its final state (or was deleted): it tells whoever
--- waits for it ([Queue.Wait]; waited = '1'), and, when it has dependents
+-- after its hash got its final state (or was deleted): it releases its
+-- unique key (ukey, with its For window ufor and created_at time), tells
+-- whoever waits for it ([Queue.Wait]; waited = '1'), and, when it has dependents
 -- (deps = '1'), tells each of them, those in this queue at once (and theirs
 -- in turn when one is canceled), those in other queues through the outbox.
 -- The dependents set is kept as long as the job hash. Returns true when it
 -- owes deliveries to other queues, and appends each to into (when given)
 -- as parent id, dependent, end.
-local function ended(base, id, st, deps, waited, now, into)
+local function ended(base, id, st, deps, waited, now, into, ukey, ufor, created)
   local q = string.match(base, '{(.*)}:$')
   local owes = false
-  local work = {id, st, deps, waited}
+  local work = {{id, st, deps, waited, ukey, ufor, created}}
   local i = 1
   while i <= #work do
-    local pid, pst = work[i], work[i + 1]
-    if work[i + 3] == '1' then
+    local w = work[i]
+    local pid, pst = w[1], w[2]
+    if w[5] then
+      unhold(base, pid, w[5], w[6], w[7], now)
+    end
+    if w[4] == '1' then
       redis.call('PUBLISH', base .. 'ended', pid)
     end
-    if work[i + 2] == '1' then
+    if w[3] == '1' then
       local dk = base .. 'dependents:' .. pid
       local kids = redis.pcall('SMEMBERS', dk)
       if failed(kids) then
@@ -155,10 +201,7 @@ local function ended(base, id, st, deps, waited, now, into)
         if cq == q then
           local r = deliver(base, cid, pref, pst, now)
           if r then
-            work[#work + 1] = cid
-            work[#work + 1] = 'canceled'
-            work[#work + 1] = r[1]
-            work[#work + 1] = r[2]
+            work[#work + 1] = {cid, 'canceled', r[1], r[2], r[3], r[4], r[5]}
           end
         elseif cq then
           owe(base, pid, cref, pst, now)
@@ -177,7 +220,7 @@ local function ended(base, id, st, deps, waited, now, into)
         redis.call('PEXPIRE', dk, ttl)
       end
     end
-    i = i + 4
+    i = i + 1
   end
   return owes
 end

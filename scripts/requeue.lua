@@ -9,8 +9,10 @@
 --
 -- ARGV[1..] job ids
 --
--- Returns how many jobs were requeued. Ids that are not failed or canceled
--- are left alone; ids whose hash expired leave the registries. A key of the
+-- Returns {requeued, dups}: how many jobs were requeued, and, for each job
+-- left alone because another job holds its unique key (see claim in
+-- prelude.lua), its id and the holder's. Ids that are not failed or
+-- canceled are left alone; ids whose hash expired leave the registries. A key of the
 -- wrong type answers an error naming it, and nothing is written.
 local err = check(KEYS[1], 'list', KEYS[2], 'zset', KEYS[3], 'zset')
 if err then
@@ -18,11 +20,27 @@ if err then
 end
 local now = now_ms()
 local n = 0
+local dups = {}
+local base = string.sub(KEYS[5], 1, -5)
 for _, id in ipairs(ARGV) do
   local k = KEYS[5] .. id
-  local st = redis.pcall('HGET', k, 'status')
-  if failed(st) then
-    st = nil -- not a job: its id leaves the registries
+  local h = redis.pcall('HMGET', k, 'status', 'unique_key')
+  local st = nil -- not a job: its id leaves the registries
+  if not failed(h) then
+    st = h[1]
+  end
+  if (st == 'failed' or st == 'canceled') and h[2] then
+    -- It takes its unique key again, unless another job holds it.
+    local uk = base .. 'unique:' .. h[2]
+    if redis.call('TYPE', uk).ok ~= 'string' and redis.call('EXISTS', uk) == 1 then
+      return bad(uk, 'string')
+    end
+    local holder = claim(uk, KEYS[5], id)
+    if holder then
+      dups[#dups + 1] = id
+      dups[#dups + 1] = holder
+      st = 'held'
+    end
   end
   if st == 'failed' or st == 'canceled' then
     redis.call('ZREM', KEYS[2], id)
@@ -40,4 +58,4 @@ end
 if n > 0 then
   wake(KEYS[4])
 end
-return n
+return {n, dups}
