@@ -359,6 +359,19 @@ func damageRows() []damageRow {
 			},
 		},
 		{
+			name:  "unique",
+			wake:  4,
+			slots: []keySlot{{1, "hash"}, {2, "list"}, {3, "zset"}, {5, "string"}},
+			call: func(s *damagedState) damageCall {
+				j, argv, err := s.q.prepare("f", nil, []EnqueueOption{JobID("new"), Unique(UniqueOpts{Key: "k"})})
+				s.must("prepare", err)
+				args := append(append([]any{}, argv[:4]...), 0, 0, "null")
+				k := s.k
+				return damageCall{uniqueChosenScript, []string{k.job(j.ID), k.pending(), k.scheduled(), k.wake(), k.unique("k"),
+					k.jobPrefix(), k.active(), k.finished(), k.failed(), k.canceled()}, append(args, argv[4:]...)}
+			},
+		},
+		{
 			name:  "wait",
 			slots: []keySlot{{1, "hash"}},
 			call: func(s *damagedState) damageCall {
