@@ -131,8 +131,9 @@ const (
 	// Workflows (see depend.go).
 	fParents      = "parents"
 	fAllowFailure = "allow_failure"
-	fDependents   = "dependents"
-	fWaited       = "waited"
+	// fFlags tells the scripts that start and end a job what more to do
+	// for it (see flag in scripts/prelude.lua); plain jobs have none.
+	fFlags = "flags"
 	// Unique keys, debounce and StartWithin (see unique.go).
 	fUniqueKey   = "unique_key"
 	fUniqueUntil = "unique_until"

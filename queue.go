@@ -269,6 +269,9 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 		j.UniqueUntil, j.UniqueFor = o.unique.Until, o.unique.For
 		j.debounce, j.debounceMax = o.debounce, o.debounceMax
 	}
+	if flags := o.flags(); flags != "" {
+		argv = append(argv, fFlags, flags)
+	}
 	return j, argv, nil
 }
 

@@ -96,6 +96,26 @@ func StartWithin(d time.Duration) EnqueueOption {
 	}
 }
 
+// flags are the letters of the job hash's flags field that the options
+// set (see flag in scripts/prelude.lua): p parents, u a unique key, S held
+// until started, s StartWithin. Scripts add d (dependents) and w (waited).
+func (o *enqueueOptions) flags() string {
+	var f []byte
+	if len(o.parents) > 0 {
+		f = append(f, 'p')
+	}
+	if o.unique != nil {
+		f = append(f, 'u')
+		if o.unique.Until == UntilStarted {
+			f = append(f, 'S')
+		}
+	}
+	if o.startWithin > 0 {
+		f = append(f, 's')
+	}
+	return string(f)
+}
+
 // uniqueKey is the key name of job j's unique key (after "unique:").
 func uniqueKey(u *UniqueOpts, fn string, args json.RawMessage) (string, error) {
 	if u.Key != "" {

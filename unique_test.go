@@ -347,3 +347,35 @@ func TestUniqueConcurrentEnqueues(t *testing.T) {
 		run(t, clusterEnv(t, redistest.StartCluster(t, 3, 0)))
 	})
 }
+
+// A worker killed with SIGKILL mid-job: the key stays held while the job's
+// lease runs and through its retry, and is free once the retry ends.
+func TestUniqueKeyWorkerKilled(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		q := e.queue("default")
+		u := Unique(UniqueOpts{Key: "k"})
+		job := mustEnqueue(t, q, "hold", nil, u, Retry(3))
+		const lease = 300 * time.Millisecond
+		child, lines := startChild(t, e, lease, time.Hour)
+		expectLine(t, lines, "started "+job.ID+" 1")
+		if err := child.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		child.Wait()
+		dup(t, q, job.ID, "hold", nil, u) // its lease still runs
+		release := make(chan struct{})
+		retried := make(chan struct{})
+		w := e.worker(t, WorkerOptions{Lease: lease})
+		w.Register("hold", func(ctx context.Context, j *Job) (any, error) {
+			close(retried)
+			<-release
+			return "recovered", nil
+		})
+		start(t, w)
+		<-retried
+		dup(t, q, job.ID, "hold", nil, u) // held through the retry
+		close(release)
+		waitEnd(t, q, job.ID, StatusFinished)
+		mustEnqueue(t, q, "other", nil, u)
+	})
+}

@@ -33,7 +33,7 @@ func waitsFor(t *testing.T, e *testEnv, q *Queue, id string) chan error {
 		done <- err
 	}()
 	waitFor(t, 10*time.Second, "the Wait to check the job", func() bool {
-		return e.rdb.HGet(context.Background(), q.k.job(id), fWaited).Val() == "1"
+		return strings.Contains(e.rdb.HGet(context.Background(), q.k.job(id), fFlags).Val(), "w")
 	})
 	return done
 }

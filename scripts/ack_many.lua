@@ -36,11 +36,10 @@ local hs = {}
 local deps = false
 local n = 0
 for i = 2, #ARGV, 3 do
-  local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'dependents', 'waited',
-    'unique_key', 'unique_for_ms', 'created_at')
+  local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'flags')
   if type(h) ~= 'table' or h[1] ~= ARGV[i + 1] then
     h = false
-  elseif h[3] then
+  elseif h[3] and string.find(h[3], 'd', 1, true) then
     deps = true
   end
   n = n + 1
@@ -69,6 +68,7 @@ for i = 2, #ARGV, 3 do
   end
   if removed == 1 then
     code = 1
+    local d, w, u, uf, c = extras(k, h[3])
     local ttl = tonumber(h[2]) or default
     if ttl == 0 then
       redis.call('DEL', k)
@@ -83,7 +83,7 @@ for i = 2, #ARGV, 3 do
         redis.call('PERSIST', k)
       end
     end
-    if (h[3] or h[4] or h[5]) and ended(base, id, 'finished', h[3], h[4], now, nil, h[5], h[6], h[7]) then
+    if h[3] and ended(base, id, 'finished', d, w, now, nil, u, uf, c) then
       code = 2
     end
   end

@@ -22,14 +22,13 @@ end
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
   return {0, ''}
 end
-local h = redis.call('HMGET', KEYS[1], 'status', 'failure_ttl_ms', 'dependents', 'waited', 'unique_key',
-  'unique_for_ms', 'created_at')
+local h = redis.call('HMGET', KEYS[1], 'status', 'failure_ttl_ms', 'flags')
 local st = h[1]
 if not st then
   return {0, ''}
 end
 local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
-if h[3] or st == 'deferred' then
+if (h[3] and string.find(h[3], 'd', 1, true)) or st == 'deferred' then
   err = check_deps(base)
   if err then
     return err
@@ -47,6 +46,7 @@ else
 end
 local now = now_ms()
 local ttl = tonumber(h[2]) or tonumber(ARGV[2])
+local d, w, u, uf, c = extras(KEYS[1], h[3])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
 else
@@ -56,7 +56,7 @@ else
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-if (h[3] or h[4] or h[5]) and ended(base, ARGV[1], 'canceled', h[3], h[4], now, nil, h[5], h[6], h[7]) then
+if h[3] and ended(base, ARGV[1], 'canceled', d, w, now, nil, u, uf, c) then
   return {2, st}
 end
 return {1, st}

@@ -85,7 +85,7 @@ if left > 0 then
     -- (deleted by hand): there is nothing to run.
     local h = redis.pcall('HMGET', k, 'id', 'queue', 'func', 'args', 'max_retries',
       'timeout_ms', 'result_ttl_ms', 'failure_ttl_ms', 'backoff', 'created_at',
-      'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'parents', 'attempt', 'start_within_ms', 'unique_until')
+      'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'attempt', 'flags')
     local found = false
     if not failed(h) then
       for f = 1, 17 do
@@ -96,25 +96,31 @@ if left > 0 then
       end
       found = found or redis.call('EXISTS', k) == 1
     end
-    local startBy = tonumber(h[18]) and (tonumber(h[10]) or 0) + tonumber(h[18])
-    if found and startBy and now > startBy then
+    local fl = found and h[17]
+    local startBy = nil
+    if fl and string.find(fl, 's', 1, true) then
+      local within = tonumber(redis.call('HGET', k, 'start_within_ms'))
+      startBy = within and (tonumber(h[10]) or 0) + within
+    end
+    if startBy and now > startBy then
       -- It missed its window (StartWithin): canceled, not started.
       found = false
-      local x = redis.call('HMGET', k, 'dependents', 'waited', 'unique_key', 'unique_for_ms', 'created_at', 'failure_ttl_ms')
-      local ttl = tonumber(x[6]) or 604800000 -- DefaultFailureTTL
+      local d, w, u, uf, c = extras(k, fl)
+      local ttl = tonumber(h[8]) or 604800000 -- DefaultFailureTTL
       local base = string.sub(prefix, 1, -5)
       if ttl == 0 then
         redis.call('DEL', k)
       else
         redis.call('HSET', k, 'status', 'canceled', 'ended_at', nows,
-          'error', 'expired: not started by ' .. startBy .. ' (Unix ms), ' .. h[18] .. ' ms after it was enqueued (StartWithin)')
+          'error', 'expired: not started by ' .. startBy .. ' (Unix ms), ' .. (startBy - (tonumber(h[10]) or 0)) ..
+          ' ms after it was enqueued (StartWithin)')
         redis.pcall('ZADD', base .. 'canceled', now, id)
         if ttl > 0 then
           redis.call('PEXPIRE', k, ttl)
         end
       end
-      ended(base, id, 'canceled', x[1], x[2], now, nil, x[3], x[4], x[5])
-    elseif found and h[19] == 'started' then
+      ended(base, id, 'canceled', d, w, now, nil, u, uf, c)
+    elseif fl and string.find(fl, 'S', 1, true) then
       -- Unique until started: the key is free once an attempt starts.
       local x = redis.call('HMGET', k, 'unique_key', 'unique_for_ms', 'created_at')
       if x[1] then
@@ -122,7 +128,7 @@ if left > 0 then
       end
     end
     if found then
-      local attempt = (tonumber(h[17]) or 0) + 1
+      local attempt = (tonumber(h[16]) or 0) + 1
       redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', token)
       leased[#leased + 1] = deadline
       leased[#leased + 1] = id
@@ -134,9 +140,11 @@ if left > 0 then
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = attempt
-      for f = 1, 16 do
+      for f = 1, 15 do
         out[#out + 1] = h[f]
       end
+      -- A job's parents, for its handler ([Job.FetchParents]).
+      out[#out + 1] = fl and string.find(fl, 'p', 1, true) and redis.call('HGET', k, 'parents') or false
     end
   end
   if #leased > 0 then

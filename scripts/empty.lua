@@ -27,10 +27,14 @@ if #ids > 0 then
 end
 local owing = {}
 for _, id in ipairs(ids) do
-  local h = redis.pcall('HMGET', KEYS[2] .. id, 'dependents', 'waited', 'unique_key', 'unique_for_ms', 'created_at')
+  local fl = redis.pcall('HGET', KEYS[2] .. id, 'flags')
+  local d, w, u, uf, c
+  if type(fl) == 'string' then
+    d, w, u, uf, c = extras(KEYS[2] .. id, fl)
+  end
   redis.call('DEL', KEYS[2] .. id)
   -- Dependents of a deleted job are canceled; waiters find it gone.
-  if not failed(h) and (h[1] or h[2] or h[3]) and ended(base, id, 'gone', h[1], h[2], now, nil, h[3], h[4], h[5]) then
+  if type(fl) == 'string' and ended(base, id, 'gone', d, w, now, nil, u, uf, c) then
     owing[#owing + 1] = id
   end
 end

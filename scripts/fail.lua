@@ -28,9 +28,9 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', K
   return 0
 end
 local delay = tonumber(ARGV[4])
-local h = redis.call('HMGET', KEYS[1], 'failure_ttl_ms', 'dependents', 'waited', 'unique_key', 'unique_for_ms', 'created_at')
+local h = redis.call('HMGET', KEYS[1], 'failure_ttl_ms', 'flags')
 local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
-if delay < 0 and h[2] then
+if delay < 0 and h[2] and string.find(h[2], 'd', 1, true) then
   err = check_deps(base)
   if err then
     return err
@@ -51,6 +51,7 @@ elseif delay > 0 then
   return 1
 end
 local ttl = tonumber(h[1]) or tonumber(ARGV[5])
+local d, w, u, uf, c = extras(KEYS[1], h[2])
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
 else
@@ -60,7 +61,7 @@ else
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-if (h[2] or h[3] or h[4]) and ended(base, ARGV[1], 'failed', h[2], h[3], now, nil, h[4], h[5], h[6]) then
+if h[2] and ended(base, ARGV[1], 'failed', d, w, now, nil, u, uf, c) then
   return 3
 end
 return 2

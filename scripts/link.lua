@@ -35,7 +35,7 @@ for i = 1, #ARGV, 2 do
         redis.call('PEXPIRE', dk, ttl)
       end
     else
-      redis.call('HSET', k, 'dependents', '1')
+      flag(k, 'd')
       st = 'open'
     end
   end

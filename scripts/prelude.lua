@@ -72,6 +72,34 @@ local function owe(base, pid, cref, st, now)
   redis.call('ZADD', base .. 'outbox', 'NX', now + 5000, pid)
 end
 
+-- flag adds letter f to job hash k's flags field, which tells the scripts
+-- that start or end a job what more to do for it: p it has parents, d
+-- dependents, w someone waits for it, u it holds a unique key, S until it
+-- starts, s it must start within a time. A plain job has no flags, so those
+-- scripts read one field more for it, not one per feature.
+local function flag(k, f)
+  local cur = redis.call('HGET', k, 'flags') or ''
+  if not string.find(cur, f, 1, true) then
+    redis.call('HSET', k, 'flags', cur .. f)
+  end
+end
+
+-- extras reads what passing on the end of job hash k, with flags fl, needs:
+-- dependents ('1' or nil), waited ('1' or nil), and its unique key, For
+-- window and created_at. Read it before the hash may be deleted.
+local function extras(k, fl)
+  if not fl then
+    return nil
+  end
+  local deps = string.find(fl, 'd', 1, true) and '1' or nil
+  local waited = string.find(fl, 'w', 1, true) and '1' or nil
+  if string.find(fl, 'u', 1, true) then
+    local x = redis.call('HMGET', k, 'unique_key', 'unique_for_ms', 'created_at')
+    return deps, waited, x[1], x[2], x[3]
+  end
+  return deps, waited
+end
+
 -- claim takes the unique key k (`<prefix>:{<queue>}:unique:<key>`) for job
 -- id, unless another job holds it: one that has not ended (with
 -- unique_until = started: not started), or any while the key's For window
@@ -126,19 +154,19 @@ local function deliver(base, cid, pref, st, now)
     return nil
   end
   local k = base .. 'job:' .. cid
-  local h = redis.pcall('HMGET', k, 'status', 'allow_failure', 'scheduled_at', 'dependents', 'waited', 'failure_ttl_ms',
-    'unique_key', 'unique_for_ms', 'created_at')
+  local h = redis.pcall('HMGET', k, 'status', 'allow_failure', 'scheduled_at', 'flags', 'failure_ttl_ms')
   if failed(h) or h[1] ~= 'deferred' then
     return nil
   end
   if st ~= 'finished' and h[2] ~= '1' then
+    local d, w, u, uf, c = extras(k, h[4])
     redis.call('DEL', open)
     redis.call('ZREM', base .. 'deferred', cid)
     local why = 'parent ' .. pref .. ' ' .. st
     if st == 'gone' then
       why = 'parent ' .. pref .. ' no longer exists'
     end
-    local ttl = tonumber(h[6]) or 604800000 -- DefaultFailureTTL
+    local ttl = tonumber(h[5]) or 604800000 -- DefaultFailureTTL
     if ttl == 0 then
       redis.call('DEL', k)
     else
@@ -148,7 +176,7 @@ local function deliver(base, cid, pref, st, now)
         redis.call('PEXPIRE', k, ttl)
       end
     end
-    return {h[4], h[5], h[7], h[8], h[9]}
+    return {d, w, u, uf, c}
   end
   if redis.call('EXISTS', open) == 1 then
     return nil

@@ -69,12 +69,12 @@ for _, id in ipairs(expired) do
   local k = prefix .. id
   if redis.call('TYPE', k).ok == 'hash' then
     redis.call('HDEL', k, 'token')
-    local h = redis.call('HMGET', k, 'attempt', 'max_retries', 'failure_ttl_ms', 'dependents', 'waited',
-      'unique_key', 'unique_for_ms', 'created_at')
+    local h = redis.call('HMGET', k, 'attempt', 'max_retries', 'failure_ttl_ms', 'flags')
     local attempt = tonumber(h[1]) or 0
     local max = tonumber(h[2]) or 0
     if attempt > max then
       local ttl = tonumber(h[3]) or tonumber(ARGV[3])
+      local d, w, u, uf, c = extras(k, h[4])
       if ttl == 0 then
         redis.call('DEL', k)
       else
@@ -84,7 +84,7 @@ for _, id in ipairs(expired) do
           redis.call('PEXPIRE', k, ttl)
         end
       end
-      if (h[4] or h[5] or h[6]) and ended(base, id, 'failed', h[4], h[5], now, nil, h[6], h[7], h[8]) then
+      if h[4] and ended(base, id, 'failed', d, w, now, nil, u, uf, c) then
         fresh = true
       end
       failedn = failedn + 1

@@ -5,7 +5,8 @@
 --
 -- Returns {0} when there is no such job, {1, field, value, ...} (the whole
 -- hash) when it has ended (finished, failed or canceled), else {2}, after
--- setting the hash's `waited` field: the script that ends the job then
+-- adding w to the hash's flags (see flag in prelude.lua): the script that
+-- ends the job then
 -- publishes its id on the channel <prefix>:{<queue>}:ended. A waiter
 -- subscribes before it calls this, so no end falls between the two.
 local t = redis.call('TYPE', KEYS[1]).ok
@@ -20,5 +21,5 @@ if st == 'finished' or st == 'failed' or st == 'canceled' then
   table.insert(out, 1, 1)
   return out
 end
-redis.call('HSET', KEYS[1], 'waited', '1')
+flag(KEYS[1], 'w')
 return {2}
