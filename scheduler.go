@@ -90,12 +90,17 @@ type ScheduleEntry struct {
 	// without a CRON_TZ= prefix. Default: [SchedulerOptions.Location].
 	Timezone string
 	// Options apply to every job (Retry, Timeout, In, ...). JobID is not
-	// allowed: a tick's job id is <name>@<tick Unix seconds>.
+	// allowed: a tick's job id is <name>@<tick Unix seconds>. Nor is
+	// Debounce: each tick is a job of its own. With [Unique], a tick at
+	// which another job holds the key (the previous tick's job, still
+	// queued or running, say) enqueues nothing: the tick counts as done,
+	// and the entry's state names the holder ([ScheduleInfo.LastHeldBy]).
 	Options []EnqueueOption
 }
 
 // Scheduler enqueues periodic jobs. Any number of schedulers, in any number
-// of processes, may run the same entries: each tick becomes exactly one job,
+// of processes, may run the same entries: each tick becomes exactly one job
+// (or none, for an entry with [Unique] whose key another job holds),
 // decided by a Lua script that enqueues the job and records the tick in one
 // step. Ticks are computed from the scheduler's clock, so hosts that run
 // schedulers need synchronized clocks (NTP).
@@ -234,6 +239,9 @@ func compileEntry(e ScheduleEntry, loc *time.Location) (*schedEntry, error) {
 	}
 	if o.id != "" {
 		return nil, errors.New("JobID cannot be used: a tick's job id is <name>@<tick Unix seconds>")
+	}
+	if o.debounce > 0 {
+		return nil, errors.New("Debounce cannot be used: each tick is a job of its own; use Unique to skip ticks while a job of the key is held")
 	}
 	raw, err := encodeArgs(e.Args)
 	if err != nil {
@@ -472,34 +480,46 @@ func (s *Scheduler) fire(ctx context.Context, e *schedEntry, now time.Time) erro
 	argv := []any{unixMilli(tick), flag(!tick.IsZero() && now.Sub(tick) <= s.opts.Grace), flag(s.opts.CatchUp),
 		unixMilli(nextRun), now.UnixMilli(), ttl.Milliseconds(), flag(!e.written),
 		e.Name, e.Queue, e.Func, e.spec, e.tz}
-	id := e.Name + "@0"
+	id, uniqueKey := e.Name+"@0", ""
 	if !tick.IsZero() {
 		id = e.jobID(tick)
-		_, jobArgv, err := e.q.prepare(e.Func, e.Args, e.jobOptions(tick))
+		j, jobArgv, err := e.q.prepare(e.Func, e.Args, e.jobOptions(tick))
 		if err != nil {
 			return fmt.Errorf("rqgo: schedule %q: %w", e.Name, err)
 		}
 		argv = append(argv, jobArgv...)
+		uniqueKey = j.UniqueKey
 	}
 	k := e.q.k
+	keys := []string{e.key, k.job(id), k.pending(), k.scheduled(), k.wake()}
+	if uniqueKey != "" {
+		keys = append(keys, k.unique(uniqueKey), k.jobPrefix())
+	}
 	sent := time.Now()
-	res, err := scheduleScript.Run(ctx, s.rdb, []string{e.key, k.job(id), k.pending(), k.scheduled(), k.wake()}, argv...).Int64Slice()
+	res, err := scheduleScript.Run(ctx, s.rdb, keys, argv...).Slice()
 	if err != nil {
 		return fmt.Errorf("rqgo: schedule %q: %w", e.Name, err)
 	}
-	if len(res) != 2 {
+	if len(res) != 4 {
 		return fmt.Errorf("rqgo: schedule %q: unexpected reply %v", e.Name, res)
 	}
+	code, _ := res[0].(int64)
+	redisNow, _ := res[1].(int64)
+	holder, _ := res[2].(string)
+	holderStatus, _ := res[3].(string)
 	e.written = true
-	s.checkSkew(sent, res[1])
+	s.checkSkew(sent, redisNow)
 	log := s.log.With("schedule", e.Name, "queue", e.Queue, "func", e.Func)
-	switch res[0] {
+	switch code {
 	case 1, 2:
 		log.Debug("periodic job enqueued", "job_id", id, "tick", tick)
 	case 3:
 		log.Debug("periodic job existed already", "job_id", id, "tick", tick)
 	case 4:
 		log.Warn("tick missed: no scheduler enqueued it within the grace; skipped (CatchUp is off)", "tick", tick)
+	case 6:
+		log.Info("tick skipped: another job holds the unique key", "job_id", id, "tick", tick,
+			"unique_key", uniqueKey, "holder", holder, "holder_status", holderStatus)
 	}
 	return nil
 }
@@ -549,7 +569,13 @@ type ScheduleInfo struct {
 	LastTick  time.Time `json:"last_tick,omitzero"`
 	LastRun   time.Time `json:"last_run,omitzero"`
 	LastJobID string    `json:"last_job_id,omitempty"`
-	CreatedAt time.Time `json:"created_at,omitzero"`
+	// LastHeldTick is the last tick that enqueued no job because job
+	// LastHeldBy held the unique key of the entry's jobs (see [Unique]).
+	// They stay as they are when a later tick enqueues a job; that tick's
+	// LastTick is then after LastHeldTick.
+	LastHeldTick time.Time `json:"last_held_tick,omitzero"`
+	LastHeldBy   string    `json:"last_held_by,omitempty"`
+	CreatedAt    time.Time `json:"created_at,omitzero"`
 }
 
 // Schedules lists the periodic entries known under prefix, sorted by queue
@@ -589,7 +615,8 @@ func Schedules(ctx context.Context, rdb redis.UniversalClient, prefix string) ([
 		infos = append(infos, ScheduleInfo{
 			Name: name, Queue: queue, Func: h["func"], Spec: h["spec"], Timezone: h["timezone"],
 			NextRun: ms("next_run"), LastTick: ms("last_tick"), LastRun: ms("last_run"),
-			LastJobID: h["last_job_id"], CreatedAt: ms("created_at"),
+			LastJobID: h["last_job_id"], LastHeldTick: ms("last_held_tick"), LastHeldBy: h["last_held_by"],
+			CreatedAt: ms("created_at"),
 		})
 	}
 	return infos, nil

@@ -8,6 +8,11 @@
 -- KEYS[3] pending list     <prefix>:{<queue>}:pending
 -- KEYS[4] scheduled zset   <prefix>:{<queue>}:scheduled
 -- KEYS[5] wake list        <prefix>:{<queue>}:wake  (also a channel)
+-- KEYS[6..7], only when the entry's jobs have a unique key (see claim in
+-- prelude.lua):
+-- KEYS[6] unique key       <prefix>:{<queue>}:unique:<key>  (the holder's id)
+-- KEYS[7] job key prefix   <prefix>:{<queue>}:job:  (the holder's hash is
+--         KEYS[7] .. its id, in the same slot)
 --
 -- ARGV[1]  tick, Unix ms by the scheduler's clock (0 = nothing due: only
 --          record the entry)
@@ -25,14 +30,20 @@
 -- ARGV[17..] job hash field, value pairs: the arguments enqueue.lua takes,
 --          from the same Go code.
 --
--- Returns {code, now_ms} (now_ms by Redis's clock):
+-- Returns {code, now_ms, holder, holder_status} (now_ms by Redis's clock;
+-- holder and holder_status are '' unless code is 6):
 --   0 = the tick is not newer than last_tick (already enqueued, or nothing
 --       due); 1 = queued; 2 = scheduled (the entry delays its jobs);
 --   3 = a job with the tick's id existed already (recorded as done);
 --   4 = the tick was missed and is skipped; 5 = the tick is older than the
---       entry and is skipped.
+--       entry and is skipped; 6 = another job (holder) holds the unique key:
+--       the tick is recorded as done with no job (last_job_id stays as it
+--       was; last_held_tick and last_held_by name the tick and the holder).
 -- A key of the wrong type answers an error naming it, and nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'list', KEYS[4], 'zset')
+if not err and KEYS[6] then
+  err = check(KEYS[6], 'string')
+end
 if err then
   return err
 end
@@ -47,13 +58,13 @@ if ARGV[7] == '1' or redis.call('HEXISTS', KEYS[1], 'spec') == 0 then
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_tick') or '0')
 
-local function finish(code)
+local function finish(code, holder, hst)
   local stored = tonumber(redis.call('HGET', KEYS[1], 'next_run') or '0')
   if nextRun > stored then
     redis.call('HSET', KEYS[1], 'next_run', nextRun)
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  return {code, now}
+  return {code, now, holder or '', hst or ''}
 end
 
 if tick == 0 or tick <= last then
@@ -69,6 +80,13 @@ if ARGV[2] ~= '1' then
 end
 
 local id = ARGV[13]
+if KEYS[6] and redis.call('EXISTS', KEYS[2]) == 0 then
+  local holder, hst = claim(KEYS[6], KEYS[7], id)
+  if holder then
+    redis.call('HSET', KEYS[1], 'last_tick', tick, 'last_held_tick', tick, 'last_held_by', holder)
+    return finish(6, holder, hst)
+  end
+end
 redis.call('HSET', KEYS[1], 'last_tick', tick, 'last_job_id', id)
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return finish(3)
