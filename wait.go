@@ -29,7 +29,8 @@ var waitRecheck = 5 * time.Second
 // reads their jobs in pipelined batches, so ten thousand Waits need one
 // connection more than the client's pool. A notification lost with a
 // dropped connection is made up for when the subscription comes back, and
-// every waited job is read at least every 5 seconds in any case.
+// every waited job is read at least every 5 seconds in any case. The
+// subscription closes 10 seconds after the last Wait returned.
 func (q *Queue) Wait(ctx context.Context, id string) (*Job, error) {
 	if q.err != nil {
 		return nil, q.err
@@ -63,6 +64,7 @@ type waitHub struct {
 	due     map[*waiter]struct{} // to be read
 	kick    chan struct{}        // the reader has work
 	stop    chan struct{}        // closed with the subscription
+	idle    *time.Timer          // closes the subscription, waitLinger after the last Wait
 }
 
 // waiter is one Wait; res gets its outcome.
@@ -79,6 +81,10 @@ type waitResult struct {
 // waitBatch is the most jobs the hub reads in one round trip.
 const waitBatch = 1000
 
+// waitLinger is how long the hub keeps its subscription after the last
+// Wait returned, so that Waits one after another share it too.
+const waitLinger = 10 * time.Second
+
 // join adds a waiter for job id, subscribing first when there is none: it
 // returns once Redis has confirmed the subscription, so an end published
 // after the waiter's first look reaches it.
@@ -86,6 +92,10 @@ func (h *waitHub) join(ctx context.Context, q *Queue, id string) (*waiter, error
 	w := &waiter{id: id, res: make(chan waitResult, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.idle != nil {
+		h.idle.Stop()
+		h.idle = nil
+	}
 	if h.sub == nil {
 		// The subscription outlives this call's ctx: later Waits share it.
 		sub := q.rdb.Subscribe(context.WithoutCancel(ctx), q.k.ended())
@@ -110,7 +120,8 @@ func (h *waitHub) join(ctx context.Context, q *Queue, id string) (*waiter, error
 	return w, nil
 }
 
-// leave removes a waiter, and closes the subscription after the last.
+// leave removes a waiter; waitLinger after the last, unless another
+// joined meanwhile, the subscription closes.
 func (h *waitHub) leave(w *waiter) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -119,11 +130,21 @@ func (h *waitHub) leave(w *waiter) {
 		delete(h.waiters, w.id)
 	}
 	delete(h.due, w)
-	if h.n--; h.n == 0 {
+	if h.n--; h.n > 0 {
+		return
+	}
+	var idle *time.Timer
+	idle = time.AfterFunc(waitLinger, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.idle != idle || h.n > 0 || h.sub == nil {
+			return
+		}
 		_ = h.sub.Close()
 		close(h.stop)
-		h.sub = nil
-	}
+		h.sub, h.idle = nil, nil
+	})
+	h.idle = idle
 }
 
 // markLocked puts a waiter up for a look.
