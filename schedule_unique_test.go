@@ -275,6 +275,11 @@ func TestScheduleEntryDebounceRejected(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `schedule entry "d": Debounce cannot be used`) {
 		t.Errorf("AddEntry with Debounce = %v, want ErrInvalid saying Debounce cannot be used", err)
 	}
+	parent := &Job{Queue: "default", ID: "p"}
+	err = s.AddEntry(ScheduleEntry{Name: "p", Cron: "* * * * *", Func: "f", Options: []EnqueueOption{DependsOn(parent)}})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `schedule entry "p": DependsOn cannot be used`) {
+		t.Errorf("AddEntry with DependsOn = %v, want ErrInvalid saying DependsOn cannot be used", err)
+	}
 }
 
 func TestParseScheduleFileUnique(t *testing.T) {

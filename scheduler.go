@@ -90,8 +90,8 @@ type ScheduleEntry struct {
 	// without a CRON_TZ= prefix. Default: [SchedulerOptions.Location].
 	Timezone string
 	// Options apply to every job (Retry, Timeout, In, ...). JobID is not
-	// allowed: a tick's job id is <name>@<tick Unix seconds>. Nor is
-	// Debounce: each tick is a job of its own. With [Unique], a tick at
+	// allowed: a tick's job id is <name>@<tick Unix seconds>. Nor are
+	// Debounce (each tick is a job of its own) and DependsOn. With [Unique], a tick at
 	// which another job holds the key (the previous tick's job, still
 	// queued or running, say) enqueues nothing: the tick counts as done,
 	// and the entry's state names the holder ([ScheduleInfo.LastHeldBy]).
@@ -242,6 +242,9 @@ func compileEntry(e ScheduleEntry, loc *time.Location) (*schedEntry, error) {
 	}
 	if o.debounce > 0 {
 		return nil, errors.New("Debounce cannot be used: each tick is a job of its own; use Unique to skip ticks while a job of the key is held")
+	}
+	if len(o.parents) > 0 || o.allowFailure {
+		return nil, errors.New("DependsOn cannot be used: a tick's job is enqueued at its tick, with no parents")
 	}
 	raw, err := encodeArgs(e.Args)
 	if err != nil {
