@@ -22,7 +22,9 @@ func TestMain(m *testing.M) {
 // timeout, restarts and runs out of memory, and connections drop. Nothing
 // may be lost and duplicates stay within what the faults explain. With
 // them run 20 chains and 20 fan-ins over two queues: no child may start
-// before its parents end, be released twice, or be left deferred.
+// before its parents end, be released twice, or be left deferred. And 20
+// unique keys are tried throughout: no two jobs of a key may run at once
+// with valid leases, and no key may be left held.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run takes about 25s; skipped with -short")
@@ -63,6 +65,10 @@ func TestChaosShort(t *testing.T) {
 	if rep.ChainsCompleted == 0 || rep.ChainsCanceled == 0 || rep.CallbacksAllowedFailure == 0 || rep.CallbacksCanceled == 0 || rep.CrossQueue == 0 {
 		t.Errorf("workflows: %d chains completed, %d canceled, %d callbacks ran after a part failed, %d canceled, %d edges across queues; want some of each",
 			rep.ChainsCompleted, rep.ChainsCanceled, rep.CallbacksAllowedFailure, rep.CallbacksCanceled, rep.CrossQueue)
+	}
+	if rep.UniqueKeys != cfg.UniqueKeys || rep.UniqueMinPerKey < 1 || rep.UniqueDups == 0 || rep.UniqueRetries == 0 {
+		t.Errorf("unique jobs: %d keys, %d..%d jobs per key, %d duplicates, %d planned retries; want %d keys, at least 1 job each, some and some",
+			rep.UniqueKeys, rep.UniqueMinPerKey, rep.UniqueMaxPerKey, rep.UniqueDups, rep.UniqueRetries, cfg.UniqueKeys)
 	}
 	if rep.Queues != cfg.Queues {
 		t.Errorf("jobs on %d queues, want %d", rep.Queues, cfg.Queues)

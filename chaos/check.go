@@ -51,14 +51,27 @@ type report struct {
 	OrderViolations                 int // child runs that started before all their parents had ended
 	DoubleReleases                  int // child runs repeated with no fault near them while the worker renewed its leases
 
+	// Unique jobs (see unique.go).
+	UniqueKeys, UniqueJobs           int
+	UniqueTries, UniqueDups          int // enqueues tried; refused with ErrDuplicate
+	UniqueMinPerKey, UniqueMaxPerKey int // jobs created per key
+	UniqueFinished, UniqueFailed     int
+	UniqueUnended                    int // created jobs that had not ended after the settle, or were gone
+	UniqueRuns, UniqueNotTaken       int // runs; those whose outcome Redis did not take (or that never returned)
+	UniqueRetries, UniqueRepeats     int // runs again after the planned failure; other repeats
+	UniqueOverlaps                   int // pairs of runs of different jobs of a key that held valid leases at once
+	UniqueEarly                      int // jobs created before their key's previous job had ended
+	UniqueStuck                      int // keys held at the end by a job that has ended, is gone or is not the key's
+	UniqueBadHolders                 int // duplicates that named a wrong holder
+
 	Problems []string
 }
 
 // Line is the one-line summary.
 func (r *report) Line() string {
-	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs chains=%d fanins=%d deferred_left=%d order_violations=%d double_releases=%d",
+	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs chains=%d fanins=%d deferred_left=%d order_violations=%d double_releases=%d unique_keys=%d unique_jobs=%d unique_dups=%d unique_overlaps=%d",
 		r.Jobs, r.Finished, r.Failed, r.Lost, r.Duplicates, r.Kills, r.Stalls, r.Full.Seconds(), r.Queues, r.MaxRecovery.Seconds(),
-		r.Chains, r.FanIns, r.DeferredLeft, r.OrderViolations, r.DoubleReleases)
+		r.Chains, r.FanIns, r.DeferredLeft, r.OrderViolations, r.DoubleReleases, r.UniqueKeys, r.UniqueJobs, r.UniqueDups, r.UniqueOverlaps)
 }
 
 // Details says what else was done and seen.
@@ -69,6 +82,9 @@ func (r *report) Details() string {
 	s += fmt.Sprintf("\nchaos: workflow_jobs=%d cross_queue_edges=%d chains_completed=%d chains_canceled=%d callbacks_ran=%d callbacks_ran_after_failure=%d callbacks_canceled=%d planned_retries=%d outbox_left=%d open_links_left=%d settle_seconds=%.1f",
 		r.FlowJobs, r.CrossQueue, r.ChainsCompleted, r.ChainsCanceled, r.CallbacksRan, r.CallbacksAllowedFailure, r.CallbacksCanceled,
 		r.FlowRetries, r.OutboxLeft, r.OpenLinksLeft, r.Settle.Seconds())
+	s += fmt.Sprintf("\nchaos: unique_tries=%d unique_jobs_per_key=%d..%d unique_finished=%d unique_failed=%d unique_unended=%d unique_runs=%d unique_runs_outcome_not_taken=%d unique_planned_retries=%d unique_repeats=%d unique_early_takeovers=%d unique_keys_stuck=%d unique_bad_holders=%d",
+		r.UniqueTries, r.UniqueMinPerKey, r.UniqueMaxPerKey, r.UniqueFinished, r.UniqueFailed, r.UniqueUnended, r.UniqueRuns, r.UniqueNotTaken,
+		r.UniqueRetries, r.UniqueRepeats, r.UniqueEarly, r.UniqueStuck, r.UniqueBadHolders)
 	for e, n := range r.FailedErrors {
 		s += fmt.Sprintf("\nchaos: %d jobs failed with %q", n, e)
 	}
@@ -289,12 +305,15 @@ func (h *harness) check() (*report, error) {
 	if err := h.checkFlows(ctx, r, where, runs, renewFailed, problem); err != nil {
 		return nil, err
 	}
+	if err := h.checkUnique(ctx, r, where, runs, problem); err != nil {
+		return nil, err
+	}
 	for id, in := range where {
 		problem("unknown job %s in %v", id, in)
 	}
 	for id := range runs {
-		if h.flowJobs[id] != nil {
-			continue
+		if _, ok := uniqueKeyOf(id); ok || h.flowJobs[id] != nil {
+			continue // judged by checkFlows or checkUnique
 		}
 		if i, ok := jobIndex(id); !ok || i >= h.cfg.Jobs || jobID(i) != id {
 			problem("execution of unknown job %s", id)

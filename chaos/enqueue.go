@@ -59,15 +59,18 @@ func (h *harness) enqueueWave(from, to int) error {
 
 // enqueueOne enqueues job i.
 func (h *harness) enqueueOne(i int) error {
-	return h.enqueueAs(h.qs[i%len(h.qs)], jobID(i), args{N: i, MS: h.probes[i]})
+	_, err := h.enqueueAs(h.qs[i%len(h.qs)], jobID(i), args{N: i, MS: h.probes[i]})
+	return err
 }
 
 // enqueueAs enqueues a job with its own id and arguments. An enqueue that
 // fails (Redis down, stalled or out of memory) is tried again with the same
 // id until it succeeds or the id turns out to exist: an enqueue whose reply
 // was lost, or that go-redis sent twice. A job that exists counts as
-// enqueued only when it is this job (same function and number).
-func (h *harness) enqueueAs(q *rqgo.Queue, id string, a args, opts ...rqgo.EnqueueOption) error {
+// enqueued only when it is this job (same function and number). An enqueue
+// of a unique job whose key another job holds wrote nothing: it returns at
+// once with the holder and an error wrapping rqgo.ErrDuplicate.
+func (h *harness) enqueueAs(q *rqgo.Queue, id string, a args, opts ...rqgo.EnqueueOption) (*rqgo.Job, error) {
 	opts = append([]rqgo.EnqueueOption{rqgo.JobID(id), rqgo.Retry(25), rqgo.Backoff(50*time.Millisecond, time.Second)}, opts...)
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -75,7 +78,11 @@ func (h *harness) enqueueAs(q *rqgo.Queue, id string, a args, opts ...rqgo.Enque
 		full := h.fullAt
 		h.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := q.EnqueueContext(ctx, funcName, a, opts...)
+		j, err := q.EnqueueContext(ctx, funcName, a, opts...)
+		if errors.Is(err, rqgo.ErrDuplicate) {
+			cancel()
+			return j, err
+		}
 		if errors.Is(err, rqgo.ErrJobExists) {
 			err = h.ours(ctx, q.Name(), id, a.N, err)
 		}
@@ -87,9 +94,9 @@ func (h *harness) enqueueAs(q *rqgo.Queue, id string, a args, opts ...rqgo.Enque
 				h.acceptedFull = append(h.acceptedFull, id)
 			}
 			h.mu.Unlock()
-			return nil
+			return j, nil
 		case errors.Is(err, rqgo.ErrInvalid), errors.Is(err, rqgo.ErrJobExists), time.Now().After(deadline):
-			return fmt.Errorf("enqueue %s: %w", id, err)
+			return nil, fmt.Errorf("enqueue %s: %w", id, err)
 		}
 		h.mu.Lock()
 		h.enqErrors++

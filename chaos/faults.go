@@ -161,6 +161,9 @@ func (h *harness) jobKeyOf(id string) string {
 	if j := h.flowJobs[id]; j != nil {
 		return jobKey(j.q.Name(), id)
 	}
+	if k, ok := uniqueKeyOf(id); ok {
+		return jobKey(h.uniqueQueue(k).Name(), id)
+	}
 	i, _ := jobIndex(id)
 	return jobKey(h.queueOf(i), id)
 }

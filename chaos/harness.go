@@ -24,6 +24,8 @@ type config struct {
 	Jobs        int
 	Chains      int           // workflows on the first two queues (see workflow.go); 0: Jobs/100, at least 4
 	FanIns      int           // 0: Jobs/100, at least 4
+	UniqueKeys  int           // unique keys, each with an enqueuer of its own (see unique.go); 0: none
+	UniqueEvery time.Duration // how often, on average, each key's enqueuer tries; 0: 100ms
 	Queues      int           // the jobs are spread over this many queues
 	Duration    time.Duration // faults go on this long
 	Workers     int           // worker processes on a share of the queues each; one more runs on all of them
@@ -91,6 +93,12 @@ type harness struct {
 	flowJobs map[string]*flowJob
 	flowsAt  map[int][]*workflow
 	settled  time.Duration // from the end of the faults until every job had ended
+	// The unique jobs (see unique.go), by key: those created, in the order
+	// they were, and what the enqueues refused as duplicates said.
+	uniq       [][]*uniqueJob
+	uniqTries  int
+	uniqDups   int
+	uniqHolder []string // duplicates that named a holder other than the key's newest job, or an ended one
 }
 
 // fullSure is how long after maxmemory is set 1/32 below used_memory Redis
@@ -143,6 +151,9 @@ func run(cfg config) (rep *report, err error) {
 	}
 	if cfg.FanIns <= 0 {
 		cfg.FanIns = max(cfg.Jobs/100, 4)
+	}
+	if cfg.UniqueEvery <= 0 {
+		cfg.UniqueEvery = 100 * time.Millisecond
 	}
 	readTimeout := cfg.ReadTimeout
 	if readTimeout <= 0 {
@@ -204,8 +215,9 @@ func run(cfg config) (rep *report, err error) {
 		h.probes[i] = int(cfg.Lease.Milliseconds() * 5 / 2)
 	}
 	h.planFlows()
-	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues and %d workflows (%d jobs) on two, %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
-		h.redis.version, h.redis.addr(), cfg.Jobs, cfg.Queues, cfg.Chains+cfg.FanIns, len(h.flowJobs), cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
+	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues and %d workflows (%d jobs) on two, %d unique keys tried every %s, %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
+		h.redis.version, h.redis.addr(), cfg.Jobs, cfg.Queues, cfg.Chains+cfg.FanIns, len(h.flowJobs), cfg.UniqueKeys, cfg.UniqueEvery,
+		cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
 
 	for slot := range cfg.Workers + 1 {
 		if err := h.spawn(slot); err != nil {
@@ -214,7 +226,12 @@ func run(cfg config) (rep *report, err error) {
 	}
 	defer h.stopWorkers()
 
-	if err := h.faults(); err != nil {
+	stopUnique := h.startUnique()
+	err = h.faults()
+	if uerr := stopUnique(); err == nil {
+		err = uerr
+	}
+	if err != nil {
 		return nil, err
 	}
 	faulted := time.Now()
@@ -274,6 +291,7 @@ func (h *harness) spawn(slot int) error {
 		readTimeoutEnv+"="+h.cfg.ReadTimeout.String(),
 		queuesEnv+"="+strings.Join(queues, ","),
 		execFileEnv+"="+filepath.Join(h.dir, name+".exec"),
+		endFileEnv+"="+filepath.Join(h.dir, name+".end"),
 		fmt.Sprintf("%s=%d", concurrencyEnv, h.cfg.Concurrency))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

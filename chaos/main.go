@@ -9,17 +9,20 @@
 // for good: it checks that no child ran before its parents had ended, none
 // was released twice, every one ended as its parents' ends say (canceled
 // with the right error, or run with AllowFailure), and none is left
-// deferred.
+// deferred. And 20 unique keys (rqgo.Unique, UntilEnded) are tried by
+// enqueuers of their own throughout: it checks that no two runs of
+// different jobs of a key held valid leases at once, that every job
+// created ended, and that no key is left held by an ended or missing job.
 //
 // It starts its own redis-server (from $PATH) on a free local port, with
 // append-only persistence fsynced on every write, and never touches any
 // other Redis. It prints one line:
 //
-//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 stalls=2 oom_seconds=3.5 queues=50 max_recovery=1.4s chains=200 fanins=200 deferred_left=0 order_violations=0 double_releases=0
+//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 stalls=2 oom_seconds=3.5 queues=50 max_recovery=1.4s chains=200 fanins=200 deferred_left=0 order_violations=0 double_releases=0 unique_keys=20 unique_jobs=9000 unique_dups=15000 unique_overlaps=0
 //
 // then a second, "chaos: …", with the other faults and what they caused,
-// and a third with what the workflows did, and exits 1 when a check
-// fails. Usage:
+// a third with what the workflows did and a fourth with what the unique
+// jobs did, and exits 1 when a check fails. Usage:
 //
 //	go run ./chaos -jobs 20000 -duration 5m
 package main
@@ -46,6 +49,8 @@ func cliMain(args []string) int {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long the faults go on; jobs are enqueued in waves, one before each fault")
 	fs.IntVar(&cfg.Chains, "chains", 0, "workflow chains on the first two queues (default: jobs/100, at least 4)")
 	fs.IntVar(&cfg.FanIns, "fanins", 0, "workflow fan-ins on the first two queues (default: jobs/100, at least 4)")
+	fs.IntVar(&cfg.UniqueKeys, "unique-keys", cfg.UniqueKeys, "unique keys, each tried by an enqueuer of its own throughout the faults (0: none)")
+	fs.DurationVar(&cfg.UniqueEvery, "unique-every", 0, "how often, on average, each unique key's enqueuer tries (default: 100ms)")
 	fs.IntVar(&cfg.Queues, "queues", cfg.Queues, "queues the jobs are spread over")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes on a share of the queues each; one more runs on all of them")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "handlers per worker process")
@@ -98,6 +103,7 @@ func defaultConfig() config {
 	return config{
 		Jobs:        2000,
 		Queues:      50,
+		UniqueKeys:  20,
 		Duration:    30 * time.Second,
 		Workers:     4,
 		Concurrency: 4,

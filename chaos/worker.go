@@ -28,6 +28,7 @@ const (
 	queuesEnv      = "RQGO_CHAOS_QUEUES"       // comma-separated, in priority order
 	readTimeoutEnv = "RQGO_CHAOS_READ_TIMEOUT" // go-redis ReadTimeout; 0: its default
 	execFileEnv    = "RQGO_CHAOS_EXEC_FILE"
+	endFileEnv     = "RQGO_CHAOS_END_FILE"
 )
 
 const funcName = "chaos.run"
@@ -64,7 +65,14 @@ type result struct {
 // as "<job id> <attempt> <worker> <start, Unix ms>" before the handler
 // works. The file is outside Redis, so no fault of Redis (a restart, a
 // stall, a full memory) can refuse or lose a record, and a completed write
-// survives the process's SIGKILL.
+// survives the process's SIGKILL. When the handler is about to return, it
+// appends "<job id> <attempt> <worker> <end, Unix ms>" to the end file: a
+// run with no end record never returned (its worker was killed).
+//
+// The worker logs at Info, so the harness reads from its log every outcome
+// Redis did not take ("lease lost before the outcome was recorded",
+// "outcome not recorded by this try") and every lease the worker gave up
+// ("lease lost; handler canceled").
 func workerMain() int {
 	name := os.Getenv(nameEnv)
 	lease, err := time.ParseDuration(os.Getenv(leaseEnv))
@@ -89,17 +97,29 @@ func workerMain() int {
 		return 2
 	}
 	defer execs.Close()
+	ends, err := os.OpenFile(os.Getenv(endFileEnv), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chaos worker: %v\n", err)
+		return 2
+	}
+	defer ends.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv(addrEnv), DialTimeout: time.Second, ReadTimeout: readTimeout})
 	defer rdb.Close()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	handler := func(ctx context.Context, j *rqgo.Job) (any, error) {
+	handler := func(ctx context.Context, j *rqgo.Job) (res any, err error) {
 		rec := fmt.Sprintf("%s %d %s %d\n", j.ID, j.Attempt, name, time.Now().UnixMilli())
 		if _, err := execs.WriteString(rec); err != nil {
 			return nil, fmt.Errorf("recording the execution: %w", err)
 		}
+		defer func() {
+			rec := fmt.Sprintf("%s %d %s %d\n", j.ID, j.Attempt, name, time.Now().UnixMilli())
+			if _, werr := ends.WriteString(rec); werr != nil && err == nil {
+				res, err = nil, fmt.Errorf("recording the end of the execution: %w", werr)
+			}
+		}()
 		var a args
 		if err := j.Decode(&a); err != nil {
 			return nil, rqgo.SkipRetry(err)

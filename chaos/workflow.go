@@ -149,7 +149,7 @@ func (h *harness) enqueueFlow(w *workflow) error {
 				opts = append(opts, rqgo.AllowFailure())
 			}
 		}
-		if err := h.enqueueAs(j.q, j.id, args{N: j.n, MS: j.ms, Fail: j.fail}, opts...); err != nil {
+		if _, err := h.enqueueAs(j.q, j.id, args{N: j.n, MS: j.ms, Fail: j.fail}, opts...); err != nil {
 			return err
 		}
 	}
