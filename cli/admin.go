@@ -17,9 +17,11 @@ var requeueCommand = &command{
 	help: `
 Put jobs of queue Q back in line with their attempts reset: with --all,
 every job that was failed when the command started (each once; a job that
-fails again meanwhile stays failed), or the given failed or canceled jobs. It prints how many it
-requeued; an ID that is not failed or canceled is left alone and makes the
-exit status 1.
+fails again meanwhile stays failed), or the given failed or canceled jobs. It
+prints how many it requeued; an ID that is not failed or canceled is left
+alone and makes the exit status 1. A job enqueued with --unique takes its
+unique key again; one whose key another job holds is left alone too, and
+the message names it and the holder.
 
 Examples:
   %[1]s requeue --queue default --all
@@ -47,18 +49,30 @@ func requeueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		q := rqgo.NewQueue(*queue, rdb, rqgo.WithPrefix(e.prefix))
 		if *all {
 			n, err := q.RequeueFailed(ctx)
-			if n > 0 || err == nil {
+			if n > 0 || err == nil || errors.Is(err, rqgo.ErrDuplicate) {
 				fmt.Fprintf(e.stdout, "requeued %d %s\n", n, plural(n, "job"))
 			}
 			return err
 		}
 		n, err := q.Requeue(ctx, ids...)
-		if err != nil {
+		held := 0
+		if errors.Is(err, rqgo.ErrDuplicate) {
+			// The error names each job left with "ID (held by HOLDER)"; an
+			// id has no spaces.
+			held = strings.Count(err.Error(), " (held by ")
+		} else if err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "requeued %d %s\n", n, plural(n, "job"))
-		if left := len(ids) - n; left > 0 {
-			return fmt.Errorf("%d of the %d jobs %s not failed or canceled in queue %s (or do not exist)", left, len(ids), plural(left, "was/were"), *queue)
+		var msgs []string
+		if err != nil {
+			msgs = append(msgs, strings.TrimPrefix(err.Error(), "rqgo: "))
+		}
+		if left := len(ids) - n - held; left > 0 {
+			msgs = append(msgs, fmt.Sprintf("%d of the %d jobs %s not failed or canceled in queue %s (or do not exist)", left, len(ids), plural(left, "was/were"), *queue))
+		}
+		if len(msgs) > 0 {
+			return errors.New(strings.Join(msgs, "; "))
 		}
 		return nil
 	}

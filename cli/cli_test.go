@@ -154,7 +154,8 @@ type infoJSON struct {
 
 var jobFields = []string{"id", "queue", "func", "args", "status", "attempt", "max_retries",
 	"result", "error", "created_at", "enqueued_at", "started_at", "ended_at",
-	"allow_failure", "parents", "dependents"}
+	"allow_failure", "parents", "dependents",
+	"unique_key", "unique_until", "unique_for_ms", "start_within_ms", "holds_unique_key"}
 
 var timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 
@@ -175,7 +176,8 @@ func TestEnqueueAndJob(t *testing.T) {
 	}
 	for k, v := range map[string]any{"id": id, "queue": "mail", "func": "send", "status": "queued",
 		"attempt": 0.0, "max_retries": 5.0, "result": nil, "error": nil, "started_at": nil, "ended_at": nil,
-		"allow_failure": false} {
+		"allow_failure": false, "unique_key": nil, "unique_until": nil, "unique_for_ms": nil,
+		"start_within_ms": nil, "holds_unique_key": false} {
 		if m[k] != v {
 			t.Errorf("job --json %s = %#v, want %#v", k, m[k], v)
 		}

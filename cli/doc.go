@@ -31,13 +31,16 @@
 //
 // # Output
 //
-// enqueue prints only the new job's id. enqueue --wait and wait print the
+// enqueue prints only the new job's id (with --debounce, the id of the job
+// it joined); an enqueue --unique whose key another job holds prints
+// nothing on stdout and exits 1, naming that job on stderr. enqueue --wait and wait print the
 // result of a job that finished, as one JSON value, and exit 1 with its
 // status and error on stderr when it failed or was canceled, or when the
 // wait timed out. job --json prints one object with the fields id, queue,
 // func, args, status, attempt, max_retries, result, error, created_at,
-// enqueued_at, started_at, ended_at, allow_failure, parents and
-// dependents; args and result are embedded JSON values, parents and
+// enqueued_at, started_at, ended_at, allow_failure, parents, dependents,
+// unique_key, unique_until, unique_for_ms, start_within_ms and
+// holds_unique_key; args and result are embedded JSON values, parents and
 // dependents arrays of {"queue", "id", "status"} (status null for a job
 // that no longer exists). info --json prints {"queues": {NAME: {"queued",
 // "started", "scheduled", "finished", "failed", "canceled", "deferred"}},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 
@@ -18,7 +20,7 @@ import (
 var enqueueCommand = &command{
 	name:     "enqueue",
 	summary:  "add a job and print its id (or, with --wait, its result)",
-	synopsis: "[--queue Q] [--id ID] [--retry N] [--retry-in D] [--timeout D] [--in D | --at TIME] [--depends-on [QUEUE:]ID]... [--allow-failure] [--wait [--wait-timeout D]] FUNC [ARGS_JSON | -]",
+	synopsis: "[--queue Q] [--id ID] [--retry N] [--retry-in D] [--timeout D] [--in D | --at TIME] [--depends-on [QUEUE:]ID]... [--allow-failure] [--unique [--unique-key K] [--unique-until started|ended] [--unique-for D]] [--debounce D[,MAXWAIT]] [--start-within D] [--wait [--wait-timeout D]] FUNC [ARGS_JSON | -]",
 	help: `
 Add a job that calls function FUNC with ARGS_JSON (any JSON value; "-" reads
 it from stdin; omitted, the args are null), and print only the job's id, so
@@ -36,6 +38,28 @@ are its own dependents; with --allow-failure it runs once every parent has
 ended, however it ended. A parent that does not exist exits 1, and nothing
 is enqueued.
 
+--unique makes the job the only one of its unique key in the queue. The key
+is --unique-key K, or else derived from FUNC and ARGS_JSON (key order and
+whitespace in the JSON do not matter); it is held until the job has ended
+(--unique-until ended, the default: through retries, until it finished,
+failed for good or was canceled) or until an attempt starts (--unique-until
+started), and with --unique-for D for at least D after the enqueue, even
+once the job has ended. While another job holds the key nothing is
+enqueued: the command prints a line naming that job on stderr and exits 1.
+--unique-key, --unique-until and --unique-for imply --unique.
+
+--debounce D starts the job D after the newest enqueue of its key (it
+implies --unique): an enqueue while the job has not started gives the job
+these args, moves its start to D from now, and prints the id of that job,
+with exit status 0; once it has started, an enqueue is a duplicate as with
+--unique. --debounce D,MAXWAIT bounds the postponement to MAXWAIT after the
+first enqueue. Without --unique-key, the key is derived from the args, so
+only enqueues of the same args join. --debounce cannot be combined with
+--depends-on.
+
+--start-within D cancels the job, with an error saying it expired, when no
+attempt has started D after the enqueue (retries included).
+
 --wait waits until the job has ended, then prints its result (JSON) instead
 of its id and exits 0 when it finished, or prints its status and error on
 stderr and exits 1 when it failed or was canceled. --wait-timeout gives up
@@ -49,6 +73,9 @@ Examples:
   a=$(%[1]s enqueue fetch '"https://example.com/a"')
   b=$(%[1]s enqueue --queue cpu --depends-on "$a" parse)
   %[1]s enqueue --depends-on "$a" --depends-on "cpu:$b" --allow-failure --wait report
+  %[1]s enqueue --unique-key reindex:doc-42 --unique-for 1h reindex '{"doc":42}'
+  %[1]s enqueue --debounce 30s,5m --unique-key index:shop-7 index '{"shop":7}'
+  %[1]s enqueue --start-within 10m --retry 3 notify '{"user":9}'
 `,
 	setup: enqueueSetup,
 }
@@ -67,7 +94,26 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		allowFailure = fs.Bool("allow-failure", false, "with --depends-on: run the job once its parents have ended, even if some failed or were canceled")
 		wait         = fs.Bool("wait", false, "wait until the job has ended; print its result instead of its id, and exit 1 if it failed or was canceled")
 		waitTimeout  = fs.Duration("wait-timeout", 0, "with --wait: give up after this long, with exit status 1 (default no limit)")
+
+		unique      = fs.Bool("unique", false, "enqueue nothing, and exit 1 naming the holder, while another job of the queue holds the job's unique key")
+		uniqueKey   = fs.String("unique-key", "", "the unique `KEY` (implies --unique; default derived from FUNC and ARGS_JSON)")
+		uniqueUntil = rqgo.UntilEnded
+		uniqueFor   = fs.Duration("unique-for", 0, "hold the unique key at least this long after the enqueue, even once the job has ended (implies --unique)")
+		startWithin = fs.Duration("start-within", 0, "cancel the job as expired if no attempt has started this long after the enqueue")
+		debounce    debounceFlag
 	)
+	fs.Func("unique-until", "release the unique key when an attempt has started or when the job has ended: `started|ended` (implies --unique; default ended)", func(v string) error {
+		switch v {
+		case "ended":
+			uniqueUntil = rqgo.UntilEnded
+		case "started":
+			uniqueUntil = rqgo.UntilStarted
+		default:
+			return errors.New("want started or ended")
+		}
+		return nil
+	})
+	fs.Var(&debounce, "debounce", "with `D[,MAXWAIT]`, start the job D after the newest enqueue of its unique key, and at most MAXWAIT after the first (implies --unique)")
 	fs.Func("depends-on", "run the job once job `[QUEUE:]ID` has finished (repeatable)", func(v string) error {
 		if v == "" {
 			return errors.New("empty job ID")
@@ -103,6 +149,10 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		if *waitTimeout < 0 {
 			return usagef("--wait-timeout %s is negative", *waitTimeout)
 		}
+		uopts, err := uniqueOptions(set, *unique, *uniqueKey, uniqueUntil, *uniqueFor, *startWithin, debounce, len(parents) > 0)
+		if err != nil {
+			return err
+		}
 		fn := args[0]
 		raw := json.RawMessage("null")
 		if len(args) == 2 {
@@ -137,6 +187,7 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		if set["at"] {
 			opts = append(opts, rqgo.At(at))
 		}
+		opts = append(opts, uopts...)
 		rdb, err := e.connect(ctx)
 		if err != nil {
 			return err
@@ -153,6 +204,9 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		}
 		q := rqgo.NewQueue(*queue, rdb, rqgo.WithPrefix(e.prefix))
 		j, err := q.EnqueueContext(ctx, fn, raw, opts...)
+		if errors.Is(err, rqgo.ErrDuplicate) && j != nil {
+			return fmt.Errorf("duplicate: job %s (%s) holds unique key %q of queue %q", j.ID, j.Status, j.UniqueKey, j.Queue)
+		}
 		if err != nil {
 			return err
 		}
@@ -163,6 +217,84 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		return e.await(ctx, q, j.ID, *waitTimeout, "--wait-timeout",
 			fmt.Errorf("job %s no longer exists: it was deleted, or ended and was kept for no time", j.ID))
 	}
+}
+
+// debounceFlag is the value of --debounce: D, or D,MAXWAIT.
+type debounceFlag struct {
+	set        bool
+	d, maxWait time.Duration
+}
+
+func (f *debounceFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	if f.maxWait > 0 {
+		return f.d.String() + "," + f.maxWait.String()
+	}
+	return f.d.String()
+}
+
+func (f *debounceFlag) Set(v string) error {
+	ds, ms, hasMax := strings.Cut(v, ",")
+	d, err := time.ParseDuration(ds)
+	if err != nil {
+		return fmt.Errorf("want a duration D or D,MAXWAIT such as 30s,5m")
+	}
+	if d <= 0 {
+		return fmt.Errorf("delay %s is not positive", d)
+	}
+	var maxWait time.Duration
+	if hasMax {
+		if maxWait, err = time.ParseDuration(ms); err != nil {
+			return fmt.Errorf("MAXWAIT %q: want a duration such as 5m", ms)
+		}
+		if maxWait < d {
+			return fmt.Errorf("MAXWAIT %s is shorter than the delay %s", maxWait, d)
+		}
+	}
+	*f = debounceFlag{set: true, d: d, maxWait: maxWait}
+	return nil
+}
+
+// uniqueOptions checks the flags of unique jobs, debounce and
+// --start-within, and returns their enqueue options.
+func uniqueOptions(set map[string]bool, unique bool, key string, until rqgo.UniqueUntil, keepFor, startWithin time.Duration,
+	debounce debounceFlag, hasParents bool) ([]rqgo.EnqueueOption, error) {
+	var opts []rqgo.EnqueueOption
+	if set["start-within"] {
+		if startWithin <= 0 {
+			return nil, usagef("--start-within %s is not positive", startWithin)
+		}
+		opts = append(opts, rqgo.StartWithin(startWithin))
+	}
+	implied := ""
+	for _, f := range []string{"unique-key", "unique-until", "unique-for"} {
+		if set[f] {
+			implied = f
+			break
+		}
+	}
+	if set["unique"] && !unique && (implied != "" || debounce.set) {
+		return nil, usagef("--unique=false contradicts --%s", cmp.Or(implied, "debounce"))
+	}
+	switch {
+	case set["unique-key"] && key == "":
+		return nil, usagef("--unique-key is empty")
+	case strings.ContainsFunc(key, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+		return nil, usagef("--unique-key %q has whitespace or control characters", key)
+	case keepFor < 0:
+		return nil, usagef("--unique-for %s is negative", keepFor)
+	case debounce.set && hasParents:
+		return nil, usagef("--debounce and --depends-on exclude each other: a deferred job starts when its parents end")
+	}
+	if unique || implied != "" {
+		opts = append(opts, rqgo.Unique(rqgo.UniqueOpts{Key: key, Until: until, For: keepFor}))
+	}
+	if debounce.set {
+		opts = append(opts, rqgo.Debounce(debounce.d, debounce.maxWait))
+	}
+	return opts, nil
 }
 
 // resolveParents finds the jobs that the values of --depends-on name, each

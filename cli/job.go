@@ -23,17 +23,25 @@ var jobCommand = &command{
 	summary:  "show a job's status, attempts, times, result, error, parents and dependents",
 	synopsis: "ID [--queue Q] [--json]",
 	help: `
-Show a job: its status, attempts, timestamps, args, result and last error,
-and, in a workflow, the jobs it depends on (parents, from enqueue
---depends-on) and the jobs that depend on it (dependents), each with its
-status now. Without --queue it looks in every known queue. --json prints one
-object with the fields id, queue, func, args, status, attempt, max_retries,
-result, error, created_at, enqueued_at, started_at, ended_at, allow_failure,
-parents and dependents; args and result are embedded JSON values, times are
-RFC 3339 in UTC with milliseconds, and a time, result or error the job does
-not have yet is null. parents and dependents are arrays (empty when there
-are none) of {"queue", "id", "status"}, where status is null for a job that
-no longer exists (its result TTL passed, say).
+Show a job: its status, attempts, timestamps, args, result and last error;
+in a workflow, the jobs it depends on (parents, from enqueue --depends-on)
+and the jobs that depend on it (dependents), each with its status now; and,
+for a job enqueued with --unique, its unique key, when the key is released,
+and whether the job holds it now. Without --queue it looks in every known
+queue. --json prints one object with the fields id, queue, func, args,
+status, attempt, max_retries, result, error, created_at, enqueued_at,
+started_at, ended_at, allow_failure, parents, dependents, unique_key,
+unique_until, unique_for_ms, start_within_ms and holds_unique_key; args and
+result are embedded JSON values, times are RFC 3339 in UTC with
+milliseconds, and a time, result or error the job does not have yet is
+null. parents and dependents are arrays (empty when there are none) of
+{"queue", "id", "status"}, where status is null for a job that no longer
+exists (its result TTL passed, say). unique_key is the job's unique key, or
+null; unique_until is "ended" or "started" (null without a key);
+unique_for_ms and start_within_ms are the --unique-for and --start-within
+durations in milliseconds, or null when not given; holds_unique_key is true
+while the job holds its key (false once the key is released or another job
+has taken it, and for a job without a key).
 
 Examples:
   %[1]s job 3f2a9c0d1e4b5a6f7081
@@ -59,16 +67,17 @@ func jobSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			return err
 		}
 		links, lerr := readLinks(ctx, rdb, e.prefix, j)
-		// A malformed job, or one whose links do not read, is shown as far
-		// as it reads, then reported.
+		holds, herr := holdsKey(ctx, rdb, e.prefix, j)
+		// A malformed job, or one whose links or unique key do not read,
+		// is shown as far as it reads, then reported.
 		if *asJSON {
-			if werr := writeJSON(e.stdout, jobJSON(j, links)); werr != nil {
+			if werr := writeJSON(e.stdout, jobJSON(j, links, holds)); werr != nil {
 				return werr
 			}
 		} else {
-			writeJob(e.stdout, j, links)
+			writeJob(e.stdout, j, links, holds)
 		}
-		return cmp.Or(err, lerr)
+		return cmp.Or(err, lerr, herr)
 	}
 }
 
@@ -143,9 +152,15 @@ type jobOut struct {
 	AllowFailure bool     `json:"allow_failure"`
 	Parents      []refOut `json:"parents"`
 	Dependents   []refOut `json:"dependents"`
+
+	UniqueKey      *string `json:"unique_key"`
+	UniqueUntil    *string `json:"unique_until"`
+	UniqueForMS    *int64  `json:"unique_for_ms"`
+	StartWithinMS  *int64  `json:"start_within_ms"`
+	HoldsUniqueKey bool    `json:"holds_unique_key"`
 }
 
-func jobJSON(j *rqgo.Job, l links) jobOut {
+func jobJSON(j *rqgo.Job, l links, holds bool) jobOut {
 	o := jobOut{
 		ID: j.ID, Queue: j.Queue, Func: j.Func, Status: j.Status,
 		Attempt: j.Attempt, MaxRetries: j.MaxRetries,
@@ -157,7 +172,37 @@ func jobJSON(j *rqgo.Job, l links) jobOut {
 	if j.Error != "" {
 		o.Error = &j.Error
 	}
+	if j.UniqueKey != "" {
+		until := untilName(j.UniqueUntil)
+		o.UniqueKey, o.UniqueUntil, o.HoldsUniqueKey = &j.UniqueKey, &until, holds
+		if j.UniqueFor > 0 {
+			ms := j.UniqueFor.Milliseconds()
+			o.UniqueForMS = &ms
+		}
+	}
+	if j.StartWithin > 0 {
+		ms := j.StartWithin.Milliseconds()
+		o.StartWithinMS = &ms
+	}
 	return o
+}
+
+// untilName is the name of u in job's output and enqueue --unique-until.
+func untilName(u rqgo.UniqueUntil) string {
+	if u == rqgo.UntilStarted {
+		return "started"
+	}
+	return "ended"
+}
+
+// holdsKey reports whether j holds its unique key now: false for a job
+// without one.
+func holdsKey(ctx context.Context, rdb redis.UniversalClient, prefix string, j *rqgo.Job) (bool, error) {
+	if j.UniqueKey == "" {
+		return false, nil
+	}
+	id, err := rqgo.NewQueue(j.Queue, rdb, rqgo.WithPrefix(prefix)).UniqueHolder(ctx, j.UniqueKey)
+	return err == nil && id == j.ID, err
 }
 
 // rawOrNull keeps a stored JSON value, or null when there is none or it is
@@ -176,7 +221,7 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func writeJob(w io.Writer, j *rqgo.Job, l links) {
+func writeJob(w io.Writer, j *rqgo.Job, l links, holds bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	tm := func(t time.Time) string {
@@ -200,6 +245,17 @@ func writeJob(w io.Writer, j *rqgo.Job, l links) {
 	row("ended_at", tm(j.EndedAt))
 	if j.Timeout > 0 {
 		row("timeout", j.Timeout.String())
+	}
+	if j.StartWithin > 0 {
+		row("start_within", fmt.Sprintf("%s (by %s)", j.StartWithin, tm(j.CreatedAt.Add(j.StartWithin))))
+	}
+	if j.UniqueKey != "" {
+		row("unique_key", j.UniqueKey)
+		row("unique_until", untilName(j.UniqueUntil))
+		if j.UniqueFor > 0 {
+			row("unique_for", j.UniqueFor.String())
+		}
+		row("holds_unique_key", fmt.Sprint(holds))
 	}
 	if j.Worker != "" {
 		row("worker", j.Worker)

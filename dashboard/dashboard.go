@@ -63,9 +63,10 @@ type server struct {
 //
 //	GET  /                              queues, with their counts and latency, live workers, periodic jobs
 //	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page
-//	GET  /queues/{queue}/jobs/{id}      one job, every field, its parents and dependents
+//	GET  /queues/{queue}/jobs/{id}      one job, every field, its parents and dependents, its unique key
 //	GET  /find?id=ID                    the job ID in whichever queue holds it
-//	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job)
+//	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job);
+//	                                    409 names the jobs left because another job holds their unique key
 //	POST /queues/{queue}/cancel         id=ID (a queued, scheduled or deferred job)
 //	GET  /metrics                       Prometheus metrics, from a [Collector]
 //
@@ -183,8 +184,17 @@ func (s *server) job(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	var holder string // the id of the job that holds j's unique key now
+	if j.UniqueKey != "" {
+		if holder, err = q.UniqueHolder(r.Context(), j.UniqueKey); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	s.render(w, r, "job", map[string]any{"Title": "job " + j.ID, "Root": "../../../",
-		"Job": j, "Key": jobKey(s.opts.Prefix, j.Queue, j.ID), "Links": links})
+		"Job": j, "Key": jobKey(s.opts.Prefix, j.Queue, j.ID), "Links": links,
+		"Holder": holder, "UniqueKey": uniqueKey(s.opts.Prefix, j.Queue, j.UniqueKey),
+		"UntilStarted": j.UniqueUntil == rqgo.UntilStarted})
 }
 
 func (s *server) find(w http.ResponseWriter, r *http.Request) {
@@ -227,6 +237,11 @@ func (s *server) requeue(w http.ResponseWriter, r *http.Request) {
 		_, err = q.Requeue(r.Context(), ids...)
 	default:
 		http.Error(w, "give all=1 or the id of each job to requeue, not both", http.StatusBadRequest)
+		return
+	}
+	if errors.Is(err, rqgo.ErrDuplicate) {
+		// The others were requeued; these stay where they are.
+		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
 	if err != nil {

@@ -72,3 +72,9 @@ func readLinks(ctx context.Context, rdb redis.UniversalClient, prefix string, q 
 func jobKey(prefix, queue, id string) string {
 	return prefix + ":{" + queue + "}:job:" + id
 }
+
+// uniqueKey is the key that holds the id of the job that holds unique key
+// key of queue, as the README's key schema names it, for GET.
+func uniqueKey(prefix, queue, key string) string {
+	return prefix + ":{" + queue + "}:unique:" + key
+}
