@@ -241,7 +241,9 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 		at = o.at.UnixMilli()
 		j.ScheduledAt = o.at
 	}
-	argv := []any{o.id, at, o.delay.Milliseconds(), own,
+	// The flags field first, so that the scripts find it at once (see flag
+	// in scripts/prelude.lua); it is filled in below.
+	argv := []any{o.id, at, o.delay.Milliseconds(), own, fFlags, "",
 		fID, o.id, fQueue, q.name, fFunc, fn, fArgs, string(raw), fAttempt, 0, fMaxRetries, o.maxRetries}
 	if o.timeout > 0 {
 		argv = append(argv, fTimeout, max(o.timeout.Milliseconds(), 1))
@@ -269,9 +271,7 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 		j.UniqueUntil, j.UniqueFor = o.unique.Until, o.unique.For
 		j.debounce, j.debounceMax = o.debounce, o.debounceMax
 	}
-	if flags := o.flags(); flags != "" {
-		argv = append(argv, fFlags, flags)
-	}
+	argv[5] = o.flags()
 	return j, argv, nil
 }
 

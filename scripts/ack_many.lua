@@ -39,8 +39,13 @@ for i = 2, #ARGV, 3 do
   local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'flags')
   if type(h) ~= 'table' or h[1] ~= ARGV[i + 1] then
     h = false
-  elseif h[3] and string.find(h[3], 'd', 1, true) then
-    deps = true
+  else
+    if h[3] == '' then
+      h[3] = false -- a plain job
+    end
+    if h[3] and string.find(h[3], 'd', 1, true) then
+      deps = true
+    end
   end
   n = n + 1
   hs[n] = h

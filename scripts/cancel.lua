@@ -24,6 +24,9 @@ if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
 end
 local h = redis.call('HMGET', KEYS[1], 'status', 'failure_ttl_ms', 'flags')
 local st = h[1]
+if h[3] == '' then
+  h[3] = false -- a plain job
+end
 if not st then
   return {0, ''}
 end

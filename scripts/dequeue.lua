@@ -96,7 +96,7 @@ if left > 0 then
       end
       found = found or redis.call('EXISTS', k) == 1
     end
-    local fl = found and h[17]
+    local fl = found and h[17] ~= '' and h[17] -- '' for a plain job
     local startBy = nil
     if fl and string.find(fl, 's', 1, true) then
       local within = tonumber(redis.call('HGET', k, 'start_within_ms'))

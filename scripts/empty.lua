@@ -28,13 +28,16 @@ end
 local owing = {}
 for _, id in ipairs(ids) do
   local fl = redis.pcall('HGET', KEYS[2] .. id, 'flags')
+  if type(fl) ~= 'string' or fl == '' then
+    fl = false -- a plain job, or not a job
+  end
   local d, w, u, uf, c
-  if type(fl) == 'string' then
+  if fl then
     d, w, u, uf, c = extras(KEYS[2] .. id, fl)
   end
   redis.call('DEL', KEYS[2] .. id)
   -- Dependents of a deleted job are canceled; waiters find it gone.
-  if type(fl) == 'string' and ended(base, id, 'gone', d, w, now, nil, u, uf, c) then
+  if fl and ended(base, id, 'gone', d, w, now, nil, u, uf, c) then
     owing[#owing + 1] = id
   end
 end

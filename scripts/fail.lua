@@ -29,6 +29,9 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', K
 end
 local delay = tonumber(ARGV[4])
 local h = redis.call('HMGET', KEYS[1], 'failure_ttl_ms', 'flags')
+if h[2] == '' then
+  h[2] = false -- a plain job
+end
 local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
 if delay < 0 and h[2] and string.find(h[2], 'd', 1, true) then
   err = check_deps(base)

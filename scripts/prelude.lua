@@ -75,8 +75,10 @@ end
 -- flag adds letter f to job hash k's flags field, which tells the scripts
 -- that start or end a job what more to do for it: p it has parents, d
 -- dependents, w someone waits for it, u it holds a unique key, S until it
--- starts, s it must start within a time. A plain job has no flags, so those
--- scripts read one field more for it, not one per feature.
+-- starts, s it must start within a time. A plain job has the field, empty,
+-- near the start of its hash (rqgo writes it first), so those scripts find
+-- it at once: reading a field a small hash lacks costs a scan of the whole
+-- hash, which one per feature would add to every plain job.
 local function flag(k, f)
   local cur = redis.call('HGET', k, 'flags') or ''
   if not string.find(cur, f, 1, true) then
@@ -88,7 +90,7 @@ end
 -- dependents ('1' or nil), waited ('1' or nil), and its unique key, For
 -- window and created_at. Read it before the hash may be deleted.
 local function extras(k, fl)
-  if not fl then
+  if not fl or fl == '' then
     return nil
   end
   local deps = string.find(fl, 'd', 1, true) and '1' or nil

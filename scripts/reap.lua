@@ -70,6 +70,9 @@ for _, id in ipairs(expired) do
   if redis.call('TYPE', k).ok == 'hash' then
     redis.call('HDEL', k, 'token')
     local h = redis.call('HMGET', k, 'attempt', 'max_retries', 'failure_ttl_ms', 'flags')
+    if h[4] == '' then
+      h[4] = false -- a plain job
+    end
     local attempt = tonumber(h[1]) or 0
     local max = tonumber(h[2]) or 0
     if attempt > max then
