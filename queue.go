@@ -217,6 +217,9 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 	if o.err == nil && o.allowFailure && len(o.parents) == 0 {
 		o.fail("AllowFailure needs DependsOn")
 	}
+	if o.err == nil && o.debounce > 0 && o.startWithin > 0 && o.startWithin < o.debounce {
+		o.fail("StartWithin %s is shorter than the debounce delay %s: the job would always expire", o.startWithin, o.debounce)
+	}
 	if o.err == nil && o.debounce > 0 && len(o.parents) > 0 {
 		// A deferred job has no start to move: it starts when its parents end.
 		o.fail("Debounce cannot be combined with DependsOn")

@@ -220,7 +220,7 @@ func uniqueReply(j *Job, r []any) (code, now int64, holder *Job, err error) {
 	now, _ = r[1].(int64)
 	if id, _ := r[2].(string); id != "" {
 		st, _ := r[3].(string)
-		holder = &Job{ID: id, Queue: j.Queue, Func: j.Func, Status: Status(st), UniqueKey: j.UniqueKey}
+		holder = &Job{ID: id, Queue: j.Queue, Status: Status(st), UniqueKey: j.UniqueKey}
 	}
 	switch code {
 	case 0:
@@ -232,8 +232,9 @@ func uniqueReply(j *Job, r []any) (code, now int64, holder *Job, err error) {
 	return code, now, holder, nil
 }
 
-// UniqueHolder returns the id of the job that holds unique key key of the
-// queue, or "" when none does (the key is free, or its holder is gone).
+// UniqueHolder returns the id the queue's unique key key points to, or ""
+// when it is free. A key whose job is gone, or has ended, still names it
+// until the next enqueue of the key takes it over.
 func (q *Queue) UniqueHolder(ctx context.Context, key string) (string, error) {
 	if q.err != nil {
 		return "", q.err

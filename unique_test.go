@@ -294,6 +294,7 @@ func TestUniqueBadInput(t *testing.T) {
 		"maxWait < d":       {Debounce(time.Second, time.Millisecond)},
 		"StartWithin(0)":    {StartWithin(0)},
 		"debounce+depends":  {Debounce(time.Second, 0), DependsOn(p)},
+		"within < debounce": {Debounce(time.Second, 0), StartWithin(time.Millisecond)},
 	} {
 		_, err := q.Enqueue("step", nil, opts...)
 		if !errors.Is(err, ErrInvalid) {
