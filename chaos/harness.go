@@ -25,7 +25,7 @@ type config struct {
 	Chains      int           // workflows on the first two queues (see workflow.go); 0: Jobs/100, at least 4
 	FanIns      int           // 0: Jobs/100, at least 4
 	UniqueKeys  int           // unique keys, each with an enqueuer of its own (see unique.go); 0: none
-	UniqueEvery time.Duration // how often, on average, each key's enqueuer tries; 0: 100ms
+	UniqueEvery time.Duration // how often, on average, each key's enqueuer tries; 0: 250ms
 	Queues      int           // the jobs are spread over this many queues
 	Duration    time.Duration // faults go on this long
 	Workers     int           // worker processes on a share of the queues each; one more runs on all of them
@@ -153,7 +153,7 @@ func run(cfg config) (rep *report, err error) {
 		cfg.FanIns = max(cfg.Jobs/100, 4)
 	}
 	if cfg.UniqueEvery <= 0 {
-		cfg.UniqueEvery = 100 * time.Millisecond
+		cfg.UniqueEvery = 250 * time.Millisecond
 	}
 	readTimeout := cfg.ReadTimeout
 	if readTimeout <= 0 {

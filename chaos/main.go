@@ -50,7 +50,7 @@ func cliMain(args []string) int {
 	fs.IntVar(&cfg.Chains, "chains", 0, "workflow chains on the first two queues (default: jobs/100, at least 4)")
 	fs.IntVar(&cfg.FanIns, "fanins", 0, "workflow fan-ins on the first two queues (default: jobs/100, at least 4)")
 	fs.IntVar(&cfg.UniqueKeys, "unique-keys", cfg.UniqueKeys, "unique keys, each tried by an enqueuer of its own throughout the faults (0: none)")
-	fs.DurationVar(&cfg.UniqueEvery, "unique-every", 0, "how often, on average, each unique key's enqueuer tries (default: 100ms)")
+	fs.DurationVar(&cfg.UniqueEvery, "unique-every", 0, "how often, on average, each unique key's enqueuer tries (default: 250ms)")
 	fs.IntVar(&cfg.Queues, "queues", cfg.Queues, "queues the jobs are spread over")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes on a share of the queues each; one more runs on all of them")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "handlers per worker process")
