@@ -380,3 +380,23 @@ func TestUniqueKeyWorkerKilled(t *testing.T) {
 		mustEnqueue(t, q, "other", nil, u)
 	})
 }
+
+// StartWithin covers retries: a retry due after the window is canceled
+// when a worker would start it, not run.
+func TestStartWithinCoversRetries(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		q := e.queue("a")
+		var attempts atomic.Int32
+		w := e.worker(t, WorkerOptions{Queues: []string{"a"}})
+		w.Register("once", func(ctx context.Context, j *Job) (any, error) {
+			attempts.Add(1)
+			return nil, errors.New("fails")
+		})
+		start(t, w)
+		j := mustEnqueue(t, q, "once", nil, StartWithin(100*time.Millisecond), Retry(3), RetryIntervals(300*time.Millisecond))
+		got := waitEnd(t, q, j.ID, StatusCanceled)
+		if attempts.Load() != 1 || !strings.HasPrefix(got.Error, "expired: ") {
+			t.Fatalf("%d attempts, error %q; want 1 attempt, then expired", attempts.Load(), got.Error)
+		}
+	})
+}

@@ -26,46 +26,28 @@ local now = now_ms()
 local nows = tostring(now) -- formatted once, not per job
 local default = tonumber(ARGV[1])
 local base = string.sub(KEYS[3], 1, -5)
--- The hashes are read first: when a job has dependents, the keys passing
--- its end on writes are checked before anything is written.
--- pcall: a key that is not a hash must not stop the batch (Redis does not
--- roll a script back); it is refused like a stale token.
--- hs[n] is the n-th job's fields, or false when its token is stale (a nil
--- would not take its place in the table).
-local hs = {}
-local deps = false
-local n = 0
-for i = 2, #ARGV, 3 do
-  local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'flags')
-  if type(h) ~= 'table' or h[1] ~= ARGV[i + 1] then
-    h = false
-  else
-    if h[3] == '' then
-      h[3] = false -- a plain job
-    end
-    if h[3] and string.find(h[3], 'd', 1, true) then
-      deps = true
-    end
-  end
-  n = n + 1
-  hs[n] = h
-end
-if deps then
-  err = check_deps(base)
-  if err then
-    return err
-  end
+-- The keys passing a job's end on may write are checked first, whatever
+-- the batch: reading every hash first to see whether one has dependents
+-- would cost each job a second visit to its hash.
+err = check_deps(base)
+if err then
+  return err
 end
 local out = {}
 local finished = {}
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   local k = KEYS[3] .. id
-  local h = hs[#out + 1] -- out has one code per job before this one
+  -- pcall: a key that is not a hash must not stop the batch (Redis does not
+  -- roll a script back); it is refused like a stale token.
+  local h = redis.pcall('HMGET', k, 'token', 'result_ttl_ms', 'flags')
   local code = 0
   -- ZREM's reply is the lease check: the job must still be active.
   local removed = 0
-  if h then
+  if type(h) == 'table' and h[1] == ARGV[i + 1] then
+    if h[3] == '' then
+      h[3] = false -- a plain job
+    end
     removed = redis.pcall('ZREM', KEYS[1], id)
     if failed(removed) then
       return bad(KEYS[1], 'zset')
