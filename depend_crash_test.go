@@ -200,3 +200,26 @@ func TestReapedParentCancelsDependents(t *testing.T) {
 		waitEnd(t, b, after.ID, StatusFinished)
 	})
 }
+
+// A worker whose reap finds the queue locked by another (which may die
+// before it delivers what the queue owes) comes back once the lock frees,
+// however idle the queue is.
+func TestLockedReapComesBackForTheOutbox(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := context.Background()
+		a, b := e.queue("a"), e.queue("b")
+		p, _ := a.Enqueue("step", "p")
+		c, _ := b.Enqueue("step", "c", DependsOn(p))
+		var died atomic.Int32
+		w1 := runsOnce(t, e, map[string]*atomic.Int32{"p": {}, "c": {}}, dieAt(stepOwed, &died))
+		stop := start(t, w1)
+		waitEnd(t, a, p.ID, StatusFinished)
+		stop()
+		k := newKeys(e.prefix, "a")
+		// Due soon, and the queue just reaped by a worker that then died.
+		e.rdb.ZAdd(ctx, k.outbox(), redis.Z{Score: float64(time.Now().Add(300 * time.Millisecond).UnixMilli()), Member: p.ID})
+		e.rdb.Set(ctx, k.reaper(), "1", 500*time.Millisecond)
+		start(t, runsOnce(t, e, map[string]*atomic.Int32{"c": {}}, nil))
+		waitEnd(t, b, c.ID, StatusFinished)
+	})
+}

@@ -28,7 +28,8 @@
 -- Returns {requeued, failed, cleaned, active, registered, next, owed, due}:
 -- active is the size of the active set and registered the size of the
 -- three registries afterwards; requeued is -1 when another caller reaped
--- this queue within the lock period (then only active is counted). The
+-- this queue within the lock period (then only active is counted, and
+-- next is when the lock frees while workflows owe work here). The
 -- rest is for the caller to finish the work of workflows: owed is the
 -- outbox's due entries, as triples of parent id, dependent and the
 -- parent's end, for deliver.lua and delivered.lua; due is the deferred jobs
@@ -46,7 +47,15 @@ if lock == 'string' then
   if failed(active) then
     return bad(KEYS[1], 'zset')
   end
-  return {-1, 0, 0, active, 0, -1, {}, {}}
+  -- While workflows owe work here, come back once the lock is free: the
+  -- caller that holds it may die before it finishes that work.
+  local nxt = -1
+  local owing = redis.pcall('ZCARD', KEYS[10])
+  local waiting = redis.pcall('ZCARD', KEYS[11])
+  if (not failed(owing) and owing > 0) or (not failed(waiting) and waiting > 0) then
+    nxt = math.max(redis.call('PTTL', KEYS[4]), 0)
+  end
+  return {-1, 0, 0, active, 0, nxt, {}, {}}
 elseif lock ~= 'none' then
   return bad(KEYS[4], 'string')
 end
