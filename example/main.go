@@ -71,6 +71,13 @@ func run(out io.Writer, keep bool) error {
 	}
 	fmt.Fprintf(out, "enqueued %s upload(cat_640.jpg), fails once then succeeds\n", j.ID)
 	ids = append(ids, j.ID)
+	// "notify" waits (status deferred) until the upload has finished.
+	n, err := q.EnqueueContext(ctx, "notify", nil, rqgo.DependsOn(j))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "enqueued %s notify, %s until the upload has finished\n", n.ID, n.Status)
+	ids = append(ids, n.ID)
 
 	w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{
 		Prefix: prefix,
@@ -86,6 +93,17 @@ func run(out io.Writer, keep bool) error {
 			return nil, errors.New("storage not reachable")
 		}
 		return map[string]string{"url": "https://cdn.example.com/cat_640.jpg"}, nil
+	})
+	w.Register("notify", func(ctx context.Context, j *rqgo.Job) (any, error) {
+		parents, err := j.FetchParents(ctx) // the upload, with its result
+		if err != nil {
+			return nil, err
+		}
+		var up struct{ URL string }
+		if err := parents[0].DecodeResult(&up); err != nil {
+			return nil, err
+		}
+		return "sent " + up.URL, nil
 	})
 	fmt.Fprintln(out, "running a burst worker...")
 	if err := w.Run(ctx); err != nil {
