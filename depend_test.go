@@ -309,3 +309,56 @@ func TestWorkflowScale(t *testing.T) {
 		}
 	})
 }
+
+// The other ways a parent ends pass the end on too: Cancel of a deferred
+// job cancels its dependents, Empty deletes a queued parent (its dependents
+// are canceled as for a parent that no longer exists), a parent deleted by
+// hand is found by the reaper's check of the links, EnqueueMany takes
+// DependsOn, and FetchParents gives nil for a parent that is gone.
+func TestParentEndsEveryWay(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := context.Background()
+		a, b := e.queue("a"), e.queue("b")
+		far, _ := a.Enqueue("step", "far", In(time.Hour))
+		mid, _ := b.Enqueue("step", "mid", DependsOn(far))
+		leaf, _ := a.Enqueue("step", "leaf", DependsOn(mid))
+		if err := b.Cancel(ctx, mid.ID); err != nil {
+			t.Fatal(err)
+		}
+		if j := waitEnd(t, a, leaf.ID, StatusCanceled); j.Error != "parent b:"+mid.ID+" canceled" {
+			t.Errorf("leaf's error %q", j.Error)
+		}
+
+		c := e.queue("c") // no worker: Empty finds its jobs queued
+		gone, _ := c.Enqueue("step", "gone")
+		kids, err := b.EnqueueMany(ctx, []EnqueueRequest{
+			{Func: "step", Args: "k1", Options: []EnqueueOption{DependsOn(gone)}},
+			{Func: "step", Args: "k2", Options: []EnqueueOption{DependsOn(gone), AllowFailure()}},
+		})
+		if err != nil || kids[0].Status != StatusDeferred || kids[1].Status != StatusDeferred {
+			t.Fatalf("EnqueueMany with DependsOn = %v, %v", kids, err)
+		}
+		if n, err := c.Empty(ctx); n != 1 || err != nil {
+			t.Fatalf("Empty = %d, %v", n, err)
+		}
+		if j := waitEnd(t, b, kids[0].ID, StatusCanceled); j.Error != "parent c:"+gone.ID+" no longer exists" {
+			t.Errorf("k1's error %q", j.Error)
+		}
+		if j, _ := b.FetchJob(ctx, kids[1].ID); j.Status != StatusQueued {
+			t.Errorf("k2 with AllowFailure is %s, want queued", j.Status)
+		}
+
+		// A parent deleted by hand, found when the reaper checks the links.
+		hand, _ := a.Enqueue("step", "hand", In(time.Hour))
+		orphan, _ := b.Enqueue("step", "orphan", DependsOn(hand), AllowFailure())
+		e.rdb.Del(ctx, a.k.job(hand.ID))
+		e.rdb.ZRem(ctx, a.k.scheduled(), hand.ID)
+		dueNow(t, e, "b")
+		start(t, stepWorker(t, e, &order{}, "b"))
+		j := waitEnd(t, b, orphan.ID, StatusFinished)
+		ps, err := j.FetchParents(ctx)
+		if err != nil || len(ps) != 1 || ps[0] != nil {
+			t.Fatalf("FetchParents = %v, %v; want one nil for the deleted parent", ps, err)
+		}
+	})
+}

@@ -3,7 +3,6 @@ package rqgo
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,13 +59,7 @@ func BenchmarkEnqueueUnique(b *testing.B) {
 		}
 	}
 	for k, kind := range kinds {
-		b.ReportMetric(median(rates[k]), kind.name+"-jobs/s")
+		b.ReportMetric(medianOf(rates[k]), kind.name+"-jobs/s")
 	}
 	b.ReportMetric(float64(memory), "bytes/held-key")
-}
-
-func median(x []float64) float64 {
-	s := slices.Clone(x)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
