@@ -110,7 +110,7 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 		}
 		calls = append(calls, &scriptCall{s: failScript,
 			keys: []string{k.job(j.ID), k.active(), k.scheduled(), k.failed(), k.pending(), k.wake()},
-			args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL)}})
+			args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL), snoozed(o.snooze)}})
 	}
 	runScripts(ctx, w.rdb, calls)
 	debug := w.log.Enabled(ctx, slog.LevelDebug)
@@ -251,4 +251,12 @@ func (w *Worker) signalFreed() {
 	case w.freed <- struct{}{}:
 	default:
 	}
+}
+
+// snoozed is fail.lua's ARGV[6].
+func snoozed(s bool) string {
+	if s {
+		return "1"
+	}
+	return "0"
 }

@@ -30,6 +30,7 @@ type outcome struct {
 	result json.RawMessage
 	err    error
 	delay  int64 // fail.lua's ARGV[4]: retry delay ms, -1 = fail now
+	snooze bool  // the handler returned [Snooze]: the attempt does not count
 	// resent: an earlier try to record it failed, and may have been
 	// recorded with its reply lost.
 	resent bool
@@ -174,7 +175,10 @@ func (w *Worker) judge(r *run, result any, err error, malformed bool) *outcome {
 	j := r.job
 	var skip *skipRetryError
 	var after *RetryAfterError
+	var snooze *snoozeError
 	switch {
+	case !malformed && errors.As(err, &snooze):
+		o.delay, o.snooze = max(snooze.d.Milliseconds(), 0), true
 	case malformed, errors.As(err, &skip), errors.Is(err, ErrUnknownFunc), j.Attempt > j.MaxRetries:
 		o.delay = -1
 	case errors.As(err, &after):

@@ -40,10 +40,16 @@ type queueState struct {
 	// reclaim: a dequeue failed, and may have leased jobs this worker never
 	// got (fetch loop only).
 	reclaim bool
+	// heldUntil: the queue has work the worker must not ask for before this
+	// Unix ms (0 = none): it is paused, its Concurrency is full or its Rate
+	// spent (hold, dequeue.lua's reason). A message on its active set's
+	// channel ends the hold sooner (see listen).
+	heldUntil atomic.Int64
+	hold      atomic.Int64
 }
 
 func (s *queueState) ready(nowMs int64) bool {
-	if s.brokenUntil > nowMs {
+	if s.brokenUntil > nowMs || s.heldUntil.Load() > nowMs {
 		return false
 	}
 	due := s.due.Load()
@@ -55,6 +61,7 @@ func (w *Worker) markAll() {
 	for _, st := range w.qstate {
 		st.dirty.Store(true)
 		st.reapAt.Store(0)
+		st.heldUntil.Store(0)
 	}
 	w.signalWake()
 }
@@ -123,7 +130,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			continue
 		}
 		if w.opts.Burst && len(jobs) == 0 {
-			if idle && w.retriesDue(fetched) {
+			if idle && w.retriesDue(fetched) && !w.limited() {
 				return
 			}
 			w.waitBurst(ctx, w.nextDue())
@@ -230,7 +237,7 @@ func (w *Worker) anyReady() bool {
 func (w *Worker) nextDue() time.Time {
 	var next int64
 	for _, st := range w.qstate {
-		for _, t := range []int64{st.due.Load(), st.brokenUntil} {
+		for _, t := range []int64{st.due.Load(), st.brokenUntil, st.heldUntil.Load()} {
 			if t > 0 && (next == 0 || t < next) {
 				next = t
 			}
@@ -411,7 +418,9 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		nextMs, _ := res[0].(int64)
 		st.due.Store(nextMs)
 		now, _ := res[1].(int64)
-		if left, _ := res[2].(int64); left > 0 {
+		hold, _ := res[4].(int64)
+		w.holdBack(st, hold, res[5])
+		if left, _ := res[2].(int64); left > 0 && hold == 0 {
 			st.dirty.Store(true)
 		}
 		if active, _ := res[3].(int64); active > 0 {
@@ -442,8 +451,55 @@ func isScriptRefusal(err error) bool {
 }
 
 // dequeuedHead is the number of elements before the jobs in dequeue.lua's
-// reply: next_ms, now_ms, left, active.
-const dequeuedHead = 4
+// reply: next_ms, now_ms, left, active, hold, hold_ms.
+const dequeuedHead = 6
+
+// Reasons dequeue.lua gives for holding a queue back.
+const (
+	holdPaused = 1 // until Resume
+	holdFull   = 2 // its Concurrency is full
+	holdRate   = 3 // its Rate is spent
+)
+
+// holdRecheck is the longest a worker waits before it asks a paused or full
+// queue again when no message told it to: Resume and freed slots are
+// published on the queue's active channel, and a worker that loses its
+// subscription looks at every queue when it is back, so this is a last
+// resort.
+const holdRecheck = time.Minute
+
+// holdBack records, for queue state st, the hold dequeue.lua reported, with its
+// hold_ms (v).
+func (w *Worker) holdBack(st *queueState, hold int64, v any) {
+	ms, _ := v.(int64)
+	st.hold.Store(hold)
+	switch hold {
+	case 0:
+		st.heldUntil.Store(0)
+		return
+	case holdPaused:
+		ms = holdRecheck.Milliseconds()
+	case holdFull:
+		ms = min(max(ms, 1), holdRecheck.Milliseconds())
+	default:
+		ms = max(ms, 1)
+	}
+	st.dirty.Store(false)
+	st.heldUntil.Store(time.Now().UnixMilli() + ms)
+}
+
+// limited says whether a queue of the worker holds work back for its
+// Concurrency or Rate: a burst worker waits for it (and not for a paused
+// queue).
+func (w *Worker) limited() bool {
+	now := time.Now().UnixMilli()
+	for _, st := range w.qstate {
+		if h := st.hold.Load(); (h == holdFull || h == holdRate) && st.heldUntil.Load() > now {
+			return true
+		}
+	}
+	return false
+}
 
 // dequeuedLen is the number of elements per job in dequeue.lua's reply:
 // id, token, attempt, then the fetched fields.
@@ -501,31 +557,37 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 		}
 		return
 	}
-	stop := context.AfterFunc(ctx, func() {
-		// Wake the BLPOP so shutdown does not wait for it.
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		self := w.blockKeys[0]
-		_, _ = w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
-			p.LPush(c, self, "1")
-			p.PExpire(c, self, 10*time.Second)
-			return nil
-		})
-	})
+	// Wake the BLPOP so shutdown does not wait for it.
+	stop := context.AfterFunc(ctx, func() { w.unblock(context.WithoutCancel(ctx)) })
 	defer stop()
 	var (
 		res []string
 		err error
 	)
+	keys := w.blockKeys
+	if now := time.Now().UnixMilli(); w.anyHeld(now) {
+		// A held queue's token stays in its wake list (see dequeue.lua).
+		keys = keys[:1:1]
+		for _, k := range w.blockKeys[1:] {
+			if st := w.qstate[w.wakeKeys[k]]; st.heldUntil.Load() <= now {
+				keys = append(keys, k)
+			}
+		}
+	}
+	w.blocking.Store(true)
+	defer w.blocking.Store(false)
+	if w.anyReady() {
+		return // a "go" came since the fetch (see listen)
+	}
 	if d >= time.Second {
-		res, err = w.rdb.BLPop(ctx, d, w.blockKeys...).Result()
+		res, err = w.rdb.BLPop(ctx, d, keys...).Result()
 	} else {
 		// go-redis's BLPop rounds a wait under a second up to one; BLPOP
 		// itself takes fractional seconds (Redis ≥ 6). A wait this short
 		// fits in the client's read timeout.
-		args := make([]any, 0, len(w.blockKeys)+2)
+		args := make([]any, 0, len(keys)+2)
 		args = append(args, "BLPOP")
-		for _, k := range w.blockKeys {
+		for _, k := range keys {
 			args = append(args, k)
 		}
 		args = append(args, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
@@ -548,4 +610,28 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 	default:
 		w.waitFailures = 0
 	}
+}
+
+// unblock ends the worker's BLPOP (see block), if it is in one, by pushing
+// to its own wake key; a token pushed while it is not expires.
+func (w *Worker) unblock(ctx context.Context) {
+	c, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	self := w.blockKeys[0]
+	_, _ = w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
+		p.LPush(c, self, "1")
+		p.PExpire(c, self, 10*time.Second)
+		return nil
+	})
+}
+
+// anyHeld says whether some queue of the worker is held back at now, Unix
+// ms (see holdBack).
+func (w *Worker) anyHeld(now int64) bool {
+	for _, st := range w.qstate {
+		if st.heldUntil.Load() > now {
+			return true
+		}
+	}
+	return false
 }

@@ -63,6 +63,7 @@ type Job struct {
 	UniqueUntil UniqueUntil   // when the key is released
 	UniqueFor   time.Duration // the key's shortest hold after enqueue
 	StartWithin time.Duration // no attempt starts later than this after enqueue ([StartWithin])
+	LimitKey    string        // its limit key ([LimitKey]), "" for none
 
 	hasResultTTL  bool
 	hasFailureTTL bool
@@ -140,6 +141,8 @@ const (
 	fUniqueFor   = "unique_for_ms"
 	fDebounce    = "debounce_ms"
 	fStartWithin = "start_within_ms"
+	// Flow control (see limits.go).
+	fLimitKey = "limit_key"
 )
 
 // Indexes of a job's fields in jobValues. The first fetchedFields are the
@@ -161,6 +164,7 @@ const (
 	xResult
 	xError
 	xParents
+	xLimitKey
 	fetchedFields // the fields below are set by dequeue.lua itself
 	xStatus       = iota - 1
 	xAttempt
@@ -183,7 +187,7 @@ var fieldNames = [numFields]string{
 	xEndedAt: fEndedAt, xResult: fResult, xError: fError, xParents: fParents,
 	xStatus: fStatus, xAttempt: fAttempt, xStartedAt: fStartedAt, xWorker: fWorker, xToken: fToken,
 	xAllowFailure: fAllowFailure, xUniqueKey: fUniqueKey, xUniqueUntil: fUniqueUntil, xUniqueFor: fUniqueFor,
-	xStartWithin: fStartWithin,
+	xStartWithin: fStartWithin, xLimitKey: fLimitKey,
 }
 
 // jobValues is a job hash read into fixed slots: v[i] is the value of field
@@ -259,6 +263,7 @@ func (jv *jobValues) decode() (*Job, error) {
 	}
 	j.UniqueFor = time.Duration(num(xUniqueFor)) * time.Millisecond
 	j.StartWithin = time.Duration(num(xStartWithin)) * time.Millisecond
+	j.LimitKey = jv.v[xLimitKey]
 	if jv.v[xParents] != "" {
 		for _, s := range strings.Fields(jv.v[xParents]) {
 			r, ok := parseRef(s)

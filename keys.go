@@ -50,6 +50,18 @@ func (k keys) outbox() string              { return k.base + "outbox" }
 func (k keys) owed(id string) string       { return k.base + "owed:" + id }
 func (k keys) ended() string               { return k.base + "ended" }
 
+// Flow control (see limits.go and dequeue.lua): the flow hash (limits,
+// pause, and the state of the queue's rate), the jobs parked for their
+// limit keys (id -> when parked), one key's parked jobs (a list), the keys
+// with parked jobs (key -> when to look at them again), one key's running
+// jobs (id -> when started) and the state of one key's rate.
+func (k keys) flow() string              { return k.base + "flow" }
+func (k keys) parked() string            { return k.base + "parked" }
+func (k keys) park(key string) string    { return k.base + "park:" + key }
+func (k keys) parkKeys() string          { return k.base + "parkkeys" }
+func (k keys) slots(key string) string   { return k.base + "slots:" + key }
+func (k keys) keyRate(key string) string { return k.base + "rate:" + key }
+
 // unique is a unique key: the id of the job that holds it (see unique.go).
 func (k keys) unique(key string) string { return k.base + "unique:" + key }
 

@@ -25,7 +25,9 @@ type enqueueOptions struct {
 	debounce    time.Duration
 	debounceMax time.Duration
 	startWithin time.Duration
-	err         error
+	// limitKey: see limits.go.
+	limitKey string
+	err      error
 }
 
 func (o *enqueueOptions) fail(format string, a ...any) {

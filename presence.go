@@ -63,7 +63,8 @@ func isOOM(err error) bool {
 
 // subscribe listens, on one connection of its own, for the messages that
 // tell the worker a queue gained leases (dequeue.lua publishes on the active
-// set's channel), and, when it waits that way (see block), that a queue has
+// set's channel) or may start jobs again after a hold ("go" on the same
+// channel), and, when it waits that way (see block), that a queue has
 // work. It returns once Redis has confirmed the subscription.
 func (w *Worker) subscribe(ctx context.Context) (*redis.PubSub, error) {
 	chans := make([]string, 0, 2*len(w.queues))
@@ -93,7 +94,16 @@ func (w *Worker) listen(sub *redis.PubSub, n int) {
 			if i, ok := w.wakeKeys[m.Channel]; ok {
 				w.qstate[i].dirty.Store(true)
 				w.signalWake()
-			} else if i, ok := w.channels[m.Channel]; ok {
+			} else if i, ok := w.channels[m.Channel]; ok && m.Payload == "go" {
+				// Resumed, a slot freed or the limits changed (limits.lua,
+				// freed in prelude.lua): look at the queue again.
+				w.qstate[i].heldUntil.Store(0)
+				w.qstate[i].dirty.Store(true)
+				w.signalWake()
+				if !w.subscribed && w.blocking.Load() {
+					w.unblock(context.Background())
+				}
+			} else if ok {
 				w.reapSoon(i)
 			}
 		case *redis.Subscription:

@@ -274,6 +274,10 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 		j.UniqueUntil, j.UniqueFor = o.unique.Until, o.unique.For
 		j.debounce, j.debounceMax = o.debounce, o.debounceMax
 	}
+	if o.limitKey != "" {
+		j.LimitKey = o.limitKey
+		argv = append(argv, fLimitKey, o.limitKey)
+	}
 	argv[5] = o.flags()
 	return j, argv, nil
 }
@@ -324,6 +328,9 @@ func (q *Queue) FetchJob(ctx context.Context, id string) (*Job, error) {
 type Counts struct {
 	Queued, Started, Scheduled, Finished, Failed, Canceled int64
 	Deferred                                               int64 // waiting for parents ([DependsOn])
+	// Parked counts the queued jobs parked over their limit key's limits
+	// ([LimitKey]); Queued does not count them.
+	Parked int64
 }
 
 // Counts returns how many jobs the queue holds in each state, read in one
@@ -341,6 +348,7 @@ func (q *Queue) Counts(ctx context.Context) (Counts, error) {
 		p.ZCard(ctx, q.k.failed())
 		p.ZCard(ctx, q.k.canceled())
 		p.ZCard(ctx, q.k.deferred())
+		p.ZCard(ctx, q.k.parked())
 		return nil
 	})
 	if err != nil {
@@ -354,7 +362,7 @@ func (q *Queue) Counts(ctx context.Context) (Counts, error) {
 		}
 		return c, fmt.Errorf("rqgo: count jobs in %q: %w", q.name, err)
 	}
-	dst := []*int64{&c.Queued, &c.Started, &c.Scheduled, &c.Finished, &c.Failed, &c.Canceled, &c.Deferred}
+	dst := []*int64{&c.Queued, &c.Started, &c.Scheduled, &c.Finished, &c.Failed, &c.Canceled, &c.Deferred, &c.Parked}
 	for i, cmd := range cmds {
 		*dst[i] = cmd.(*redis.IntCmd).Val()
 	}

@@ -84,6 +84,7 @@ var (
 	cancelScript            = loadScript("cancel", false)
 	requeueScript           = loadScript("requeue", false)
 	emptyScript             = loadScript("empty", false)
+	limitsScript            = loadScript("limits", true) // setting twice is setting
 	// Workflows: linking and delivering twice is doing it once.
 	deferScript       = loadScript("defer", true)
 	deferChosenScript = loadScript("defer", false)

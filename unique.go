@@ -98,7 +98,7 @@ func StartWithin(d time.Duration) EnqueueOption {
 
 // flags are the letters of the job hash's flags field that the options
 // set (see flag in scripts/prelude.lua): p parents, u a unique key, S held
-// until started, s StartWithin. Scripts add d (dependents) and w (waited).
+// until started, s StartWithin, k a limit key. Scripts add d (dependents) and w (waited).
 func (o *enqueueOptions) flags() string {
 	var f []byte
 	if len(o.parents) > 0 {
@@ -112,6 +112,9 @@ func (o *enqueueOptions) flags() string {
 	}
 	if o.startWithin > 0 {
 		f = append(f, 's')
+	}
+	if o.limitKey != "" {
+		f = append(f, 'k')
 	}
 	return string(f)
 }

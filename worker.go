@@ -138,6 +138,7 @@ type Worker struct {
 	wakeKeys   map[string]int // queue index by wake key (and channel)
 	channels   map[string]int // queue index by active-set channel
 	waiting    func()         // called when the fetch loop starts an idle wait; tests only
+	blocking   atomic.Bool    // the fetch loop is in its BLPOP, or about to be (see block)
 	hook       stepHook       // tests: stops a hand-over between queues
 	// waitFailures counts the idle waits in a row that failed (fetch loop only).
 	waitFailures int

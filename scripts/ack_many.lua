@@ -35,6 +35,7 @@ if err then
 end
 local out = {}
 local finished = {}
+local freeing = false
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   local k = KEYS[3] .. id
@@ -55,7 +56,9 @@ for i = 2, #ARGV, 3 do
   end
   if removed == 1 then
     code = 1
+    freeing = true
     local d, w, u, uf, c = extras(k, h[3])
+    unslot_job(base, k, id, h[3])
     local ttl = tonumber(h[2]) or default
     if ttl == 0 then
       redis.call('DEL', k)
@@ -78,5 +81,8 @@ for i = 2, #ARGV, 3 do
 end
 if #finished > 0 then
   redis.call('ZADD', KEYS[2], unpack(finished))
+end
+if freeing then
+  freed(base)
 end
 return out

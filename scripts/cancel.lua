@@ -38,7 +38,12 @@ if (h[3] and string.find(h[3], 'd', 1, true)) or st == 'deferred' then
   end
 end
 if st == 'queued' then
-  redis.call('LREM', KEYS[2], 0, ARGV[1])
+  if redis.call('LREM', KEYS[2], 0, ARGV[1]) == 0 and h[3] and string.find(h[3], 'k', 1, true) then
+    local lk = redis.call('HGET', KEYS[1], 'limit_key')
+    if lk then
+      unpark(base, ARGV[1], lk) -- parked for its limit key
+    end
+  end
 elseif st == 'scheduled' then
   redis.call('ZREM', KEYS[3], ARGV[1])
 elseif st == 'deferred' then

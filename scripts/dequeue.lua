@@ -22,14 +22,36 @@
 --         the counter, so a worker can tell the jobs leased to it by a call
 --         whose reply it never got, even among workers of the same id
 --
--- Returns {next_ms, now_ms, left, active, <job 1>, <job 2>, ...}: next_ms is
--- the earliest remaining scheduled time (0 when none), now_ms the jobs'
--- started_at, left the ready jobs still pending, active the size of the
--- active set. Each job is 19 elements: id, token, attempt (the new ones),
+-- The queue's flow hash <prefix>:{<queue>}:flow (limits.go; its key is KEYS[6]
+-- less "job:", as are those below) holds its limits and whether it is
+-- paused. Without it, none of the rest of this paragraph applies. A paused
+-- queue hands out nothing. Concurrency caps the jobs whose lease has not
+-- expired; Rate and Per limit the attempts started, by GCRA (gcra in
+-- prelude.lua, state in the flow hash's tat field). A job with a limit key
+-- (flag k) over its key's KeyConcurrency (its running jobs are the
+-- <prefix>:{<queue>}:slots:<key> zset) or KeyRate (state in the string
+-- <prefix>:{<queue>}:rate:<key>) is parked, not handed out: it goes to the
+-- list <prefix>:{<queue>}:park:<key> and the zset <prefix>:{<queue>}:parked
+-- (id -> when), and its key to <prefix>:{<queue>}:parkkeys (key -> when to
+-- look at it again), and the next ready job is looked at, so one key's jobs
+-- never hold back another's. A key's parked jobs come back to the head of
+-- the queue when one of its jobs leaves the active set (unslot in
+-- prelude.lua), or when its time in parkkeys comes (here).
+--
+-- Returns {next_ms, now_ms, left, active, hold, hold_ms, <job 1>, <job 2>,
+-- ...}: next_ms is the earliest remaining scheduled time or time to look at
+-- a parked key (0 when none), now_ms the jobs' started_at, left the ready
+-- jobs still pending, active the size of the active set. hold says why the
+-- queue has work the worker must not ask for now: 0 none, 1 paused (until
+-- Resume tells the workers on the active set's channel), 2 its Concurrency
+-- is full (until a job leaves the active set: freed in prelude.lua tells
+-- them; hold_ms is in how long the earliest lease expires), 3 its Rate
+-- (for hold_ms). While it holds, the wake list keeps its token, so that
+-- enqueues wake nobody. Each job is 20 elements: id, token, attempt (the new ones),
 -- then the values (nil when absent) of the hash fields id, queue, func,
 -- args, max_retries, timeout_ms, result_ttl_ms, failure_ttl_ms, backoff,
 -- created_at, enqueued_at, scheduled_at, ended_at, result, error, parents,
--- in this order. The job's status is `started` and its worker ARGV[3].
+-- limit_key, in this order. The job's status is `started` and its worker ARGV[3].
 --
 -- Every key is read, and the counter checked, before the first write: a key
 -- of the wrong type answers an error naming it, and no job moves.
@@ -55,6 +77,11 @@ if seq and not (string.match(seq, '^%d+$') and #seq < 16) then
     '", not a token count; nothing was changed: repair or delete the key')
 end
 local prefix = KEYS[6]
+local base = string.sub(prefix, 1, -5)
+local flow = redis.pcall('HGETALL', base .. 'flow')
+if failed(flow) then
+  return bad(base .. 'flow', 'hash')
+end
 -- Numbers used more than once are turned into strings once: Redis formats
 -- every number argument of redis.call anew.
 local nows = tostring(now)
@@ -69,14 +96,119 @@ for _, id in ipairs(due) do
   end
 end
 
-local out = {0, now, 0, active}
-if left > 0 then
-  local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
+local out = {0, now, 0, active, 0, 0}
+local ask = tonumber(ARGV[1])
+local lim, keyed, hold = nil, false, 0
+local qgap, qt0, qa, qfree
+if #flow > 0 then
+  lim = {}
+  for f = 1, #flow, 2 do
+    lim[flow[f]] = tonumber(flow[f + 1]) or flow[f + 1]
+  end
+  keyed = (lim.key_concurrency or 0) > 0 or (lim.key_rate or 0) > 0
+  if lim.paused == 1 then
+    hold, ask = 1, 0
+  end
+  if ask > 0 and (lim.concurrency or 0) > 0 then
+    qfree = lim.concurrency - redis.call('ZCOUNT', KEYS[2], '(' .. nows, '+inf')
+    if qfree <= 0 then
+      hold, ask = 2, 0
+    else
+      ask = math.min(ask, qfree)
+    end
+  end
+  if ask > 0 and (lim.rate or 0) > 0 then
+    qa, qgap, qt0 = gcra(lim.tat, lim.rate, lim.per_ms, now)
+    if qa <= 0 then
+      hold, ask = 3, 0
+      out[6] = math.ceil(qt0 - lim.per_ms / 100 - now)
+    else
+      ask = math.min(ask, qa)
+    end
+  end
+end
+
+-- Limit keys (only with a flow hash): each key's state, read once per call,
+-- and when to look at a key's parked jobs again: when its rate allows the
+-- next start, or, when its slots are full, when the earliest of their
+-- leases expires (a job that ends before moves them on: unslot).
+local ks, keystate, when = {}, nil, nil
+if lim then
+  for _, z in ipairs({base .. 'parked', base .. 'parkkeys'}) do
+    if failed(redis.pcall('ZCARD', z)) then
+      return bad(z, 'zset')
+    end
+  end
+  keystate = function(lk)
+    local s = ks[lk]
+    if s then
+      return s
+    end
+    s = {free = math.huge, used = 0}
+    if (lim.key_concurrency or 0) > 0 then
+      local n, first = slots(base, lk, now)
+      s.free, s.first = lim.key_concurrency - n, first
+    end
+    if (lim.key_rate or 0) > 0 then
+      local a, gap, t0 = gcra(redis.call('GET', base .. 'rate:' .. lk), lim.key_rate, lim.key_per_ms, now)
+      if a < s.free then
+        s.free, s.rated = a, true
+      end
+      s.gap, s.t0 = gap, t0
+    end
+    ks[lk] = s
+    return s
+  end
+  when = function(s)
+    if s.free > 0 then
+      return now
+    elseif s.rated then
+      return math.ceil(s.t0 + s.used * s.gap - lim.key_per_ms / 100)
+    end
+    return s.first or now + tonumber(ARGV[2])
+  end
+end
+local touched = {}
+if lim and ask > 0 then
+  -- Parked keys whose time came: their jobs go back to the head of the
+  -- queue, as many as the key lets start.
+  for _, lk in ipairs(redis.call('ZRANGEBYSCORE', base .. 'parkkeys', '-inf', now, 'LIMIT', 0, 100)) do
+    local s = keyed and keystate(lk) or {free = math.huge, used = 0}
+    ks[lk] = s
+    if not s.seen then
+      s.seen = true
+      touched[#touched + 1] = lk
+    end
+    local back = {}
+    local pk = base .. 'park:' .. lk
+    while #back < math.min(s.free, 1000) do
+      local id = redis.call('LPOP', pk)
+      if not id then
+        break
+      end
+      back[#back + 1] = id
+    end
+    for b = #back, 1, -1 do
+      redis.call('ZREM', base .. 'parked', back[b])
+      redis.call('LPUSH', KEYS[1], back[b])
+    end
+    left = left + #back
+  end
+end
+
+local n = 0
+local scanned = 0
+local deadline = tostring(now + tonumber(ARGV[2]))
+while left > 0 and n < ask and scanned < 1000 do
+  local ids = redis.call('LPOP', KEYS[1], ask - n)
+  if not ids then
+    left = 0
+    break
+  end
+  scanned = scanned + #ids
   left = left - #ids
   local tok = redis.call('INCRBY', KEYS[4], #ids) - #ids
-  local deadline = tostring(now + tonumber(ARGV[2]))
   local leased = {}
-  local n = 0
   for _, id in ipairs(ids) do
     local k = prefix .. id
     tok = tok + 1
@@ -102,12 +234,12 @@ if left > 0 then
       local within = tonumber(redis.call('HGET', k, 'start_within_ms'))
       startBy = within and (tonumber(h[10]) or 0) + within
     end
+    local lk = keyed and fl and string.find(fl, 'k', 1, true) and redis.call('HGET', k, 'limit_key')
     if startBy and now > startBy then
       -- It missed its window (StartWithin): canceled, not started.
       found = false
       local d, w, u, uf, c = extras(k, fl)
       local ttl = tonumber(h[8]) or 604800000 -- DefaultFailureTTL
-      local base = string.sub(prefix, 1, -5)
       if ttl == 0 then
         redis.call('DEL', k)
       else
@@ -120,14 +252,34 @@ if left > 0 then
         end
       end
       ended(base, id, 'canceled', d, w, now, nil, u, uf, c)
+    elseif lk and keystate(lk).free <= 0 then
+      -- Over its key's limit: parked until the key lets it start.
+      found = false
+      redis.call('RPUSH', base .. 'park:' .. lk, id)
+      redis.call('ZADD', base .. 'parked', now, id)
+      if not ks[lk].seen then
+        ks[lk].seen = true
+        touched[#touched + 1] = lk
+      end
     elseif fl and string.find(fl, 'S', 1, true) then
       -- Unique until started: the key is free once an attempt starts.
       local x = redis.call('HMGET', k, 'unique_key', 'unique_for_ms', 'created_at')
       if x[1] then
-        unhold(string.sub(prefix, 1, -5), id, x[1], x[2], x[3], now)
+        unhold(base, id, x[1], x[2], x[3], now)
       end
     end
     if found then
+      if lk then
+        local s = ks[lk]
+        s.free, s.used = s.free - 1, s.used + 1
+        if (lim.key_concurrency or 0) > 0 then
+          redis.call('ZADD', base .. 'slots:' .. lk, now, id)
+        end
+        if not s.seen then
+          s.seen = true
+          touched[#touched + 1] = lk
+        end
+      end
       local attempt = (tonumber(h[16]) or 0) + 1
       redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', token)
       leased[#leased + 1] = deadline
@@ -145,19 +297,58 @@ if left > 0 then
       end
       -- A job's parents, for its handler ([Job.FetchParents]).
       out[#out + 1] = fl and string.find(fl, 'p', 1, true) and redis.call('HGET', k, 'parents') or false
+      out[#out + 1] = lk or (fl and string.find(fl, 'k', 1, true) and redis.call('HGET', k, 'limit_key')) or false
     end
   end
   if #leased > 0 then
     redis.call('ZADD', KEYS[2], unpack(leased))
   end
-  if active == 0 and n > 0 then
-    -- Idle workers reap a queue only while it has leases: tell them.
-    redis.call('PUBLISH', KEYS[2], '1')
+end
+if active == 0 and n > 0 then
+  -- Idle workers reap a queue only while it has leases: tell them.
+  redis.call('PUBLISH', KEYS[2], '1')
+end
+out[4] = active + n
+if lim then
+  if qgap and n > 0 then
+    redis.call('HSET', base .. 'flow', 'tat', string.format('%.3f', qt0 + n * qgap))
   end
-  out[4] = active + n
+  -- What this call spent of each key's limits, and when to look at the
+  -- jobs still parked for it.
+  for _, lk in ipairs(touched) do
+    local s = ks[lk]
+    if s.gap and s.used > 0 then
+      local tat = s.t0 + s.used * s.gap
+      redis.call('SET', base .. 'rate:' .. lk, string.format('%.3f', tat), 'PX',
+        math.ceil(tat - now + lim.key_per_ms / 100) + 1000)
+    end
+    if redis.call('EXISTS', base .. 'park:' .. lk) == 1 then
+      redis.call('ZADD', base .. 'parkkeys', when(s), lk)
+    else
+      redis.call('ZREM', base .. 'parkkeys', lk)
+    end
+  end
+  if left > 0 and hold == 0 then
+    -- A limit of the queue stopped this call short.
+    if qa and n >= qa then
+      hold = 3
+      out[6] = math.ceil(qt0 + n * qgap - lim.per_ms / 100 - now)
+    end
+    if qfree and n >= qfree then
+      hold = 2
+    end
+  end
+  if hold == 2 then
+    redis.call('HSET', base .. 'flow', 'held', '1')
+    local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. nows, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    out[6] = first[2] and math.max(tonumber(first[2]) - now, 1) or 1
+  end
+  out[5] = hold
 end
 out[3] = left
-if left > 0 then
+if hold > 0 then
+  -- Held: the token stays, so that enqueues wake nobody (see above).
+elseif left > 0 then
   -- Pass the wake-up on while work remains (one token at most).
   wake(KEYS[5])
 else
@@ -168,5 +359,11 @@ end
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if nxt[2] then
   out[1] = tonumber(nxt[2])
+end
+if lim then
+  local pk = redis.call('ZRANGE', base .. 'parkkeys', 0, 0, 'WITHSCORES')
+  if pk[2] and (out[1] == 0 or tonumber(pk[2]) < out[1]) then
+    out[1] = math.max(tonumber(pk[2]), 1)
+  end
 end
 return out

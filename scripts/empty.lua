@@ -5,7 +5,8 @@
 -- KEYS[1] pending list    <prefix>:{<queue>}:pending
 -- KEYS[2] job key prefix  <prefix>:{<queue>}:job:  (plus the id: same hash tag)
 --
--- ARGV[1] most jobs to delete in this call
+-- ARGV[1] most jobs to delete in this call: the queued jobs, then those
+--         parked for their limit keys
 --
 -- Returns {deleted, owing}: how many were deleted (call again until it is
 -- 0), and the ids of those whose ends are owed to dependents in other
@@ -24,6 +25,18 @@ local now = now_ms()
 local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 if #ids > 0 then
   redis.call('LTRIM', KEYS[1], #ids, -1)
+end
+-- Then the jobs parked for their limit keys (see dequeue.lua).
+if #ids < tonumber(ARGV[1]) and redis.call('TYPE', base .. 'parked').ok == 'zset' then
+  for _, id in ipairs(redis.call('ZRANGE', base .. 'parked', 0, tonumber(ARGV[1]) - #ids - 1)) do
+    local lk = redis.pcall('HGET', KEYS[2] .. id, 'limit_key')
+    if type(lk) == 'string' then
+      unpark(base, id, lk)
+    else
+      redis.call('ZREM', base .. 'parked', id)
+    end
+    ids[#ids + 1] = id
+  end
 end
 local owing = {}
 for _, id in ipairs(ids) do

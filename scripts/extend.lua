@@ -9,22 +9,29 @@
 -- ARGV[2..] job id, attempt token pairs
 --
 -- Returns the tokens of the attempts whose lease is lost (token replaced or
--- no longer active): the worker must stop those handlers and write nothing
--- for them. (Tokens, not ids: a worker may hold a stale attempt and a new one
+-- no longer active, or expired under a cap): the worker must stop those
+-- handlers and write nothing for them. (Tokens, not ids: a worker may hold a stale attempt and a new one
 -- of the same job.)
 local err = check(KEYS[1], 'zset')
 if err then
   return err
 end
-local deadline = now_ms() + tonumber(ARGV[1])
+local now = now_ms()
+local deadline = now + tonumber(ARGV[1])
+-- Under a Concurrency or KeyConcurrency (the flow hash, see dequeue.lua) a
+-- lease that has expired is lost even before a reaper takes the job: its
+-- slot may have gone to another job.
+local caps = redis.pcall('HMGET', string.sub(KEYS[2], 1, -5) .. 'flow', 'concurrency', 'key_concurrency')
+local strict = type(caps) == 'table' and not caps.err and (caps[1] or caps[2]) and true
 local lost = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local k = KEYS[2] .. id
   -- A key that is no longer a hash (damaged by hand) loses its own lease
   -- without raising an error that would fail every other job's renewal.
-  if redis.call('TYPE', k).ok == 'hash' and redis.call('HGET', k, 'token') == ARGV[i + 1]
-      and redis.call('ZSCORE', KEYS[1], id) then
+  local d = redis.call('TYPE', k).ok == 'hash' and redis.call('HGET', k, 'token') == ARGV[i + 1]
+    and tonumber(redis.call('ZSCORE', KEYS[1], id))
+  if d and (not strict or d > now) then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
   else
     lost[#lost + 1] = ARGV[i + 1]

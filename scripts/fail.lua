@@ -15,6 +15,8 @@
 -- ARGV[3] error text
 -- ARGV[4] retry delay ms (0 = retry now, -1 = no retry: the job fails)
 -- ARGV[5] failure TTL ms when the job sets none (0 = keep nothing, -1 = forever)
+-- ARGV[6] '1' when the handler snoozed the job ([Snooze]): the retry does not
+--         count the attempt
 --
 -- Returns 0 when the token is stale (nothing written), 1 when a retry is
 -- queued or scheduled, 2 when the job failed, 3 when it failed and its end
@@ -42,6 +44,14 @@ end
 local now = now_ms()
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], 'token')
+if h[2] then
+  unslot_job(base, KEYS[1], ARGV[1], h[2])
+end
+freed(base)
+if ARGV[6] == '1' then
+  -- Snoozed: the attempt does not count.
+  redis.call('HINCRBY', KEYS[1], 'attempt', -1)
+end
 if delay == 0 then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now, 'error', ARGV[3])
   redis.call('RPUSH', KEYS[5], ARGV[1])

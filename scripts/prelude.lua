@@ -254,3 +254,88 @@ local function ended(base, id, st, deps, waited, now, into, ukey, ufor, created)
   end
   return owes
 end
+
+-- gcra is the generic cell rate algorithm of a limit of rate starts per per
+-- ms (see limits.go), whose state tat is the theoretical arrival time (Unix
+-- ms; nil for none). It lets a burst of per/100 ms worth of starts through.
+-- Returns how many starts it allows now, the ms between two starts, and the
+-- time they count from: tat advances by that gap per start, and when it
+-- allows none, the next start is allowed at that time less per/100.
+local function gcra(tat, rate, per, now)
+  local gap = per / rate
+  local t0 = math.max(tonumber(tat) or 0, now)
+  return math.max(math.floor((now + per / 100 - t0) / gap) + 1, 0), gap, t0
+end
+
+-- slots counts the running jobs of limit key lk of the queue at base: the
+-- members of its slots set whose lease (their score in the active set) has
+-- not expired. It drops the others: their slots are free. Returns the count
+-- and the earliest of those leases' deadlines (nil when none).
+local function slots(base, lk, now)
+  local sk = base .. 'slots:' .. lk
+  local n, first = 0, nil
+  for _, id in ipairs(redis.call('ZRANGE', sk, 0, -1)) do
+    local d = tonumber(redis.call('ZSCORE', base .. 'active', id))
+    if d and d > now then
+      n = n + 1
+      if not first or d < first then
+        first = d
+      end
+    else
+      redis.call('ZREM', sk, id)
+    end
+  end
+  return n, first
+end
+
+-- unslot frees the slot that job id held under its limit key lk, in the
+-- queue at base, and moves the first job parked for that key (see
+-- dequeue.lua) to the head of the queue. A job that held no slot (its key
+-- has no KeyConcurrency) frees none.
+local function unslot(base, id, lk)
+  if redis.pcall('ZREM', base .. 'slots:' .. lk, id) ~= 1 then
+    return
+  end
+  local pk = base .. 'park:' .. lk
+  local nxt = redis.pcall('LPOP', pk)
+  if type(nxt) == 'string' then
+    redis.call('ZREM', base .. 'parked', nxt)
+    redis.call('LPUSH', base .. 'pending', nxt)
+    if redis.call('LLEN', pk) == 0 then
+      redis.call('ZREM', base .. 'parkkeys', lk)
+    end
+    wake(base .. 'wake')
+  end
+end
+
+-- freed tells the workers of the queue at base that a job left its active
+-- set, when one of them waits for a slot of the queue's Concurrency (see
+-- dequeue.lua, which sets the flow hash's held field).
+local function freed(base)
+  if redis.pcall('HGET', base .. 'flow', 'held') == '1' then
+    redis.call('HDEL', base .. 'flow', 'held')
+    redis.call('PUBLISH', base .. 'active', 'go')
+  end
+end
+
+-- unpark takes job id, parked for its limit key lk (see dequeue.lua), out of
+-- the queue at base's parked jobs.
+local function unpark(base, id, lk)
+  local pk = base .. 'park:' .. lk
+  redis.call('ZREM', base .. 'parked', id)
+  if redis.pcall('LREM', pk, 0, id) == 1 and redis.call('LLEN', pk) == 0 then
+    redis.call('ZREM', base .. 'parkkeys', lk)
+  end
+end
+
+-- unslot_job frees the slot of its limit key that job id, of hash k with
+-- flags fl, held while it was active in the queue at base (flag k). Call it
+-- once the job left the active set, before its hash may be deleted.
+local function unslot_job(base, k, id, fl)
+  if fl and string.find(fl, 'k', 1, true) then
+    local lk = redis.call('HGET', k, 'limit_key')
+    if lk then
+      unslot(base, id, lk)
+    end
+  end
+end

@@ -84,6 +84,9 @@ for _, id in ipairs(expired) do
     end
     local attempt = tonumber(h[1]) or 0
     local max = tonumber(h[2]) or 0
+    if h[4] then
+      unslot_job(base, k, id, h[4])
+    end
     if attempt > max then
       local ttl = tonumber(h[3]) or tonumber(ARGV[3])
       local d, w, u, uf, c = extras(k, h[4])
@@ -110,6 +113,9 @@ for _, id in ipairs(expired) do
 end
 if requeued > 0 then
   wake(KEYS[5])
+end
+if #expired > 0 then
+  freed(base)
 end
 
 -- An entry stays while its job exists in the registry's state: an expired

@@ -26,5 +26,8 @@ local attempt = math.max((tonumber(redis.call('HGET', KEYS[1], 'attempt')) or 1)
 redis.call('HDEL', KEYS[1], 'token')
 redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now, 'attempt', attempt)
 redis.call('LPUSH', KEYS[3], ARGV[1])
+local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
+unslot_job(base, KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], 'flags'))
+freed(base)
 wake(KEYS[4])
 return 1

@@ -1,0 +1,366 @@
+package rqgo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// gauge counts handlers running at once, overall and per limit key, and
+// keeps the highest counts seen. Handlers block in it until the test lets
+// them go.
+type gauge struct {
+	mu      sync.Mutex
+	now     map[string]int // "" = all
+	peak    map[string]int
+	started map[string]int
+	release chan struct{}
+	changed chan struct{}
+}
+
+func newGauge() *gauge {
+	return &gauge{now: map[string]int{}, peak: map[string]int{}, started: map[string]int{},
+		release: make(chan struct{}, 100000), changed: make(chan struct{}, 1)}
+}
+
+// handler runs until the test releases it (g.let) or ctx ends.
+func (g *gauge) handler(ctx context.Context, j *Job) (any, error) {
+	keys := []string{""}
+	if j.LimitKey != "" {
+		keys = append(keys, j.LimitKey)
+	}
+	g.mu.Lock()
+	for _, k := range keys {
+		g.now[k]++
+		g.started[k]++
+		g.peak[k] = max(g.peak[k], g.now[k])
+	}
+	g.mu.Unlock()
+	g.signal()
+	defer func() {
+		g.mu.Lock()
+		for _, k := range keys {
+			g.now[k]--
+		}
+		g.mu.Unlock()
+		g.signal()
+	}()
+	select {
+	case <-g.release:
+		return "ok", nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (g *gauge) signal() {
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
+// let releases n handlers, running or yet to start.
+func (g *gauge) let(n int) {
+	for range n {
+		g.release <- struct{}{}
+	}
+}
+
+func (g *gauge) get(m map[string]int, k string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return m[k]
+}
+
+// await waits until cond holds, re-checking whenever a handler starts or
+// ends.
+func (g *gauge) await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for !cond() {
+		select {
+		case <-g.changed:
+		case <-time.After(20 * time.Millisecond): // the condition may read Redis
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func TestLimitsBadInput(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		for _, c := range []struct {
+			l    Limits
+			want string
+		}{
+			{Limits{Concurrency: -1}, "Limits.Concurrency is negative"},
+			{Limits{KeyConcurrency: -2}, "Limits.KeyConcurrency is negative"},
+			{Limits{Rate: -1, Per: time.Second}, "Limits.Rate is negative"},
+			{Limits{Rate: 10}, "Limits.Rate is set without Limits.Per"},
+			{Limits{KeyRate: 10}, "Limits.KeyRate is set without Limits.KeyPer"},
+			{Limits{Rate: 10, Per: time.Microsecond}, "Limits.Per 1µs is under 1ms"},
+			{Limits{KeyRate: 1, KeyPer: 999 * time.Microsecond}, "Limits.KeyPer 999µs is under 1ms"},
+			{Limits{Per: time.Second}, "Limits.Per is set without Limits.Rate"},
+			{Limits{KeyPer: -time.Second, KeyRate: 1}, "Limits.KeyPer is negative"},
+		} {
+			err := q.SetLimits(ctx, c.l)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("SetLimits(%+v) = %v, want ErrInvalid naming %q", c.l, err, c.want)
+			}
+		}
+		if n := e.rdb.Exists(ctx, q.k.flow()).Val(); n != 0 {
+			t.Errorf("refused limits wrote the flow hash")
+		}
+		for _, key := range []string{"", "a b", "tab\there", strings.Repeat("k", 201), "\xff"} {
+			_, err := q.EnqueueContext(ctx, "f", nil, LimitKey(key))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "limit key") {
+				t.Errorf("LimitKey(%q): %v, want ErrInvalid naming the limit key", key, err)
+			}
+		}
+		if c, _ := q.Counts(ctx); c.Queued != 0 {
+			t.Errorf("refused enqueues left %d jobs", c.Queued)
+		}
+	})
+}
+
+func TestSetLimitsRoundTrip(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		if l, err := q.Limits(ctx); err != nil || !l.IsZero() {
+			t.Fatalf("Limits of a new queue = %+v, %v; want none", l, err)
+		}
+		want := Limits{Concurrency: 5, Rate: 100, Per: time.Second, KeyConcurrency: 2, KeyRate: 3, KeyPer: time.Minute}
+		if err := q.SetLimits(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := q.Limits(ctx); err != nil || got != want {
+			t.Fatalf("Limits = %+v, %v; want %+v", got, err, want)
+		}
+		if s := want.String(); s != "concurrency=5 rate=100/1s key-concurrency=2 key-rate=3/1m0s" {
+			t.Errorf("String = %q", s)
+		}
+		if err := q.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := q.Paused(ctx); err != nil || !p {
+			t.Fatalf("Paused = %v, %v; want true", p, err)
+		}
+		if err := q.SetLimits(ctx, Limits{Concurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := q.Paused(ctx); !p {
+			t.Errorf("SetLimits resumed a paused queue")
+		}
+		if err := q.Resume(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := q.Paused(ctx); p {
+			t.Errorf("Paused after Resume = true")
+		}
+		if err := q.SetLimits(ctx, Limits{}); err != nil {
+			t.Fatal(err)
+		}
+		// No limits and not paused: the flow hash goes, and with it the
+		// scripts' extra work.
+		if n := e.rdb.Exists(ctx, q.k.flow()).Val(); n != 0 {
+			t.Errorf("flow hash kept after the limits were cleared: %v", e.rdb.HGetAll(ctx, q.k.flow()).Val())
+		}
+		if names, _ := Queues(ctx, e.rdb, e.prefix); len(names) != 1 || names[0] != "default" {
+			t.Errorf("Queues = %v, want the queue whose limits were set", names)
+		}
+	})
+}
+
+// Concurrency caps the jobs running over every worker of the fleet, and the
+// workers over the cap wait without asking Redis again.
+func TestConcurrencyCapAcrossWorkers(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("capped")
+		if err := q.SetLimits(ctx, Limits{Concurrency: 3}); err != nil {
+			t.Fatal(err)
+		}
+		const jobs = 12
+		for i := range jobs {
+			if _, err := q.EnqueueContext(ctx, "work", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g := newGauge()
+		var idle []*atomic.Int64
+		dequeues := &dequeueCount{}
+		e.rdb.AddHook(dequeues)
+		for range 3 {
+			w := e.worker(t, WorkerOptions{Queues: []string{"capped"}, Concurrency: 4})
+			w.Register("work", g.handler)
+			n := new(atomic.Int64)
+			w.waiting = func() { n.Add(1) }
+			idle = append(idle, n)
+			start(t, w)
+		}
+		g.await(t, "3 running", func() bool { return g.get(g.now, "") == 3 })
+		// Every worker waits: none has a job it may start.
+		g.await(t, "every worker idle", func() bool {
+			for _, n := range idle {
+				if n.Load() == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		if got := g.get(g.now, ""); got != 3 {
+			t.Fatalf("%d running with Concurrency 3", got)
+		}
+		for i := range jobs {
+			g.let(1)
+			g.await(t, fmt.Sprintf("%d started", min(i+4, jobs)), func() bool { return g.get(g.started, "") >= min(i+4, jobs) })
+		}
+		g.await(t, "all finished", func() bool { c, _ := q.Counts(ctx); return c.Finished == jobs })
+		if p := g.get(g.peak, ""); p != 3 {
+			t.Errorf("at most %d ran at once, want exactly 3 (Concurrency 3, 12 slots)", p)
+		}
+		// Held workers do not spin: each freed slot costs each worker a
+		// fetch or two, not a loop of them.
+		if d := dequeues.n.Load(); d > 10*jobs {
+			t.Errorf("%d dequeue calls for %d jobs on 3 workers", d, jobs)
+		}
+	})
+}
+
+// A paused queue starts nothing on any worker, while enqueues and due
+// scheduled jobs still land in it and the worker serves its other queues;
+// Resume starts its jobs at once.
+func TestPauseResume(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q, other := e.queue("mail"), e.queue("other")
+		if err := q.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var ran atomic.Int64
+		w := e.worker(t, WorkerOptions{Queues: []string{"mail", "other"}, Concurrency: 4})
+		w.Register("send", func(ctx context.Context, j *Job) (any, error) { ran.Add(1); return nil, nil })
+		var ids []string
+		for range 3 {
+			j, err := q.EnqueueContext(ctx, "send", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, j.ID)
+		}
+		later, err := q.EnqueueContext(ctx, "send", nil, In(time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.rdb.ZAdd(ctx, q.k.scheduled(), redis.Z{Score: 1, Member: later.ID}) // due now
+		o, err := other.EnqueueContext(ctx, "send", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The worker asks mail first (its queues in order), so by the time
+		// the other queue's job is done it has been refused mail's.
+		start(t, w)
+		waitJob(t, other, o.ID, StatusFinished)
+		if n := ran.Load(); n != 1 {
+			t.Fatalf("%d jobs ran; want only the other queue's one while mail is paused", n)
+		}
+		c, _ := q.Counts(ctx)
+		if c.Queued != 4 || c.Scheduled != 0 {
+			t.Errorf("paused queue holds %d queued, %d scheduled; want the due scheduled job landed among 4 queued", c.Queued, c.Scheduled)
+		}
+		if err := q.Resume(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range append(ids, later.ID) {
+			waitJob(t, q, id, StatusFinished)
+		}
+	})
+}
+
+// A key over its KeyConcurrency holds back none of the other keys' jobs,
+// however many of its jobs are queued ahead of theirs.
+func TestKeyConcurrencyIsFair(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("tenants")
+		if err := q.SetLimits(ctx, Limits{KeyConcurrency: 2}); err != nil {
+			t.Fatal(err)
+		}
+		big := 2000
+		if e.mr != nil {
+			big = 300 // miniredis's Lua is slow
+		}
+		reqs := make([]EnqueueRequest, big)
+		for i := range reqs {
+			reqs[i] = EnqueueRequest{Func: "work", Args: i, Options: []EnqueueOption{LimitKey("A")}}
+		}
+		if _, err := q.EnqueueMany(ctx, reqs); err != nil {
+			t.Fatal(err)
+		}
+		var small []string
+		for i := range 10 {
+			j, err := q.EnqueueContext(ctx, "quick", i, LimitKey("B"+fmt.Sprint(i%3)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			small = append(small, j.ID)
+		}
+		g := newGauge()
+		w := e.worker(t, WorkerOptions{Queues: []string{"tenants"}, Concurrency: 8})
+		w.Register("work", g.handler)
+		w.Register("quick", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+		start(t, w)
+		for _, id := range small {
+			waitJob(t, q, id, StatusFinished)
+		}
+		if n := g.get(g.now, "A"); n != 2 {
+			t.Errorf("%d of A's jobs running, want its KeyConcurrency, 2", n)
+		}
+		c, _ := q.Counts(ctx)
+		if c.Parked+c.Queued != int64(big-2) || c.Parked == 0 {
+			t.Errorf("counts %+v: want A's other %d jobs parked or queued, some parked", c, big-2)
+		}
+		g.let(big)
+		g.await(t, "all of A's jobs finished", func() bool { c, _ := q.Counts(ctx); return c.Finished == int64(big+10) })
+		if p := g.get(g.peak, "A"); p != 2 {
+			t.Errorf("at most %d of A's jobs ran at once, want 2", p)
+		}
+		if c, _ := q.Counts(ctx); c.Parked != 0 || c.Queued != 0 {
+			t.Errorf("after the run: %+v", c)
+		}
+		for _, k := range []string{q.k.parked(), q.k.park("A"), q.k.parkKeys(), q.k.slots("A")} {
+			if e.rdb.Exists(ctx, k).Val() != 0 {
+				t.Errorf("key %s left after every job ended", k)
+			}
+		}
+	})
+}
+
+// dequeueCount counts the dequeue.lua calls through a client.
+type dequeueCount struct{ n atomic.Int64 }
+
+func (h *dequeueCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *dequeueCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if _, ok := dequeueAsk(cmd); ok {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *dequeueCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}

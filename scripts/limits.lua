@@ -1,0 +1,74 @@
+-- limits.lua: set a queue's limits, pause it or resume it (limits.go). The
+-- flow hash is what dequeue.lua obeys; a queue without one has no limits
+-- and is not paused, and its scripts take their fast path.
+--
+-- KEYS[1] flow hash       <prefix>:{<queue>}:flow  (concurrency, rate, per_ms,
+--         key_concurrency, key_rate, key_per_ms, paused, and dequeue.lua's
+--         tat and held)
+-- KEYS[2] active zset     <prefix>:{<queue>}:active  (its channel tells the
+--         queue's workers to look at it again: "go")
+-- KEYS[3] wake list       <prefix>:{<queue>}:wake  (also a channel)
+-- KEYS[4] parked keys     <prefix>:{<queue>}:parkkeys  (limit key -> when to
+--         look at its parked jobs again)
+-- KEYS[5] pending list    <prefix>:{<queue>}:pending
+--
+-- ARGV[1] "set", "pause" or "resume"
+-- ARGV[2..] with "set": concurrency, rate, per_ms, key_concurrency, key_rate,
+--           key_per_ms (0 = none)
+--
+-- Returns 1. A key of the wrong type answers an error naming it, and
+-- nothing is written.
+local err = check(KEYS[1], 'hash', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'list')
+if err then
+  return err
+end
+local names = {'concurrency', 'rate', 'per_ms', 'key_concurrency', 'key_rate', 'key_per_ms'}
+local op = ARGV[1]
+if op == 'set' then
+  for i, f in ipairs(names) do
+    local v = tonumber(ARGV[i + 1])
+    if v > 0 then
+      redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+    else
+      redis.call('HDEL', KEYS[1], f)
+    end
+  end
+  if tonumber(ARGV[3]) == 0 then
+    redis.call('HDEL', KEYS[1], 'tat')
+  end
+  -- Parked jobs are looked at again under the new limits.
+  local keys = redis.call('ZRANGE', KEYS[4], 0, -1)
+  for i = 1, #keys, 1000 do
+    local args = {}
+    for j = i, math.min(i + 999, #keys) do
+      args[#args + 1] = 0
+      args[#args + 1] = keys[j]
+    end
+    redis.call('ZADD', KEYS[4], unpack(args))
+  end
+elseif op == 'pause' then
+  redis.call('HSET', KEYS[1], 'paused', '1')
+  return 1
+elseif op == 'resume' then
+  redis.call('HDEL', KEYS[1], 'paused')
+else
+  return redis.error_reply('rqgo: limits.lua: unknown operation ' .. tostring(op))
+end
+-- A queue with no limits left, not paused, drops its flow hash: its
+-- scripts take their fast path again.
+local left = false
+for _, f in ipairs(names) do
+  if redis.call('HEXISTS', KEYS[1], f) == 1 then
+    left = true
+  end
+end
+if not left and redis.call('HEXISTS', KEYS[1], 'paused') == 0 then
+  redis.call('DEL', KEYS[1])
+end
+-- Workers that wait because of a limit or the pause look again.
+redis.call('PUBLISH', KEYS[2], 'go')
+if redis.call('LLEN', KEYS[5]) > 0 or redis.call('ZCARD', KEYS[4]) > 0 then
+  redis.call('DEL', KEYS[3])
+  wake(KEYS[3])
+end
+return 1
