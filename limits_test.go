@@ -364,3 +364,171 @@ func (h *dequeueCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *dequeueCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// dequeueRaw runs dequeue.lua once on queue q for up to n jobs and returns
+// the ids handed out, the hold reason and hold_ms.
+func dequeueRaw(t *testing.T, e *testEnv, q *Queue, n int) (ids []string, hold, holdMs int64) {
+	t.Helper()
+	k := q.k
+	keys := []string{k.pending(), k.active(), k.scheduled(), k.seq(), k.wake(), k.jobPrefix()}
+	res, err := dequeueScript.Run(t.Context(), e.rdb, keys, n, 30000, "tester", "n").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := res[dequeuedHead:]; len(r) > 0; r = r[dequeuedLen:] {
+		ids = append(ids, r[0].(string))
+	}
+	return ids, res[4].(int64), res[5].(int64)
+}
+
+// The Rate is a GCRA: a burst of Per/100 worth of starts, then one start
+// per Per/Rate, and a held queue is told when the next start is allowed.
+func TestRateIsSmooth(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("slow")
+		// 100 an hour: one start every 36 s, a burst tolerance of 36 s.
+		if err := q.SetLimits(ctx, Limits{Rate: 100, Per: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			if _, err := q.EnqueueContext(ctx, "f", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids, hold, ms := dequeueRaw(t, e, q, 10)
+		if len(ids) != 2 || hold != holdRate || ms < 35000 || ms > 36000 {
+			t.Fatalf("first dequeue: %d jobs, hold %d for %d ms; want 2 (the burst), hold %d for about 36000 ms", len(ids), hold, ms, holdRate)
+		}
+		ids, hold, ms = dequeueRaw(t, e, q, 10)
+		if len(ids) != 0 || hold != holdRate || ms < 35000 {
+			t.Fatalf("second dequeue: %d jobs, hold %d for %d ms; want none, held by the rate", len(ids), hold, ms)
+		}
+		// Without the limit the rest go at once.
+		if err := q.SetLimits(ctx, Limits{}); err != nil {
+			t.Fatal(err)
+		}
+		if ids, hold, _ = dequeueRaw(t, e, q, 10); len(ids) != 3 || hold != 0 {
+			t.Fatalf("after the limit was removed: %d jobs, hold %d; want the other 3, no hold", len(ids), hold)
+		}
+	})
+}
+
+// A key over its KeyRate is parked, counted as parked, can be canceled
+// there, and Empty takes parked jobs too.
+func TestKeyRateParksAndParkedJobsCanBeCanceled(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("mail")
+		if err := q.SetLimits(ctx, Limits{KeyRate: 1, KeyPer: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		var a []*Job
+		for i := range 3 {
+			j, err := q.EnqueueContext(ctx, "send", i, LimitKey("acct-A"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a = append(a, j)
+		}
+		b, err := q.EnqueueContext(ctx, "send", nil, LimitKey("acct-B"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err := q.EnqueueContext(ctx, "send", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, hold, _ := dequeueRaw(t, e, q, 10)
+		if want := []string{a[0].ID, b.ID, plain.ID}; fmt.Sprint(ids) != fmt.Sprint(want) || hold != 0 {
+			t.Fatalf("dequeue handed out %v (hold %d), want %v: one per key and the plain job", ids, hold, want)
+		}
+		c, _ := q.Counts(ctx)
+		if c.Parked != 2 || c.Queued != 0 {
+			t.Fatalf("counts %+v, want A's other 2 parked", c)
+		}
+		when := e.rdb.ZScore(ctx, q.k.parkKeys(), "acct-A").Val()
+		if now := float64(time.Now().UnixMilli()); when < now+3500000 || when > now+3600000+5000 {
+			t.Errorf("acct-A is looked at again in %.0f ms, want about an hour less 36 s", when-now)
+		}
+		if err := q.Cancel(ctx, a[1].ID); err != nil {
+			t.Fatal(err)
+		}
+		if j, _ := q.FetchJob(ctx, a[1].ID); j.Status != StatusCanceled {
+			t.Errorf("parked job after Cancel: %s", j.Status)
+		}
+		if c, _ := q.Counts(ctx); c.Parked != 1 {
+			t.Errorf("parked after a cancel: %d, want 1", c.Parked)
+		}
+		if n, err := q.Empty(ctx); err != nil || n != 1 {
+			t.Fatalf("Empty = %d, %v; want the parked job deleted", n, err)
+		}
+		for _, k := range []string{q.k.parked(), q.k.park("acct-A"), q.k.parkKeys()} {
+			if e.rdb.Exists(ctx, k).Val() != 0 {
+				t.Errorf("key %s left after Empty", k)
+			}
+		}
+	})
+}
+
+// Snooze runs the job again after the delay without counting the attempt:
+// a job with no retries left still runs.
+func TestSnoozeDoesNotCountTheAttempt(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("api")
+		j, err := q.EnqueueContext(ctx, "call", nil, Retry(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var calls atomic.Int64
+		w := e.worker(t, WorkerOptions{Queues: []string{"api"}})
+		w.Register("call", func(ctx context.Context, j *Job) (any, error) {
+			if calls.Add(1) < 3 {
+				return nil, Snooze(time.Millisecond)
+			}
+			return j.Attempt, nil
+		})
+		start(t, w)
+		got := waitJob(t, q, j.ID, StatusFinished)
+		if calls.Load() != 3 || got.Attempt != 1 || string(got.Result) != "1" {
+			t.Errorf("after two snoozes: %d calls, attempt %d, result %s; want 3 calls all as attempt 1", calls.Load(), got.Attempt, got.Result)
+		}
+	})
+}
+
+// The slot a worker killed with SIGKILL held frees when its lease expires,
+// not before: under Concurrency 1 the next job starts after that deadline.
+func TestKilledWorkersSlotFreesAtLeaseExpiry(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		if err := q.SetLimits(ctx, Limits{Concurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+		first, err := q.EnqueueContext(ctx, "hold", nil, Retry(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const lease = 500 * time.Millisecond
+		child, lines := startChild(t, e, lease, time.Hour)
+		expectLine(t, lines, "started "+first.ID+" 1")
+		if err := child.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		child.Wait()
+		deadline := e.rdb.ZScore(ctx, q.k.active(), first.ID).Val()
+		second, err := q.EnqueueContext(ctx, "hold", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := e.worker(t, WorkerOptions{Lease: lease})
+		w.Register("hold", func(ctx context.Context, j *Job) (any, error) { return "ok", nil })
+		start(t, w)
+		got := waitJob(t, q, second.ID, StatusFinished)
+		waitJob(t, q, first.ID, StatusFinished)
+		if s := float64(got.StartedAt.UnixMilli()); s < deadline {
+			t.Errorf("second job started %.0f ms before the dead worker's lease expired", deadline-s)
+		}
+	})
+}
