@@ -532,3 +532,37 @@ func TestKilledWorkersSlotFreesAtLeaseExpiry(t *testing.T) {
 		}
 	})
 }
+
+// Under a cap a lease that expired is lost, even before a reaper took the
+// job: its slot may have gone to another. Without one it is renewed, as
+// before.
+func TestExpiredLeaseIsNotRenewedUnderACap(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		for _, c := range []struct {
+			l    Limits
+			lost bool
+		}{{Limits{}, false}, {Limits{Concurrency: 1}, true}, {Limits{KeyConcurrency: 1}, true}} {
+			q := e.queue(fmt.Sprint("q", c.lost, c.l.Concurrency))
+			if err := q.SetLimits(ctx, c.l); err != nil {
+				t.Fatal(err)
+			}
+			j, err := q.EnqueueContext(ctx, "f", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ids, _, _ := dequeueRaw(t, e, q, 1); len(ids) != 1 {
+				t.Fatal("nothing dequeued")
+			}
+			tok := e.rdb.HGet(ctx, q.k.job(j.ID), "token").Val()
+			e.rdb.ZAdd(ctx, q.k.active(), redis.Z{Score: 1, Member: j.ID}) // expired
+			lost, err := extendScript.Run(ctx, e.rdb, []string{q.k.active(), q.k.jobPrefix()}, 30000, j.ID, tok).StringSlice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(lost) == 1; got != c.lost {
+				t.Errorf("limits %v: expired lease lost = %v, want %v", c.l, got, c.lost)
+			}
+		}
+	})
+}
