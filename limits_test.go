@@ -543,7 +543,7 @@ func TestExpiredLeaseIsNotRenewedUnderACap(t *testing.T) {
 			l    Limits
 			lost bool
 		}{{Limits{}, false}, {Limits{Concurrency: 1}, true}, {Limits{KeyConcurrency: 1}, true}} {
-			q := e.queue(fmt.Sprint("q", c.lost, c.l.Concurrency))
+			q := e.queue(fmt.Sprintf("q-%v-%d", c.lost, c.l.Concurrency))
 			if err := q.SetLimits(ctx, c.l); err != nil {
 				t.Fatal(err)
 			}
