@@ -12,8 +12,12 @@ var (
 	ErrJobNotFound = errors.New("rqgo: job not found")
 	// ErrJobExists: Enqueue was given a JobID that is already taken.
 	ErrJobExists = errors.New("rqgo: job already exists")
-	// ErrNotCancelable: only queued, scheduled and deferred jobs can be canceled.
+	// ErrNotCancelable: the job has ended (finished, failed or canceled);
+	// only queued, scheduled, deferred and running jobs can be canceled.
 	ErrNotCancelable = errors.New("rqgo: job cannot be canceled")
+	// ErrCanceled is the cause of a handler's context cancellation when
+	// [Queue.Cancel] canceled its running job.
+	ErrCanceled = errors.New("rqgo: job canceled")
 	// ErrInvalid wraps every validation error: bad names, ids, options,
 	// arguments that do not encode to JSON or exceed the payload limit.
 	ErrInvalid = errors.New("rqgo: invalid argument")

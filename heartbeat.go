@@ -104,6 +104,10 @@ func (w *Worker) renew(ctx context.Context) {
 			gone[tok] = true
 		}
 		for _, r := range groups[i] {
+			if gone["c:"+r.job.token] && !r.done {
+				// A cancel was asked and its message missed (cancel.lua).
+				r.cancel(ErrCanceled)
+			}
 			switch {
 			case !gone[r.job.token]:
 				r.renewed = start
@@ -124,4 +128,18 @@ func (w *Worker) loseLocked(r *run) {
 	r.lost = true
 	r.cancel(ErrLeaseLost)
 	w.log.Warn("lease lost; handler canceled", "queue", r.q.name, "job_id", r.job.ID, "func", r.job.Func)
+}
+
+// cancelRunning ends, with the cause [ErrCanceled], the handler of every
+// run of job id in the worker's queue i: Queue.Cancel asked for it.
+func (w *Worker) cancelRunning(i int, id string) {
+	name := w.queues[i].name
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for r := range w.running {
+		if r.job.ID == id && r.q.name == name && !r.done && !r.lost {
+			r.cancel(ErrCanceled)
+			w.log.Info("job canceled while running; handler told", "queue", name, "job_id", id, "func", r.job.Func)
+		}
+	}
 }

@@ -103,6 +103,8 @@ func (w *Worker) listen(sub *redis.PubSub, n int) {
 				if !w.subscribed && w.blocking.Load() {
 					w.unblock(context.Background())
 				}
+			} else if id, yes := strings.CutPrefix(m.Payload, "cancel:"); ok && yes {
+				w.cancelRunning(i, id)
 			} else if ok {
 				w.reapSoon(i)
 			}

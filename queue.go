@@ -547,8 +547,17 @@ func (q *Queue) wrapRequeue(err error) error {
 // it is kept in the canceled registry for its failure TTL. Its dependents
 // ([DependsOn]) are canceled in turn, unless they allow failure; Cancel
 // returns once those in this queue are, and has delivered the cancel to
-// those in other queues (a reaper of this queue does, should it fail). A
-// job in any other state gives [ErrNotCancelable]; no job gives
+// those in other queues (a reaper of this queue does, should it fail).
+//
+// A running job is asked to stop: Cancel records the cancel on the job and
+// returns, and the context of its handler, on whichever worker runs it,
+// ends with the cause [ErrCanceled] (at once when the worker hears of it,
+// at its next heartbeat otherwise). When the handler then returns an error
+// the job ends canceled, with no retry; when it returns a result anyway,
+// the job finishes. A job whose worker died ends canceled when its lease
+// expires.
+//
+// A job that has ended gives [ErrNotCancelable]; no job gives
 // [ErrJobNotFound].
 func (q *Queue) Cancel(ctx context.Context, id string) error {
 	if q.err != nil {
@@ -572,6 +581,7 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 		// Canceled; what fails to be delivered now, a reaper delivers.
 		_ = q.passOn(ctx, []string{id})
 	}
+	// 1, 2: canceled; 3: running, the cancel recorded and its worker told.
 	return nil
 }
 

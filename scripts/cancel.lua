@@ -1,6 +1,15 @@
 #!lua flags=allow-oom
--- cancel.lua: cancel a queued, scheduled or deferred job. It runs when Redis is out of
--- memory too (allow-oom): a canceled job takes no more room than a queued one.
+-- cancel.lua: cancel a queued, scheduled or deferred job, or ask a running
+-- one to stop. It runs when Redis is out of memory too (allow-oom): a
+-- canceled job takes no more room than a queued one.
+--
+-- A running (started) job is not ended here: the cancel is recorded on it
+-- first (field cancel_requested, flag c), then published on the active
+-- set's channel as "cancel:<id>" for the worker that runs it, which also
+-- finds the flag at its next heartbeat (extend.lua). The script that ends
+-- the attempt decides, checking the attempt's token: fail.lua, reap.lua and
+-- release.lua end a flagged job canceled, with no retry; ack_many.lua
+-- finishes it when its handler returned a result anyway.
 --
 -- KEYS[1] job hash        <prefix>:{<queue>}:job:<id>
 -- KEYS[2] pending list    <prefix>:{<queue>}:pending
@@ -12,8 +21,9 @@
 --         (0 = keep nothing, -1 = forever)
 --
 -- Returns {code, status}: 1 = canceled, 2 = canceled, and its end is owed
--- to dependents in other queues (see ended in prelude.lua), 0 = no such
--- job, -1 = the job's status (returned) does not allow it. A list or set of the wrong type answers
+-- to dependents in other queues (see ended in prelude.lua), 3 = running:
+-- the cancel is recorded and its worker told, 0 = no such job, -1 = the
+-- job's status (returned) does not allow it. A list or set of the wrong type answers
 -- an error naming it, and nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset')
 if err then
@@ -49,6 +59,13 @@ elseif st == 'scheduled' then
 elseif st == 'deferred' then
   redis.call('ZREM', base .. 'deferred', ARGV[1])
   redis.call('DEL', base .. 'parents:' .. ARGV[1])
+elseif st == 'started' then
+  if not (h[3] and string.find(h[3], 'c', 1, true)) then
+    redis.call('HSET', KEYS[1], 'cancel_requested', now_ms())
+    flag(KEYS[1], 'c')
+  end
+  redis.call('PUBLISH', base .. 'active', 'cancel:' .. ARGV[1])
+  return {3, st}
 else
   return {-1, st}
 end

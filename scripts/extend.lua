@@ -10,7 +10,9 @@
 --
 -- Returns the tokens of the attempts whose lease is lost (token replaced or
 -- no longer active, or expired under a cap): the worker must stop those
--- handlers and write nothing for them. (Tokens, not ids: a worker may hold a stale attempt and a new one
+-- handlers and write nothing for them; and "c:<token>" for each renewed
+-- attempt whose job a cancel was asked for (cancel.lua): the worker cancels
+-- its handler, and records its outcome. (Tokens, not ids: a worker may hold a stale attempt and a new one
 -- of the same job.)
 local err = check(KEYS[1], 'zset')
 if err then
@@ -29,10 +31,13 @@ for i = 2, #ARGV, 2 do
   local k = KEYS[2] .. id
   -- A key that is no longer a hash (damaged by hand) loses its own lease
   -- without raising an error that would fail every other job's renewal.
-  local d = redis.call('TYPE', k).ok == 'hash' and redis.call('HGET', k, 'token') == ARGV[i + 1]
-    and tonumber(redis.call('ZSCORE', KEYS[1], id))
+  local h = redis.call('TYPE', k).ok == 'hash' and redis.call('HMGET', k, 'token', 'flags')
+  local d = h and h[1] == ARGV[i + 1] and tonumber(redis.call('ZSCORE', KEYS[1], id))
   if d and (not strict or d > now) then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+    if h[2] and string.find(h[2], 'c', 1, true) then
+      lost[#lost + 1] = 'c:' .. ARGV[i + 1] -- a cancel was asked (cancel.lua)
+    end
   else
     lost[#lost + 1] = ARGV[i + 1]
   end

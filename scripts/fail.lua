@@ -19,8 +19,10 @@
 --         count the attempt
 --
 -- Returns 0 when the token is stale (nothing written), 1 when a retry is
--- queued or scheduled, 2 when the job failed, 3 when it failed and its end
--- is owed to dependents in other queues (see ended in prelude.lua). A key of the wrong type answers
+-- queued or scheduled, 2 when the job failed (or, when a cancel was asked
+-- while it ran, was canceled: see cancel.lua), 3 when it failed or was
+-- canceled and its end is owed to dependents in other queues (see ended in
+-- prelude.lua). A key of the wrong type answers
 -- an error naming it, and nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'list')
 if err then
@@ -34,8 +36,13 @@ local h = redis.call('HMGET', KEYS[1], 'failure_ttl_ms', 'flags')
 if h[2] == '' then
   h[2] = false -- a plain job
 end
+-- A cancel was asked while it ran (cancel.lua): it ends canceled, no retry.
+local canceled = h[2] and string.find(h[2], 'c', 1, true)
+if canceled then
+  delay = -1
+end
 local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
-if delay < 0 and h[2] and string.find(h[2], 'd', 1, true) then
+if delay < 0 and h[2] and (string.find(h[2], 'd', 1, true) or canceled) then
   err = check_deps(base)
   if err then
     return err
@@ -65,16 +72,20 @@ elseif delay > 0 then
 end
 local ttl = tonumber(h[1]) or tonumber(ARGV[5])
 local d, w, u, uf, c = extras(KEYS[1], h[2])
+local st, reg, why = 'failed', KEYS[4], ARGV[3]
+if canceled then
+  st, reg, why = 'canceled', base .. 'canceled', 'canceled while running: ' .. ARGV[3]
+end
 if ttl == 0 then
   redis.call('DEL', KEYS[1])
 else
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', now, 'error', ARGV[3])
-  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', st, 'ended_at', now, 'error', why)
+  redis.call('ZADD', reg, now, ARGV[1])
   if ttl > 0 then
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-if h[2] and ended(base, ARGV[1], 'failed', d, w, now, nil, u, uf, c) then
+if h[2] and ended(base, ARGV[1], st, d, w, now, nil, u, uf, c) then
   return 3
 end
 return 2

@@ -87,19 +87,25 @@ for _, id in ipairs(expired) do
     if h[4] then
       unslot_job(base, k, id, h[4])
     end
-    if attempt > max then
+    -- A cancel asked while it ran (cancel.lua) ends it canceled.
+    local canceled = h[4] and string.find(h[4], 'c', 1, true)
+    if attempt > max or canceled then
       local ttl = tonumber(h[3]) or tonumber(ARGV[3])
       local d, w, u, uf, c = extras(k, h[4])
+      local st, reg, why = 'failed', KEYS[3], 'lease expired'
+      if canceled then
+        st, reg, why = 'canceled', KEYS[8], 'canceled while running: lease expired'
+      end
       if ttl == 0 then
         redis.call('DEL', k)
       else
-        redis.call('HSET', k, 'status', 'failed', 'ended_at', now, 'error', 'lease expired')
-        redis.call('ZADD', KEYS[3], now, id)
+        redis.call('HSET', k, 'status', st, 'ended_at', now, 'error', why)
+        redis.call('ZADD', reg, now, id)
         if ttl > 0 then
           redis.call('PEXPIRE', k, ttl)
         end
       end
-      if h[4] and ended(base, id, 'failed', d, w, now, nil, u, uf, c) then
+      if h[4] and ended(base, id, st, d, w, now, nil, u, uf, c) then
         fresh = true
       end
       failedn = failedn + 1

@@ -11,6 +11,10 @@
 -- ARGV[1] job id
 -- ARGV[2] attempt token the worker was given
 --
+-- A job whose cancel was asked while it ran (cancel.lua) is canceled
+-- instead, and its end passed on as ended does; its dependents in other
+-- queues are then left to a reaper's delivery.
+--
 -- Returns 1, or 0 when the token is stale (nothing written). A key of the
 -- wrong type answers an error naming it, and nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'list')
@@ -20,14 +24,37 @@ end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
 end
+local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
+local h = redis.call('HMGET', KEYS[1], 'flags', 'failure_ttl_ms')
+local canceled = h[1] and string.find(h[1], 'c', 1, true)
+if canceled then
+  err = check_deps(base)
+  if err then
+    return err
+  end
+end
 local now = now_ms()
 redis.call('ZREM', KEYS[2], ARGV[1])
-local attempt = math.max((tonumber(redis.call('HGET', KEYS[1], 'attempt')) or 1) - 1, 0)
 redis.call('HDEL', KEYS[1], 'token')
+unslot_job(base, KEYS[1], ARGV[1], h[1])
+freed(base)
+if canceled then
+  local d, w, u, uf, c = extras(KEYS[1], h[1])
+  local ttl = tonumber(h[2]) or 604800000 -- DefaultFailureTTL
+  if ttl == 0 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', now, 'error', 'canceled while running: the worker stopped')
+    redis.call('ZADD', base .. 'canceled', now, ARGV[1])
+    if ttl > 0 then
+      redis.call('PEXPIRE', KEYS[1], ttl)
+    end
+  end
+  ended(base, ARGV[1], 'canceled', d, w, now, nil, u, uf, c)
+  return 1
+end
+local attempt = math.max((tonumber(redis.call('HGET', KEYS[1], 'attempt')) or 1) - 1, 0)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', now, 'attempt', attempt)
 redis.call('LPUSH', KEYS[3], ARGV[1])
-local base = string.sub(KEYS[1], 1, -5 - #ARGV[1])
-unslot_job(base, KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], 'flags'))
-freed(base)
 wake(KEYS[4])
 return 1
