@@ -523,7 +523,7 @@ func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
 	j.Attempt = int(attempt)
 	j.StartedAt = msTime(now)
 	j.Worker = w.id
-	j.from, j.pfx = w.rdb, w.opts.Prefix
+	j.from, j.pfx, j.leased = w.rdb, w.opts.Prefix, true
 	return j, err
 }
 

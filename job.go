@@ -65,6 +65,11 @@ type Job struct {
 	StartWithin time.Duration // no attempt starts later than this after enqueue ([StartWithin])
 	LimitKey    string        // its limit key ([LimitKey]), "" for none
 
+	// Progress and Meta are what its handler reported ([Job.SetProgress],
+	// [Job.SetMeta]), kept after the job ends: JSON values, nil when none.
+	Progress json.RawMessage
+	Meta     map[string]json.RawMessage
+
 	hasResultTTL  bool
 	hasFailureTTL bool
 	token         string
@@ -73,6 +78,9 @@ type Job struct {
 	// from is where the job was read, for FetchParents.
 	from redis.UniversalClient
 	pfx  string
+	// leased: a worker fetched it for the attempt its token names, which
+	// may report progress.
+	leased bool
 }
 
 // Decode unmarshals the job's JSON arguments into v.
@@ -143,6 +151,12 @@ const (
 	fStartWithin = "start_within_ms"
 	// Flow control (see limits.go).
 	fLimitKey = "limit_key"
+	// Running jobs (see progress.go): the handler's progress, its named
+	// values (one field per name, after this prefix), and when a cancel of
+	// the running job was asked.
+	fProgress        = "progress"
+	fMetaPrefix      = "meta:"
+	fCancelRequested = "cancel_requested"
 )
 
 // Indexes of a job's fields in jobValues. The first fetchedFields are the
@@ -176,6 +190,7 @@ const (
 	xUniqueUntil
 	xUniqueFor
 	xStartWithin
+	xProgress
 	numFields
 )
 
@@ -187,7 +202,7 @@ var fieldNames = [numFields]string{
 	xEndedAt: fEndedAt, xResult: fResult, xError: fError, xParents: fParents,
 	xStatus: fStatus, xAttempt: fAttempt, xStartedAt: fStartedAt, xWorker: fWorker, xToken: fToken,
 	xAllowFailure: fAllowFailure, xUniqueKey: fUniqueKey, xUniqueUntil: fUniqueUntil, xUniqueFor: fUniqueFor,
-	xStartWithin: fStartWithin, xLimitKey: fLimitKey,
+	xStartWithin: fStartWithin, xLimitKey: fLimitKey, xProgress: fProgress,
 }
 
 // jobValues is a job hash read into fixed slots: v[i] is the value of field
@@ -205,7 +220,16 @@ func decodeJob(h map[string]string) (*Job, error) {
 	for i, f := range fieldNames {
 		jv.v[i], jv.ok[i] = h[f]
 	}
-	return jv.decode()
+	j, err := jv.decode()
+	for f, v := range h {
+		if name, ok := strings.CutPrefix(f, fMetaPrefix); ok {
+			if j.Meta == nil {
+				j.Meta = map[string]json.RawMessage{}
+			}
+			j.Meta[name] = json.RawMessage(v)
+		}
+	}
+	return j, err
 }
 
 // decode is decodeJob's work, on fields already in their slots.
@@ -225,6 +249,9 @@ func (jv *jobValues) decode() (*Job, error) {
 	}
 	if jv.ok[xResult] {
 		j.Result = json.RawMessage(jv.v[xResult])
+	}
+	if jv.ok[xProgress] {
+		j.Progress = json.RawMessage(jv.v[xProgress])
 	}
 	var bad []string
 	num := func(i int) int64 {

@@ -84,7 +84,8 @@ var (
 	cancelScript            = loadScript("cancel", false)
 	requeueScript           = loadScript("requeue", false)
 	emptyScript             = loadScript("empty", false)
-	limitsScript            = loadScript("limits", true) // setting twice is setting
+	limitsScript            = loadScript("limits", true)   // setting twice is setting
+	progressScript          = loadScript("progress", true) // the same value twice is once
 	// Workflows: linking and delivering twice is doing it once.
 	deferScript       = loadScript("defer", true)
 	deferChosenScript = loadScript("defer", false)
