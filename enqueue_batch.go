@@ -69,41 +69,30 @@ func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job,
 	jobs := make([]*Job, len(reqs))
 	errs := make([]error, len(reqs))
 	failed := false
-	calls := make([]*enqueueCall, 0, len(reqs))
-	var deferred []*enqueueCall // with DependsOn: one by one, after the others
+	all := make([]*enqueueCall, 0, len(reqs))
 	for i, r := range reqs {
 		j, argv, err := q.prepare(r.Func, r.Args, r.Options)
 		if err != nil {
 			errs[i], failed = err, true
 			continue
 		}
-		c := &enqueueCall{ctx: ctx, j: j, argv: argv, index: i}
-		if len(j.Parents) > 0 || j.UniqueKey != "" {
-			deferred = append(deferred, c)
+		all = append(all, &enqueueCall{ctx: ctx, j: j, argv: argv, index: i})
+	}
+	if len(all) > 0 {
+		if len(q.mw) > 0 {
+			prepared := make([]*Job, len(all))
+			for i, c := range all {
+				prepared[i] = c.j
+			}
+			_ = q.through(ctx, prepared, func(ctx context.Context, _ []*Job) error {
+				q.writeMany(ctx, all)
+				return callsError(all)
+			})
 		} else {
-			calls = append(calls, c)
+			q.writeMany(ctx, all)
 		}
 	}
-	if len(calls)+len(deferred) > 0 {
-		if err := q.remember(ctx); err != nil {
-			for _, c := range append(calls, deferred...) {
-				c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)
-			}
-		} else {
-			if len(calls) > 0 {
-				q.send(ctx, calls)
-			}
-			for _, c := range deferred {
-				if len(c.j.Parents) > 0 {
-					c.j, c.err = q.enqueueDeferred(ctx, c.j, c.argv)
-				} else {
-					c.j, c.err = q.enqueueUnique(ctx, c.j, c.argv, c.j.debounce, c.j.debounceMax)
-				}
-			}
-		}
-	}
-	calls = append(calls, deferred...)
-	for _, c := range calls {
+	for _, c := range all {
 		if c.err != nil {
 			errs[c.index], failed = c.err, true
 			if errors.Is(c.err, ErrDuplicate) {
@@ -117,6 +106,59 @@ func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job,
 		return jobs, &EnqueueManyError{Errs: errs}
 	}
 	return jobs, nil
+}
+
+// writeMany writes the prepared jobs of calls to Redis, those without
+// DependsOn or a unique key in one round trip, and records each outcome in
+// its call.
+func (q *Queue) writeMany(ctx context.Context, all []*enqueueCall) {
+	calls := make([]*enqueueCall, 0, len(all))
+	var deferred []*enqueueCall // with DependsOn or a unique key: one by one, after the others
+	for _, c := range all {
+		if c.argv, c.err = withHeaders(c.j, c.argv); c.err != nil {
+			continue
+		}
+		if len(c.j.Parents) > 0 || c.j.UniqueKey != "" {
+			deferred = append(deferred, c)
+		} else {
+			calls = append(calls, c)
+		}
+	}
+	if len(calls)+len(deferred) == 0 {
+		return
+	}
+	if err := q.remember(ctx); err != nil {
+		for _, c := range append(calls, deferred...) {
+			c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)
+		}
+		return
+	}
+	if len(calls) > 0 {
+		q.send(ctx, calls)
+	}
+	for _, c := range deferred {
+		if len(c.j.Parents) > 0 {
+			c.j, c.err = q.enqueueDeferred(ctx, c.j, c.argv)
+		} else {
+			c.j, c.err = q.enqueueUnique(ctx, c.j, c.argv, c.j.debounce, c.j.debounceMax)
+		}
+	}
+}
+
+// callsError is the error an [EnqueueFunc] returns for calls: nil, or an
+// [*EnqueueManyError] lined up with them.
+func callsError(calls []*enqueueCall) error {
+	errs := make([]error, len(calls))
+	failed := false
+	for i, c := range calls {
+		if c.err != nil {
+			errs[i], failed = c.err, true
+		}
+	}
+	if !failed {
+		return nil
+	}
+	return &EnqueueManyError{Errs: errs}
 }
 
 // enqueueCall is one job on its way to Redis.

@@ -70,6 +70,10 @@ type Job struct {
 	Progress json.RawMessage
 	Meta     map[string]json.RawMessage
 
+	// Headers is what the producer attached to the job ([Headers],
+	// [EnqueueMiddleware]), nil when nothing.
+	Headers map[string]string
+
 	hasResultTTL  bool
 	hasFailureTTL bool
 	token         string
@@ -157,6 +161,8 @@ const (
 	fProgress        = "progress"
 	fMetaPrefix      = "meta:"
 	fCancelRequested = "cancel_requested"
+	// Headers (see headers.go): a JSON object of strings.
+	fHeaders = "headers"
 )
 
 // Indexes of a job's fields in jobValues. The first fetchedFields are the
@@ -179,6 +185,7 @@ const (
 	xError
 	xParents
 	xLimitKey
+	xHeaders
 	fetchedFields // the fields below are set by dequeue.lua itself
 	xStatus       = iota - 1
 	xAttempt
@@ -202,7 +209,7 @@ var fieldNames = [numFields]string{
 	xEndedAt: fEndedAt, xResult: fResult, xError: fError, xParents: fParents,
 	xStatus: fStatus, xAttempt: fAttempt, xStartedAt: fStartedAt, xWorker: fWorker, xToken: fToken,
 	xAllowFailure: fAllowFailure, xUniqueKey: fUniqueKey, xUniqueUntil: fUniqueUntil, xUniqueFor: fUniqueFor,
-	xStartWithin: fStartWithin, xLimitKey: fLimitKey, xProgress: fProgress,
+	xStartWithin: fStartWithin, xLimitKey: fLimitKey, xProgress: fProgress, xHeaders: fHeaders,
 }
 
 // jobValues is a job hash read into fixed slots: v[i] is the value of field
@@ -253,6 +260,7 @@ func (jv *jobValues) decode() (*Job, error) {
 	if jv.ok[xProgress] {
 		j.Progress = json.RawMessage(jv.v[xProgress])
 	}
+
 	var bad []string
 	num := func(i int) int64 {
 		s := jv.v[i]
@@ -291,6 +299,9 @@ func (jv *jobValues) decode() (*Job, error) {
 	j.UniqueFor = time.Duration(num(xUniqueFor)) * time.Millisecond
 	j.StartWithin = time.Duration(num(xStartWithin)) * time.Millisecond
 	j.LimitKey = jv.v[xLimitKey]
+	if jv.v[xHeaders] != "" && json.Unmarshal([]byte(jv.v[xHeaders]), &j.Headers) != nil {
+		bad = append(bad, fHeaders)
+	}
 	if jv.v[xParents] != "" {
 		for _, s := range strings.Fields(jv.v[xParents]) {
 			r, ok := parseRef(s)

@@ -27,6 +27,8 @@ type enqueueOptions struct {
 	startWithin time.Duration
 	// limitKey: see limits.go.
 	limitKey string
+	// headers: see headers.go.
+	headers map[string]string
 	err      error
 }
 

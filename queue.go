@@ -38,6 +38,7 @@ type Queue struct {
 	enq         enqueuer      // coalesces concurrent enqueues
 	waits       waitHub       // the subscription Wait calls share
 	hook        stepHook      // tests: stops a hand-over between queues
+	mw          []EnqueueMiddleware
 }
 
 // QueueOption configures a [Queue].
@@ -111,6 +112,32 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 	if err := q.remember(ctx); err != nil {
 		return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
 	}
+	if len(q.mw) > 0 {
+		var out *Job
+		err := q.through(ctx, []*Job{j}, func(ctx context.Context, jobs []*Job) error {
+			var err error
+			out, err = q.write(ctx, jobs[0], argv)
+			return err
+		})
+		return out, err
+	}
+	if j.Headers != nil {
+		return q.write(ctx, j, argv)
+	}
+	return q.writeArgs(ctx, j, argv)
+}
+
+// write writes job j, with its headers, to Redis.
+func (q *Queue) write(ctx context.Context, j *Job, argv []any) (*Job, error) {
+	argv, err := withHeaders(j, argv)
+	if err != nil {
+		return nil, err
+	}
+	return q.writeArgs(ctx, j, argv)
+}
+
+// writeArgs writes job j, whose enqueue arguments are argv, to Redis.
+func (q *Queue) writeArgs(ctx context.Context, j *Job, argv []any) (*Job, error) {
 	if len(j.Parents) > 0 {
 		return q.enqueueDeferred(ctx, j, argv)
 	}
@@ -274,6 +301,7 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 		j.UniqueUntil, j.UniqueFor = o.unique.Until, o.unique.For
 		j.debounce, j.debounceMax = o.debounce, o.debounceMax
 	}
+	j.Headers = o.headers
 	if o.limitKey != "" {
 		j.LimitKey = o.limitKey
 		argv = append(argv, fLimitKey, o.limitKey)
