@@ -29,7 +29,7 @@ type enqueueOptions struct {
 	limitKey string
 	// headers: see headers.go.
 	headers map[string]string
-	err      error
+	err     error
 }
 
 func (o *enqueueOptions) fail(format string, a ...any) {
