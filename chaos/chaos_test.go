@@ -24,7 +24,11 @@ func TestMain(m *testing.M) {
 // them run 20 chains and 20 fan-ins over two queues: no child may start
 // before its parents end, be released twice, or be left deferred. And 20
 // unique keys are tried throughout: no two jobs of a key may run at once
-// with valid leases, and no key may be left held.
+// with valid leases, and no key may be left held. And 250 jobs each run on
+// a queue with a Concurrency of 4 and on one with a KeyConcurrency of 2
+// over 10 limit keys: sampled every 10 ms, neither cap may be exceeded by
+// the jobs whose leases have not expired, both must be reached, none may
+// be left parked, and no attempt may start while the keyed queue is paused.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run takes about 25s; skipped with -short")
@@ -69,6 +73,15 @@ func TestChaosShort(t *testing.T) {
 	if rep.UniqueKeys != cfg.UniqueKeys || rep.UniqueMinPerKey < 1 || rep.UniqueDups == 0 || rep.UniqueRetries == 0 {
 		t.Errorf("unique jobs: %d keys, %d..%d jobs per key, %d duplicates, %d planned retries; want %d keys, at least 1 job each, some and some",
 			rep.UniqueKeys, rep.UniqueMinPerKey, rep.UniqueMaxPerKey, rep.UniqueDups, rep.UniqueRetries, cfg.UniqueKeys)
+	}
+	if rep.CapJobs == 0 || rep.KeyJobs == 0 || rep.CapSamples < 500 || rep.PeakRunning != cfg.CapConcurrency ||
+		rep.PeakKeyRunning != cfg.KeyConcurrency || rep.PeakParked == 0 || rep.CapRetries == 0 {
+		t.Errorf("flow control: %d capped and %d keyed jobs, %d cap samples, peaks %d running (cap %d) and %d of a key (cap %d), %d parked, %d planned retries; want some jobs, 500 samples, the caps reached, some parked and retried",
+			rep.CapJobs, rep.KeyJobs, rep.CapSamples, rep.PeakRunning, cfg.CapConcurrency, rep.PeakKeyRunning, cfg.KeyConcurrency, rep.PeakParked, rep.CapRetries)
+	}
+	if rep.Pauses != 1 || rep.PausedFor < cfg.PauseFor || rep.HeldBack == 0 {
+		t.Errorf("pause: %d spells, %s paused, %d jobs held back at the Resume; want 1, at least %s, some",
+			rep.Pauses, rep.PausedFor, rep.HeldBack, cfg.PauseFor)
 	}
 	if rep.Queues != cfg.Queues {
 		t.Errorf("jobs on %d queues, want %d", rep.Queues, cfg.Queues)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -64,14 +63,31 @@ type report struct {
 	UniqueStuck                      int // keys held at the end by a job that has ended, is gone or is not the key's
 	UniqueBadHolders                 int // duplicates that named a wrong holder
 
+	// Flow control (see limits.go).
+	CapJobs, KeyJobs                   int // jobs of the capped queue; of the keyed queue
+	CapConcurrency, KeyConcurrency     int
+	LimitKeys                          int
+	CapSamples, CapSamplesSkipped      int // checker samples taken; failed (Redis down, stalled or the connection dropped)
+	CapViolations, KeyCapViolations    int // samples over the capped queue's Concurrency; (sample, key) pairs over KeyConcurrency
+	Unslotted                          int // running keyed jobs seen without their key's slot
+	PeakRunning, PeakKeyRunning        int // most capped jobs, and most jobs of one key, with unexpired leases in a sample
+	PeakParked                         int // most keyed jobs parked in a sample
+	ParkedLeft                         int // jobs and keys still parked at the end
+	CapFinished, CapFailed, CapUnended int
+	CapRetries, CapRepeats             int // runs again after the planned failure; other repeats
+	Pauses, HeldBack                   int // pause spells; jobs queued or parked at their Resume
+	PausedFor                          time.Duration
+	StartsWhilePaused                  int // attempts of the keyed queue dequeued while it was paused
+
 	Problems []string
 }
 
 // Line is the one-line summary.
 func (r *report) Line() string {
-	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs chains=%d fanins=%d deferred_left=%d order_violations=%d double_releases=%d unique_keys=%d unique_jobs=%d unique_dups=%d unique_overlaps=%d",
+	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs chains=%d fanins=%d deferred_left=%d order_violations=%d double_releases=%d unique_keys=%d unique_jobs=%d unique_dups=%d unique_overlaps=%d capped_jobs=%d cap_violations=%d key_cap_violations=%d starts_while_paused=%d",
 		r.Jobs, r.Finished, r.Failed, r.Lost, r.Duplicates, r.Kills, r.Stalls, r.Full.Seconds(), r.Queues, r.MaxRecovery.Seconds(),
-		r.Chains, r.FanIns, r.DeferredLeft, r.OrderViolations, r.DoubleReleases, r.UniqueKeys, r.UniqueJobs, r.UniqueDups, r.UniqueOverlaps)
+		r.Chains, r.FanIns, r.DeferredLeft, r.OrderViolations, r.DoubleReleases, r.UniqueKeys, r.UniqueJobs, r.UniqueDups, r.UniqueOverlaps,
+		r.CapJobs+r.KeyJobs, r.CapViolations, r.KeyCapViolations, r.StartsWhilePaused)
 }
 
 // Details says what else was done and seen.
@@ -85,6 +101,10 @@ func (r *report) Details() string {
 	s += fmt.Sprintf("\nchaos: unique_tries=%d unique_jobs_per_key=%d..%d unique_finished=%d unique_failed=%d unique_unended=%d unique_runs=%d unique_runs_outcome_not_taken=%d unique_planned_retries=%d unique_repeats=%d unique_early_takeovers=%d unique_keys_stuck=%d unique_bad_holders=%d",
 		r.UniqueTries, r.UniqueMinPerKey, r.UniqueMaxPerKey, r.UniqueFinished, r.UniqueFailed, r.UniqueUnended, r.UniqueRuns, r.UniqueNotTaken,
 		r.UniqueRetries, r.UniqueRepeats, r.UniqueEarly, r.UniqueStuck, r.UniqueBadHolders)
+	s += fmt.Sprintf("\nchaos: capped_queue_jobs=%d concurrency=%d keyed_queue_jobs=%d key_concurrency=%d limit_keys=%d cap_samples=%d cap_samples_skipped=%d peak_running=%d peak_key_running=%d peak_parked=%d unslotted=%d parked_left=%d capped_finished=%d capped_failed=%d capped_unended=%d capped_planned_retries=%d capped_repeats=%d pauses=%d pause_seconds=%.1f held_back=%d",
+		r.CapJobs, r.CapConcurrency, r.KeyJobs, r.KeyConcurrency, r.LimitKeys, r.CapSamples, r.CapSamplesSkipped,
+		r.PeakRunning, r.PeakKeyRunning, r.PeakParked, r.Unslotted, r.ParkedLeft, r.CapFinished, r.CapFailed, r.CapUnended,
+		r.CapRetries, r.CapRepeats, r.Pauses, r.PausedFor.Seconds(), r.HeldBack)
 	for e, n := range r.FailedErrors {
 		s += fmt.Sprintf("\nchaos: %d jobs failed with %q", n, e)
 	}
@@ -93,9 +113,10 @@ func (r *report) Details() string {
 
 // execution is one run of a job's handler.
 type execution struct {
-	attempt int
-	worker  string
-	at      time.Time // when the handler started (the worker's clock: this host's)
+	attempt  int
+	worker   string
+	at       time.Time // when the handler started (the worker's clock: this host's)
+	dequeued time.Time // when the attempt was started, dequeued (Job.StartedAt: Redis's clock, on this host)
 }
 
 // executions reads every worker's execution file: job id → runs, in the
@@ -107,30 +128,32 @@ func (h *harness) executions() (map[string][]execution, error) {
 	}
 	runs := map[string][]execution{}
 	for _, name := range files {
-		f, err := os.Open(name)
+		b, err := os.ReadFile(name)
 		if err != nil {
 			return nil, err
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			rec := sc.Text()
+		// A worker killed in the middle of a write leaves at most its last
+		// line short, with no newline; the handler never started then.
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			b = b[:i+1]
+		} else {
+			b = nil
+		}
+		for line := range bytes.Lines(b) {
+			rec := strings.TrimSuffix(string(line), "\n")
 			fs := strings.Fields(rec)
-			if len(fs) != 4 {
-				// A worker killed in the middle of a write leaves at most
-				// its last line short; the handler never started then.
-				continue
+			var a int
+			var ms, dq int64
+			var err1, err2, err3 error
+			if len(fs) == 5 {
+				a, err1 = strconv.Atoi(fs[1])
+				ms, err2 = strconv.ParseInt(fs[3], 10, 64)
+				dq, err3 = strconv.ParseInt(fs[4], 10, 64)
 			}
-			a, err1 := strconv.Atoi(fs[1])
-			ms, err2 := strconv.ParseInt(fs[3], 10, 64)
-			if err1 != nil || err2 != nil {
-				f.Close()
+			if len(fs) != 5 || err1 != nil || err2 != nil || err3 != nil {
 				return nil, fmt.Errorf("bad execution record %q in %s", rec, name)
 			}
-			runs[fs[0]] = append(runs[fs[0]], execution{a, fs[2], time.UnixMilli(ms)})
-		}
-		f.Close()
-		if err := sc.Err(); err != nil {
-			return nil, err
+			runs[fs[0]] = append(runs[fs[0]], execution{a, fs[2], time.UnixMilli(ms), time.UnixMilli(dq)})
 		}
 	}
 	for _, ex := range runs {
@@ -156,8 +179,9 @@ func (h *harness) explained(e, next execution) bool {
 	return false
 }
 
-// check reads every job, registry and recorded execution and judges them.
-func (h *harness) check() (*report, error) {
+// check reads every job, registry and recorded execution and judges them;
+// caps is what the cap checker saw.
+func (h *harness) check(caps capStats) (*report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	h.mu.Lock()
@@ -308,12 +332,15 @@ func (h *harness) check() (*report, error) {
 	if err := h.checkUnique(ctx, r, where, runs, problem); err != nil {
 		return nil, err
 	}
+	if err := h.checkCaps(ctx, r, caps, runs, problem); err != nil {
+		return nil, err
+	}
 	for id, in := range where {
 		problem("unknown job %s in %v", id, in)
 	}
 	for id := range runs {
-		if _, ok := uniqueKeyOf(id); ok || h.flowJobs[id] != nil {
-			continue // judged by checkFlows or checkUnique
+		if _, ok := uniqueKeyOf(id); ok || h.flowJobs[id] != nil || isCapID(id) {
+			continue // judged by checkFlows, checkUnique or checkCaps
 		}
 		if i, ok := jobIndex(id); !ok || i >= h.cfg.Jobs || jobID(i) != id {
 			problem("execution of unknown job %s", id)

@@ -12,9 +12,10 @@ import (
 	"github.com/rqgo/rqgo"
 )
 
-// enqueueWave enqueues jobs [from, to), and the workflows placed among
-// them, from a few goroutines, each job with its own id. A workflow's jobs
-// are enqueued in order, by one goroutine, parents before their children.
+// enqueueWave enqueues jobs [from, to), and the workflows and the capped
+// and keyed queues' jobs placed among them, from a few goroutines, each job
+// with its own id. A workflow's jobs are enqueued in order, by one
+// goroutine, parents before their children.
 func (h *harness) enqueueWave(from, to int) error {
 	tasks := make(chan func() error)
 	errs := make(chan error, 8)
@@ -45,6 +46,11 @@ func (h *harness) enqueueWave(from, to int) error {
 		for _, w := range h.flowsAt[i] {
 			if err == nil {
 				err = send(func() error { return h.enqueueFlow(w) })
+			}
+		}
+		for _, j := range h.capAt[i] {
+			if err == nil {
+				err = send(func() error { return h.enqueueCap(j) })
 			}
 		}
 	}

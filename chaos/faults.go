@@ -126,9 +126,10 @@ func (h *harness) heldBy(worker string) map[string]string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	held := map[string]string{}
-	active := make([]*redis.StringSliceCmd, len(h.queues))
+	queues := h.allQueues()
+	active := make([]*redis.StringSliceCmd, len(queues))
 	if _, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, q := range h.queues {
+		for i, q := range queues {
 			active[i] = p.ZRange(ctx, prefixKey(q, "active"), 0, -1)
 		}
 		return nil
@@ -159,6 +160,9 @@ func (h *harness) heldBy(worker string) map[string]string {
 // jobKeyOf returns the hash key of the job with this id, in its queue.
 func (h *harness) jobKeyOf(id string) string {
 	if j := h.flowJobs[id]; j != nil {
+		return jobKey(j.q.Name(), id)
+	}
+	if j := h.capJobs[id]; j != nil {
 		return jobKey(j.q.Name(), id)
 	}
 	if k, ok := uniqueKeyOf(id); ok {
@@ -235,6 +239,8 @@ func (h *harness) strike(what string, from, to time.Time, alive int) {
 func (h *harness) restartRedis() error {
 	h.logf("Redis SHUTDOWN")
 	alive, from := h.alive(), time.Now()
+	h.redisDown.Store(true)
+	defer h.redisDown.Store(false)
 	if err := h.redis.shutdown(); err != nil {
 		return err
 	}

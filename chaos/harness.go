@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,17 @@ type config struct {
 	Seed        int64
 	Keep        bool
 	Verbose     bool
+
+	// Flow control (see limits.go): jobs on each of the capped and keyed
+	// queues (0: Jobs/8, at least 40), the capped queue's Concurrency and
+	// the keyed queue's KeyConcurrency and limit keys (0: 4, 2 and 10), and
+	// how long the keyed queue is paused (0: 1s).
+	CappedJobs     int
+	CapConcurrency int
+	KeyConcurrency int
+	LimitKeys      int
+	PauseFor       time.Duration
+
 	// Exe is the program started as a worker process, with roleEnv set;
 	// default: this executable.
 	Exe string
@@ -99,6 +111,17 @@ type harness struct {
 	uniqTries  int
 	uniqDups   int
 	uniqHolder []string // duplicates that named a holder other than the key's newest job, or an ended one
+	// The capped and keyed queues (see limits.go) and their jobs, planned
+	// before the run and only read after: by id, in the order planned, by
+	// the plain job whose wave enqueues them, and those enqueued while the
+	// keyed queue is paused; and the times it was paused.
+	capQ, keyQ *rqgo.Queue
+	capJobs    map[string]*capJob
+	capList    []*capJob
+	capAt      map[int][]*capJob
+	pauseBatch []*capJob
+	paused     []pauseWindow
+	redisDown  atomic.Bool // from Redis's SHUTDOWN until it is started again: the cap checker waits
 }
 
 // fullSure is how long after maxmemory is set 1/32 below used_memory Redis
@@ -154,6 +177,21 @@ func run(cfg config) (rep *report, err error) {
 	}
 	if cfg.UniqueEvery <= 0 {
 		cfg.UniqueEvery = 250 * time.Millisecond
+	}
+	if cfg.CappedJobs <= 0 {
+		cfg.CappedJobs = max(cfg.Jobs/8, 40)
+	}
+	if cfg.CapConcurrency <= 0 {
+		cfg.CapConcurrency = 4
+	}
+	if cfg.KeyConcurrency <= 0 {
+		cfg.KeyConcurrency = 2
+	}
+	if cfg.LimitKeys <= 0 {
+		cfg.LimitKeys = 10
+	}
+	if cfg.PauseFor <= 0 {
+		cfg.PauseFor = time.Second
 	}
 	readTimeout := cfg.ReadTimeout
 	if readTimeout <= 0 {
@@ -215,8 +253,13 @@ func run(cfg config) (rep *report, err error) {
 		h.probes[i] = int(cfg.Lease.Milliseconds() * 5 / 2)
 	}
 	h.planFlows()
-	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues and %d workflows (%d jobs) on two, %d unique keys tried every %s, %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
+	h.planCaps()
+	if err := h.setLimits(); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues and %d workflows (%d jobs) on two, %d unique keys tried every %s, %d jobs on %s (concurrency %d) and %d on %s (key concurrency %d over %d keys, paused for %s), %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
 		h.redis.version, h.redis.addr(), cfg.Jobs, cfg.Queues, cfg.Chains+cfg.FanIns, len(h.flowJobs), cfg.UniqueKeys, cfg.UniqueEvery,
+		cfg.CappedJobs, capQueueName, cfg.CapConcurrency, cfg.CappedJobs+len(h.pauseBatch), keyQueueName, cfg.KeyConcurrency, cfg.LimitKeys, cfg.PauseFor,
 		cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
 
 	for slot := range cfg.Workers + 1 {
@@ -226,10 +269,21 @@ func run(cfg config) (rep *report, err error) {
 	}
 	defer h.stopWorkers()
 
+	stopChecker := h.startCapChecker()
+	checked := false
+	defer func() {
+		if !checked {
+			stopChecker()
+		}
+	}()
 	stopUnique := h.startUnique()
+	stopPause := h.startPause()
 	err = h.faults()
 	if uerr := stopUnique(); err == nil {
 		err = uerr
+	}
+	if perr := stopPause(); err == nil {
+		err = perr
 	}
 	if err != nil {
 		return nil, err
@@ -238,7 +292,8 @@ func run(cfg config) (rep *report, err error) {
 	h.recovering.Wait()
 	settled := h.settle(faulted)
 	h.stopWorkers()
-	rep, err = h.check()
+	checked = true
+	rep, err = h.check(stopChecker())
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +336,7 @@ func (h *harness) spawn(slot int) error {
 	if err != nil {
 		return err
 	}
-	queues := h.slotQueues(slot)
+	queues := slices.Concat(h.slotQueues(slot), h.capQueues())
 	cmd := exec.Command(h.cfg.Exe)
 	cmd.Env = append(os.Environ(),
 		roleEnv+"=worker",
@@ -384,26 +439,27 @@ func jobKey(queue, id string) string { return prefixKey(queue, "job:"+id) }
 
 func prefixKey(queue, name string) string { return rqgo.DefaultPrefix + ":{" + queue + "}:" + name }
 
-// settle waits until no job of any queue is queued, scheduled, running or
-// deferred, and no queue owes a delivery to another (its outbox is empty),
-// and records how long after since that was.
+// settle waits until no job of any queue is queued, parked, scheduled,
+// running or deferred, and no queue owes a delivery to another (its outbox
+// is empty), and records how long after since that was.
 func (h *harness) settle(since time.Time) bool {
 	deadline := time.Now().Add(h.cfg.Settle)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		var waiting, ended []*redis.IntCmd
 		_, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, q := range h.queues {
+			for _, q := range h.allQueues() {
 				waiting = append(waiting, p.LLen(ctx, prefixKey(q, "pending")),
 					p.ZCard(ctx, prefixKey(q, "active")), p.ZCard(ctx, prefixKey(q, "scheduled")),
-					p.ZCard(ctx, prefixKey(q, "deferred")), p.ZCard(ctx, prefixKey(q, "outbox")))
+					p.ZCard(ctx, prefixKey(q, "deferred")), p.ZCard(ctx, prefixKey(q, "outbox")),
+					p.ZCard(ctx, prefixKey(q, "parked")))
 				ended = append(ended, p.ZCard(ctx, prefixKey(q, "finished")),
 					p.ZCard(ctx, prefixKey(q, "failed")), p.ZCard(ctx, prefixKey(q, "canceled")))
 			}
 			return nil
 		})
 		cancel()
-		if err == nil && sum(waiting) == 0 && sum(ended) >= int64(h.cfg.Jobs+len(h.flowJobs)) {
+		if err == nil && sum(waiting) == 0 && sum(ended) >= int64(h.cfg.Jobs+len(h.flowJobs)+len(h.capList)) {
 			h.settled = time.Since(since)
 			return true
 		}

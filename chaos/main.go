@@ -13,16 +13,29 @@
 // enqueuers of their own throughout: it checks that no two runs of
 // different jobs of a key held valid leases at once, that every job
 // created ended, and that no key is left held by an ended or missing job.
+// Two more queues, which every worker serves, have flow control: one a
+// Concurrency of 4, the other a KeyConcurrency of 2 over 10 limit keys
+// (rqgo.LimitKey), one of them hot. A checker samples both every 10 ms
+// with a script that reads, at one instant of Redis's clock, the jobs
+// whose leases have not expired: it checks that they never number more
+// than the queue's Concurrency, nor, for any key, its KeyConcurrency (a
+// handler whose lease has expired may still run until its worker notices,
+// and is not counted), that both caps were reached, and that every job
+// ended with none left parked. The keyed queue is paused for a second at
+// 75% of the faults: no attempt of it may be started (dequeued, by Redis's
+// clock) while it is.
 //
 // It starts its own redis-server (from $PATH) on a free local port, with
 // append-only persistence fsynced on every write, and never touches any
 // other Redis. It prints one line:
 //
-//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 stalls=2 oom_seconds=3.5 queues=50 max_recovery=1.4s chains=200 fanins=200 deferred_left=0 order_violations=0 double_releases=0 unique_keys=20 unique_jobs=9000 unique_dups=15000 unique_overlaps=0
+//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 stalls=2 oom_seconds=3.5 queues=50 max_recovery=1.4s chains=200 fanins=200 deferred_left=0 order_violations=0 double_releases=0 unique_keys=20 unique_jobs=9000 unique_dups=15000 unique_overlaps=0 capped_jobs=5020 cap_violations=0 key_cap_violations=0 starts_while_paused=0
 //
 // then a second, "chaos: …", with the other faults and what they caused,
-// a third with what the workflows did and a fourth with what the unique
-// jobs did, and exits 1 when a check fails. Usage:
+// a third with what the workflows did, a fourth with what the unique jobs
+// did and a fifth with what the capped and keyed queues did (checker
+// samples, the peaks reached, jobs left parked, the pause), and exits 1
+// when a check fails. Usage:
 //
 //	go run ./chaos -jobs 20000 -duration 5m
 package main
@@ -51,6 +64,11 @@ func cliMain(args []string) int {
 	fs.IntVar(&cfg.FanIns, "fanins", 0, "workflow fan-ins on the first two queues (default: jobs/100, at least 4)")
 	fs.IntVar(&cfg.UniqueKeys, "unique-keys", cfg.UniqueKeys, "unique keys, each tried by an enqueuer of its own throughout the faults (0: none)")
 	fs.DurationVar(&cfg.UniqueEvery, "unique-every", 0, "how often, on average, each unique key's enqueuer tries (default: 250ms)")
+	fs.IntVar(&cfg.CappedJobs, "capped-jobs", 0, "jobs on each of the capped and keyed queues (default: jobs/8, at least 40)")
+	fs.IntVar(&cfg.CapConcurrency, "cap-concurrency", cfg.CapConcurrency, "Limits.Concurrency of the capped queue")
+	fs.IntVar(&cfg.KeyConcurrency, "key-concurrency", cfg.KeyConcurrency, "Limits.KeyConcurrency of the keyed queue")
+	fs.IntVar(&cfg.LimitKeys, "limit-keys", cfg.LimitKeys, "limit keys of the keyed queue's jobs")
+	fs.DurationVar(&cfg.PauseFor, "pause-for", cfg.PauseFor, "how long the keyed queue is paused, at 75% of the faults")
 	fs.IntVar(&cfg.Queues, "queues", cfg.Queues, "queues the jobs are spread over")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes on a share of the queues each; one more runs on all of them")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "handlers per worker process")
@@ -111,5 +129,10 @@ func defaultConfig() config {
 		Outage:      500 * time.Millisecond,
 		FullFor:     3500 * time.Millisecond,
 		Settle:      time.Minute,
+
+		CapConcurrency: 4,
+		KeyConcurrency: 2,
+		LimitKeys:      10,
+		PauseFor:       time.Second,
 	}
 }

@@ -62,8 +62,9 @@ type result struct {
 // is unreachable as the worker starts) it starts a fresh worker.
 //
 // Every execution of a handler is appended to the process's execution file
-// as "<job id> <attempt> <worker> <start, Unix ms>" before the handler
-// works. The file is outside Redis, so no fault of Redis (a restart, a
+// as "<job id> <attempt> <worker> <start, Unix ms> <dequeued, Unix ms>"
+// before the handler works; the last is the attempt's start as Redis
+// recorded it when the worker fetched the job (Job.StartedAt). The file is outside Redis, so no fault of Redis (a restart, a
 // stall, a full memory) can refuse or lose a record, and a completed write
 // survives the process's SIGKILL. When the handler is about to return, it
 // appends "<job id> <attempt> <worker> <end, Unix ms>" to the end file: a
@@ -110,7 +111,7 @@ func workerMain() int {
 	defer stop()
 
 	handler := func(ctx context.Context, j *rqgo.Job) (res any, err error) {
-		rec := fmt.Sprintf("%s %d %s %d\n", j.ID, j.Attempt, name, time.Now().UnixMilli())
+		rec := fmt.Sprintf("%s %d %s %d %d\n", j.ID, j.Attempt, name, time.Now().UnixMilli(), j.StartedAt.UnixMilli())
 		if _, err := execs.WriteString(rec); err != nil {
 			return nil, fmt.Errorf("recording the execution: %w", err)
 		}
