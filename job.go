@@ -83,8 +83,9 @@ type Job struct {
 	from redis.UniversalClient
 	pfx  string
 	// leased: a worker fetched it for the attempt its token names, which
-	// may report progress.
+	// may report progress, through rep (the worker's reportLoop).
 	leased bool
+	rep    chan<- *report
 }
 
 // Decode unmarshals the job's JSON arguments into v.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // MaxProgressSize is the largest JSON value, in bytes, that
@@ -18,9 +20,10 @@ const MaxProgressSize = 64 << 10
 // [Job.Progress], in the job hash's progress field, `rqgo job` and the
 // dashboard, for as long as the job is kept.
 //
-// Each call is one round trip and one short script: a few calls a second
-// per job are cheap (see the README's figures); report at most as often as
-// someone would look.
+// It returns once the value is stored. Calls of the handlers of one worker
+// that are waiting at the same time share one round trip, so even 100
+// calls a second from each of 50 jobs cost little (see the README's
+// figures); still, report about as often as someone would look.
 func (j *Job) SetProgress(ctx context.Context, v any) error {
 	return j.report(ctx, "progress", fProgress, v)
 }
@@ -46,13 +49,108 @@ func (j *Job) report(ctx context.Context, what, field string, v any) error {
 	if err != nil {
 		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, err)
 	}
-	k := newKeys(j.pfx, j.Queue)
-	n, err := progressScript.Run(ctx, j.from, []string{k.job(j.ID), k.active()}, j.ID, j.token, field, raw).Int()
+	r := &report{j: j, field: field, raw: raw, done: make(chan error, 1)}
+	if j.rep == nil {
+		r.done <- writeReports(ctx, j.from, j.pfx, []*report{r})
+	} else {
+		select {
+		case j.rep <- r:
+		case <-ctx.Done():
+			return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, context.Cause(ctx))
+		}
+	}
+	select {
+	case err = <-r.done:
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, err)
 	}
-	if n == 0 {
-		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, ErrLeaseLost)
+	return nil
+}
+
+// report is one SetProgress or SetMeta on its way to Redis; done gets its
+// outcome.
+type report struct {
+	j     *Job
+	field string
+	raw   []byte
+	done  chan error
+}
+
+// reportLoop writes the reports of the worker's handlers, as many as are
+// waiting in one round trip (one progress.lua call per queue), until stop
+// is closed: under load, reports share round trips instead of each taking
+// one of its own.
+func (w *Worker) reportLoop(stop <-chan struct{}) {
+	for {
+		var batch []*report
+		select {
+		case r := <-w.reports:
+			batch = append(batch, r)
+		case <-stop:
+			return
+		}
+		for len(batch) < 1000 {
+			select {
+			case r := <-w.reports:
+				batch = append(batch, r)
+				continue
+			default:
+			}
+			break
+		}
+		c, cancel := context.WithTimeout(context.Background(), w.opts.Lease/3)
+		err := writeReports(c, w.rdb, w.opts.Prefix, batch)
+		cancel()
+		if err != nil {
+			for _, r := range batch {
+				r.done <- err
+			}
+		}
+	}
+}
+
+// writeReports writes reports in one round trip and tells each its
+// outcome, unless the round trip failed: then it returns the error and
+// tells none.
+func writeReports(ctx context.Context, rdb redis.UniversalClient, prefix string, reports []*report) error {
+	byQueue := map[string][]*report{}
+	var order []string
+	for _, r := range reports {
+		if _, ok := byQueue[r.j.Queue]; !ok {
+			order = append(order, r.j.Queue)
+		}
+		byQueue[r.j.Queue] = append(byQueue[r.j.Queue], r)
+	}
+	calls := make([]*scriptCall, len(order))
+	for i, name := range order {
+		k := newKeys(prefix, name)
+		rs := byQueue[name]
+		args := make([]any, 0, 4*len(rs))
+		for _, r := range rs {
+			args = append(args, r.j.ID, r.j.token, r.field, r.raw)
+		}
+		calls[i] = &scriptCall{s: progressScript, keys: []string{k.active(), k.jobPrefix()}, args: args}
+	}
+	runScripts(ctx, rdb, calls)
+	for i, name := range order {
+		rs := byQueue[name]
+		codes, err := calls[i].cmd.Int64Slice()
+		if err == nil && len(codes) != len(rs) {
+			err = fmt.Errorf("unexpected reply of %d codes for %d reports", len(codes), len(rs))
+		}
+		for n, r := range rs {
+			switch {
+			case err != nil:
+				r.done <- err
+			case codes[n] == 0:
+				r.done <- ErrLeaseLost
+			default:
+				r.done <- nil
+			}
+		}
 	}
 	return nil
 }

@@ -139,6 +139,7 @@ type Worker struct {
 	channels   map[string]int // queue index by active-set channel
 	waiting    func()         // called when the fetch loop starts an idle wait; tests only
 	blocking   atomic.Bool    // the fetch loop is in its BLPOP, or about to be (see block)
+	reports    chan *report   // SetProgress and SetMeta of its handlers (reportLoop)
 	hook       stepHook       // tests: stops a hand-over between queues
 	// waitFailures counts the idle waits in a row that failed (fetch loop only).
 	waitFailures int
@@ -218,6 +219,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		log:       o.Logger.With("worker", o.Name),
 		handlers:  map[string]Handler{},
 		running:   map[*run]struct{}{},
+		reports:   make(chan *report, 256),
 		freed:     make(chan struct{}, 1),
 		maxBlock:  maxBlock,
 		maxHold:   maxHold,
@@ -407,6 +409,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	ackDone := make(chan struct{})
 	ackStop := make(chan struct{})
 	go func() { defer close(ackDone); w.ackLoop(bg, ackStop) }()
+	reportDone := make(chan struct{})
+	reportStop := make(chan struct{})
+	go func() { defer close(reportDone); w.reportLoop(reportStop) }()
 	beatCtx, stopBeat := context.WithCancel(bg)
 	beatDone := make(chan struct{})
 	go func() { defer close(beatDone); w.heartbeatLoop(beatCtx) }()
@@ -414,6 +419,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.fetchLoop(ctx)
 
 	w.drain(bg, stopHandlers)
+	close(reportStop) // the handlers have returned: none reports any more
+	<-reportDone
 	close(ackStop)
 	<-ackDone
 	stopBeat()
