@@ -100,7 +100,7 @@ var commands []*command // filled in by init, in the order --help lists them
 
 func init() {
 	commands = []*command{workerCommand, enqueueCommand, waitCommand, jobCommand, infoCommand, scheduleCommand,
-		requeueCommand, cancelCommand, emptyCommand, dashboardCommand}
+		requeueCommand, cancelCommand, emptyCommand, pauseCommand, resumeCommand, limitsCommand, dashboardCommand}
 }
 
 func lookup(name string) *command {

@@ -147,15 +147,65 @@ func (e *testEnv) info(t *testing.T) infoJSON {
 	return in
 }
 
+// infoJSON is info --json: Queues holds each queue's counts (the numbers
+// among its fields), Flow its pause and limits.
 type infoJSON struct {
-	Queues  map[string]map[string]int64 `json:"queues"`
-	Workers []map[string]any            `json:"workers"`
+	Queues  map[string]map[string]int64
+	Flow    map[string]flowJSON
+	Workers []map[string]any
+}
+
+// flowJSON is what info --json says of a queue's flow control, and limits
+// --json of the queue it shows.
+type flowJSON struct {
+	Queue  string            `json:"queue"`
+	Paused *bool             `json:"paused"`
+	Parked *int64            `json:"parked"`
+	Limits map[string]*int64 `json:"limits"`
+}
+
+func (in *infoJSON) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Queues  map[string]map[string]json.RawMessage `json:"queues"`
+		Workers []map[string]any                      `json:"workers"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	in.Queues, in.Flow, in.Workers = map[string]map[string]int64{}, map[string]flowJSON{}, raw.Workers
+	for name, fields := range raw.Queues {
+		counts := map[string]int64{}
+		var f flowJSON
+		for k, v := range fields {
+			var err error
+			switch k {
+			case "paused":
+				err = json.Unmarshal(v, &f.Paused)
+			case "limits":
+				err = json.Unmarshal(v, &f.Limits)
+			case "shard":
+			default:
+				var n int64
+				err = json.Unmarshal(v, &n)
+				counts[k] = n
+				if k == "parked" {
+					f.Parked = &n
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("queue %s: field %s: %w", name, k, err)
+			}
+		}
+		in.Queues[name], in.Flow[name] = counts, f
+	}
+	return nil
 }
 
 var jobFields = []string{"id", "queue", "func", "args", "status", "attempt", "max_retries",
 	"result", "error", "created_at", "enqueued_at", "started_at", "ended_at",
 	"allow_failure", "parents", "dependents",
-	"unique_key", "unique_until", "unique_for_ms", "start_within_ms", "holds_unique_key"}
+	"unique_key", "unique_until", "unique_for_ms", "start_within_ms", "holds_unique_key",
+	"limit_key", "parked"}
 
 var timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 
@@ -177,7 +227,7 @@ func TestEnqueueAndJob(t *testing.T) {
 	for k, v := range map[string]any{"id": id, "queue": "mail", "func": "send", "status": "queued",
 		"attempt": 0.0, "max_retries": 5.0, "result": nil, "error": nil, "started_at": nil, "ended_at": nil,
 		"allow_failure": false, "unique_key": nil, "unique_until": nil, "unique_for_ms": nil,
-		"start_within_ms": nil, "holds_unique_key": false} {
+		"start_within_ms": nil, "holds_unique_key": false, "limit_key": nil, "parked": false} {
 		if m[k] != v {
 			t.Errorf("job --json %s = %#v, want %#v", k, m[k], v)
 		}
@@ -434,8 +484,8 @@ func TestInfoAndShutdown(t *testing.T) {
 
 	in := e.info(t)
 	wantQueues := map[string]map[string]int64{
-		"high": {"queued": 0, "started": 1, "scheduled": 0, "finished": 0, "failed": 0, "canceled": 0, "deferred": 0},
-		"low":  {"queued": 0, "started": 0, "scheduled": 1, "finished": 0, "failed": 0, "canceled": 0, "deferred": 0},
+		"high": {"queued": 0, "started": 1, "scheduled": 0, "finished": 0, "failed": 0, "canceled": 0, "deferred": 0, "parked": 0},
+		"low":  {"queued": 0, "started": 0, "scheduled": 1, "finished": 0, "failed": 0, "canceled": 0, "deferred": 0, "parked": 0},
 	}
 	if fmt.Sprint(in.Queues) != fmt.Sprint(wantQueues) {
 		t.Errorf("info --json queues = %v, want %v", in.Queues, wantQueues)
@@ -444,7 +494,7 @@ func TestInfoAndShutdown(t *testing.T) {
 		t.Errorf("info --json workers = %v, want w1 on [high low]", in.Workers)
 	}
 	text := e.ok(t, "info")
-	for _, s := range []string{"QUEUE", "QUEUED", "CANCELED", "DEFERRED", "high", "low", "w1"} {
+	for _, s := range []string{"QUEUE", "QUEUED", "CANCELED", "DEFERRED", "PARKED", "PAUSED", "LIMITS", "high", "low", "w1"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("info printed\n%s\nwant it to contain %q", text, s)
 		}
@@ -550,6 +600,33 @@ func TestBadInput(t *testing.T) {
 		{"dashboard arguments", nil, []string{"dashboard", "now"}, 2, `unexpected arguments ["now"]`},
 		{"dashboard port taken", nil, []string{"dashboard", "--listen", takenAddr(t)}, 1, "address already in use"},
 		{"empty without queue", nil, []string{"empty"}, 2, "missing QUEUE"},
+		{"pause without queue", nil, []string{"pause"}, 2, "missing QUEUE"},
+		{"resume without queue", nil, []string{"resume"}, 2, "missing QUEUE"},
+		{"pause two queues", nil, []string{"pause", "mail", "sms"}, 2, `unexpected argument "sms": one queue at a time`},
+		{"pause bad queue", nil, []string{"pause", "a b"}, 2, `queue name "a b"`},
+		{"resume bad queue", nil, []string{"resume", "{x}"}, 2, `queue name "{x}"`},
+		{"limits without queue", nil, []string{"limits", "--concurrency", "1"}, 2, "missing QUEUE"},
+		{"limits two queues", nil, []string{"limits", "a", "b"}, 2, `unexpected argument "b"`},
+		{"limits bad queue", nil, []string{"limits", "a:b"}, 2, `queue name "a:b"`},
+		{"limits bad queue set", nil, []string{"limits", "a:b", "--concurrency", "2"}, 2, `queue name "a:b"`},
+		{"rate without duration", nil, []string{"limits", "mail", "--rate", "10"}, 2, `invalid value "10" for flag -rate: want N/DURATION, such as 10/1s`},
+		{"key-rate without duration", nil, []string{"limits", "mail", "--key-rate", "3"}, 2, `invalid value "3" for flag -key-rate: want N/DURATION`},
+		{"rate not a number", nil, []string{"limits", "mail", "--rate", "many/1s"}, 2, "want N/DURATION, such as 100/1s, or 0 to remove the limit"},
+		{"negative rate", nil, []string{"limits", "mail", "--rate", "-5/1s"}, 2, "N -5 is negative"},
+		{"rate bad duration", nil, []string{"limits", "mail", "--rate", "10/soon"}, 2, `DURATION "soon": want a duration such as 1s`},
+		{"rate empty duration", nil, []string{"limits", "mail", "--rate", "10/"}, 2, `DURATION "": want a duration`},
+		{"rate zero duration", nil, []string{"limits", "mail", "--rate", "10/0s"}, 2, "DURATION 0s is not positive"},
+		{"rate negative duration", nil, []string{"limits", "mail", "--rate", "10/-1s"}, 2, "DURATION -1s is not positive"},
+		{"rate under 1ms", nil, []string{"limits", "mail", "--rate", "10/500us"}, 2, "DURATION 500µs is under 1ms"},
+		{"rate fraction of a ms", nil, []string{"limits", "mail", "--key-rate", "10/1500us"}, 2, "DURATION 1.5ms is not a whole number of milliseconds"},
+		{"negative concurrency", nil, []string{"limits", "mail", "--concurrency", "-1"}, 2, `invalid value "-1" for flag -concurrency: -1 is negative`},
+		{"negative key-concurrency", nil, []string{"limits", "mail", "--key-concurrency", "-3"}, 2, "-3 is negative"},
+		{"concurrency not a number", nil, []string{"limits", "mail", "--concurrency", "lots"}, 2, "want a whole number N"},
+		{"concurrency too big", nil, []string{"limits", "mail", "--concurrency", "99999999999999999999"}, 2, "want a whole number N"},
+		{"clear with a limit", nil, []string{"limits", "mail", "--clear", "--concurrency", "1", "--key-rate", "0"}, 2, "--clear removes every limit: it cannot be combined with --concurrency, --key-rate"},
+		{"empty limit key", nil, []string{"enqueue", "--limit-key", "", "f"}, 2, "--limit-key is empty"},
+		{"limit key with a space", nil, []string{"enqueue", "--limit-key", "tenant 1", "f"}, 2, `--limit-key "tenant 1" has whitespace`},
+		{"limit key too long", nil, []string{"enqueue", "--limit-key", strings.Repeat("k", 201), "f"}, 2, "limit key"},
 		{"bad url scheme", []string{"REDIS_URL=http://example.com"}, []string{"info"}, 2, "invalid --url"},
 		{"bad url port", nil, []string{"--url", "redis://:hunter2@localhost:port/0", "info"}, 2, "invalid --url"},
 		{"unreachable", []string{"REDIS_URL=redis://:hunter2@" + down + "/0"}, []string{"info"}, 1, "cannot reach Redis at " + down},
@@ -593,7 +670,8 @@ func TestHelp(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "job"},
 		{"worker", "--help"}, {"enqueue", "--help"}, {"wait", "--help"}, {"job", "--help"}, {"info", "--help"},
-		{"requeue", "--help"}, {"cancel", "--help"}, {"empty", "--help"}} {
+		{"requeue", "--help"}, {"cancel", "--help"}, {"empty", "--help"},
+		{"pause", "--help"}, {"resume", "--help"}, {"limits", "--help"}, {"help", "limits"}} {
 		r := runEnv(t, []string{"REDIS_URL=redis://:hunter2@127.0.0.1:1/0"}, args...)
 		if r.code != 0 || r.stderr != "" {
 			t.Errorf("rqgo %q: exit %d, stderr %q; want 0 and nothing", args, r.code, r.stderr)
@@ -674,10 +752,11 @@ func TestDashboardCommand(t *testing.T) {
 		t.Fatalf("first line %q, want the address and prefix %s", line, e.prefix)
 	}
 	for path, want := range map[string]string{
-		"":        `<a href="queues/reports">reports</a>`,
-		"metrics": `rqgo_queue_jobs{queue="reports",status="queued"} 1`,
+		"":         `<a href="queues/reports">reports</a>`,
+		"metrics":  `rqgo_queue_jobs{queue="reports",status="queued"} 1`,
+		"metrics#": `rqgo_queue_paused{queue="reports"} 0`,
 	} {
-		resp, err := http.Get(m[1] + path)
+		resp, err := http.Get(m[1] + strings.TrimSuffix(path, "#"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -694,6 +773,14 @@ func TestDashboardCommand(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed || e.job(t, id)["status"] != "queued" {
 		t.Errorf("read-only cancel = %d, job %v; want 405 and the job still queued", resp.StatusCode, e.job(t, id)["status"])
+	}
+	resp, err = http.PostForm(m[1]+"queues/reports/pause", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if f := e.info(t).Flow["reports"]; resp.StatusCode != http.StatusMethodNotAllowed || *f.Paused {
+		t.Errorf("read-only pause = %d, paused %v; want 405 and the queue not paused", resp.StatusCode, *f.Paused)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {

@@ -20,8 +20,9 @@ var dashboardCommand = &command{
 	synopsis: "[--listen ADDR] [--read-only]",
 	help: `
 Serve the web dashboard on ADDR until SIGINT or SIGTERM: the queues with
-their counts and latency, the live workers, each queue's jobs by state, each
-job's fields, buttons to requeue failed jobs and cancel queued ones, and
+their counts, latency, limits and whether they are paused, the live workers,
+each queue's jobs by state (and its parked jobs), each job's fields, buttons
+to requeue failed jobs, cancel queued ones and pause or resume a queue, and
 Prometheus metrics on /metrics. It prints the address it listens on.
 
 The dashboard has no authentication of its own. It listens on 127.0.0.1 by
@@ -41,7 +42,7 @@ const httpShutdown = 5 * time.Second
 
 func dashboardSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "`ADDR` to listen on, host:port")
-	readOnly := fs.Bool("read-only", false, "leave out the requeue and cancel buttons, and refuse their requests")
+	readOnly := fs.Bool("read-only", false, "leave out the requeue, cancel, pause and resume buttons, and refuse their requests")
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", args)

@@ -1,6 +1,6 @@
 // Package cli is the rqgo command as a library: the worker, enqueue, wait,
-// job, info, schedule, requeue, cancel, empty and dashboard subcommands,
-// behind one function, [Main].
+// job, info, schedule, requeue, cancel, empty, pause, resume, limits and
+// dashboard subcommands, behind one function, [Main].
 //
 // The stock rqgo binary (cmd/rqgo) is Main with no handlers: its workers run
 // operator-chosen shell commands given with --exec NAME=COMMAND. An
@@ -39,12 +39,17 @@
 // wait timed out. job --json prints one object with the fields id, queue,
 // func, args, status, attempt, max_retries, result, error, created_at,
 // enqueued_at, started_at, ended_at, allow_failure, parents, dependents,
-// unique_key, unique_until, unique_for_ms, start_within_ms and
-// holds_unique_key; args and result are embedded JSON values, parents and
-// dependents arrays of {"queue", "id", "status"} (status null for a job
-// that no longer exists). info --json prints {"queues": {NAME: {"queued",
-// "started", "scheduled", "finished", "failed", "canceled", "deferred"}},
+// unique_key, unique_until, unique_for_ms, start_within_ms,
+// holds_unique_key, limit_key and parked; args and result are embedded JSON
+// values, parents and dependents arrays of {"queue", "id", "status"}
+// (status null for a job that no longer exists). info --json prints
+// {"queues": {NAME: {"queued", "started", "scheduled", "finished",
+// "failed", "canceled", "deferred", "parked", "paused", "limits"}},
 // "workers": [{"id", "host", "pid", "queues", "concurrency", "running",
-// "started_at"}]}. Times are RFC 3339 in UTC with milliseconds
-// ("2026-11-25T09:30:00.000Z"); a time, result or error not set is null.
+// "started_at"}]}, where "limits" is {"concurrency", "rate", "per_ms",
+// "key_concurrency", "key_rate", "key_per_ms"}, each a number or null when
+// not set; limits --json prints {"queue", "paused", "parked", "limits"}
+// alike. pause and resume print "paused QUEUE" and "resumed QUEUE". Times
+// are RFC 3339 in UTC with milliseconds ("2026-11-25T09:30:00.000Z"); a
+// time, result or error not set is null.
 package cli

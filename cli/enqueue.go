@@ -20,7 +20,7 @@ import (
 var enqueueCommand = &command{
 	name:     "enqueue",
 	summary:  "add a job and print its id (or, with --wait, its result)",
-	synopsis: "[--queue Q] [--id ID] [--retry N] [--retry-in D] [--timeout D] [--in D | --at TIME] [--depends-on [QUEUE:]ID]... [--allow-failure] [--unique [--unique-key K] [--unique-until started|ended] [--unique-for D]] [--debounce D[,MAXWAIT]] [--start-within D] [--wait [--wait-timeout D]] FUNC [ARGS_JSON | -]",
+	synopsis: "[--queue Q] [--id ID] [--retry N] [--retry-in D] [--timeout D] [--in D | --at TIME] [--depends-on [QUEUE:]ID]... [--allow-failure] [--unique [--unique-key K] [--unique-until started|ended] [--unique-for D]] [--debounce D[,MAXWAIT]] [--start-within D] [--limit-key K] [--wait [--wait-timeout D]] FUNC [ARGS_JSON | -]",
 	help: `
 Add a job that calls function FUNC with ARGS_JSON (any JSON value; "-" reads
 it from stdin; omitted, the args are null), and print only the job's id, so
@@ -60,6 +60,12 @@ only enqueues of the same args join. --debounce cannot be combined with
 --start-within D cancels the job, with an error saying it expired, when no
 attempt has started D after the enqueue (retries included).
 
+--limit-key K gives the job limit key K, such as a tenant or an API
+account: the queue's --key-concurrency and --key-rate (see the limits
+command) apply to the jobs of each key separately. A job over its key's
+limits is parked, still queued, until the key has room, and holds back no
+other key's jobs. K is 1 to 200 bytes without whitespace.
+
 --wait waits until the job has ended, then prints its result (JSON) instead
 of its id and exits 0 when it finished, or prints its status and error on
 stderr and exits 1 when it failed or was canceled. --wait-timeout gives up
@@ -76,6 +82,7 @@ Examples:
   %[1]s enqueue --unique-key reindex:doc-42 --unique-for 1h reindex '{"doc":42}'
   %[1]s enqueue --debounce 30s,5m --unique-key index:shop-7 index '{"shop":7}'
   %[1]s enqueue --start-within 10m --retry 3 notify '{"user":9}'
+  %[1]s enqueue --queue mail --limit-key tenant-42 send '{"to":"a@example.com"}'
 `,
 	setup: enqueueSetup,
 }
@@ -101,6 +108,7 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		uniqueFor   = fs.Duration("unique-for", 0, "hold the unique key at least this long after the enqueue, even once the job has ended (implies --unique)")
 		startWithin = fs.Duration("start-within", 0, "cancel the job as expired if no attempt has started this long after the enqueue")
 		debounce    debounceFlag
+		limitKey    = fs.String("limit-key", "", "the job's limit `KEY`, such as a tenant: the queue's --key-concurrency and --key-rate apply to each key's jobs separately")
 	)
 	fs.Func("unique-until", "release the unique key when an attempt has started or when the job has ended: `started|ended` (implies --unique; default ended)", func(v string) error {
 		switch v {
@@ -153,6 +161,12 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 		if err != nil {
 			return err
 		}
+		switch {
+		case set["limit-key"] && *limitKey == "":
+			return usagef("--limit-key is empty")
+		case strings.ContainsFunc(*limitKey, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+			return usagef("--limit-key %q has whitespace or control characters", *limitKey)
+		}
 		fn := args[0]
 		raw := json.RawMessage("null")
 		if len(args) == 2 {
@@ -188,6 +202,9 @@ func enqueueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 			opts = append(opts, rqgo.At(at))
 		}
 		opts = append(opts, uopts...)
+		if set["limit-key"] {
+			opts = append(opts, rqgo.LimitKey(*limitKey))
+		}
 		rdb, err := e.connect(ctx)
 		if err != nil {
 			return err

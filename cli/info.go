@@ -20,13 +20,18 @@ var infoCommand = &command{
 	help: `
 Show every known queue with its number of queued, started, scheduled,
 finished, failed, canceled and deferred jobs (deferred: waiting for the jobs
-they depend on, see enqueue --depends-on), and the live workers. --json
-prints {"queues": {NAME: {"queued": N, "started": N, "scheduled": N,
-"finished": N, "failed": N, "canceled": N, "deferred": N}, ...},
+they depend on, see enqueue --depends-on), its parked jobs (queued, but held
+back over their limit key's limits: see enqueue --limit-key; QUEUED does not
+count them), whether it is paused (see pause) and its limits (see limits),
+and the live workers. --json prints {"queues": {NAME: {"queued": N,
+"started": N, "scheduled": N, "finished": N, "failed": N, "canceled": N,
+"deferred": N, "parked": N, "paused": BOOL, "limits": {"concurrency",
+"rate", "per_ms", "key_concurrency", "key_rate", "key_per_ms"}}, ...},
 "workers": [{"id", "host", "pid", "queues", "concurrency", "running",
 "started_at"}, ...], "schedules": [...]} (the periodic jobs, as "schedule
---json" prints them), times in RFC 3339 UTC with milliseconds. On a Redis Cluster each queue also shows the master that
-holds it ("shard": "HOST:PORT").
+--json" prints them), each limit a number or null when not set, times in
+RFC 3339 UTC with milliseconds. On a Redis Cluster each queue also shows
+the master that holds it ("shard": "HOST:PORT").
 
 Examples:
   %[1]s info
@@ -43,9 +48,15 @@ type countsOut struct {
 	Failed    int64 `json:"failed"`
 	Canceled  int64 `json:"canceled"`
 	Deferred  int64 `json:"deferred"`
+	Parked    int64 `json:"parked"`
+	// Paused and Limits are the queue's flow control (pause, limits).
+	Paused bool      `json:"paused"`
+	Limits limitsOut `json:"limits"`
 	// Shard is the address of the Redis Cluster master that holds the
 	// queue; empty (and left out of JSON) on a single Redis or Sentinel.
 	Shard string `json:"shard,omitempty"`
+
+	limits rqgo.Limits
 }
 
 type workerOut struct {
@@ -81,7 +92,12 @@ func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		slices.Sort(names)
 		out := infoOut{Queues: map[string]countsOut{}, Workers: []workerOut{}}
 		for _, name := range names {
-			c, err := rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix)).Counts(ctx)
+			q := rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix))
+			c, err := q.Counts(ctx)
+			if err != nil {
+				return err
+			}
+			f, err := readFlowState(ctx, q)
 			if err != nil {
 				return err
 			}
@@ -90,7 +106,8 @@ func infoSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 				return err
 			}
 			out.Queues[name] = countsOut{Queued: c.Queued, Started: c.Started, Scheduled: c.Scheduled,
-				Finished: c.Finished, Failed: c.Failed, Canceled: c.Canceled, Deferred: c.Deferred, Shard: shard}
+				Finished: c.Finished, Failed: c.Failed, Canceled: c.Canceled, Deferred: c.Deferred, Parked: c.Parked,
+				Paused: f.paused, Limits: limitsJSON(f.limits), Shard: shard, limits: f.limits}
 		}
 		workers, err := rqgo.Workers(ctx, rdb, e.prefix)
 		if err != nil {
@@ -140,14 +157,21 @@ func writeInfo(w io.Writer, names []string, out infoOut) {
 	if sharded {
 		head += "\tSHARD"
 	}
-	fmt.Fprintln(tw, head)
+	// The flow control columns come last, after the columns older versions
+	// print, so that scripts reading those by position read the same; the
+	// limits, which have spaces, are the last of all.
+	fmt.Fprintln(tw, head+"\tPARKED\tPAUSED\tLIMITS")
 	for _, name := range names {
 		c := out.Queues[name]
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d", name, c.Queued, c.Started, c.Scheduled, c.Finished, c.Failed, c.Canceled, c.Deferred)
 		if sharded {
 			fmt.Fprintf(tw, "\t%s", c.Shard)
 		}
-		fmt.Fprintln(tw)
+		paused := "no"
+		if c.Paused {
+			paused = "yes"
+		}
+		fmt.Fprintf(tw, "\t%d\t%s\t%s\n", c.Parked, paused, c.limits)
 	}
 	tw.Flush()
 	if len(names) == 0 {

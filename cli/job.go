@@ -27,21 +27,25 @@ Show a job: its status, attempts, timestamps, args, result and last error;
 in a workflow, the jobs it depends on (parents, from enqueue --depends-on)
 and the jobs that depend on it (dependents), each with its status now; and,
 for a job enqueued with --unique, its unique key, when the key is released,
-and whether the job holds it now. Without --queue it looks in every known
-queue. --json prints one object with the fields id, queue, func, args,
-status, attempt, max_retries, result, error, created_at, enqueued_at,
-started_at, ended_at, allow_failure, parents, dependents, unique_key,
-unique_until, unique_for_ms, start_within_ms and holds_unique_key; args and
-result are embedded JSON values, times are RFC 3339 in UTC with
-milliseconds, and a time, result or error the job does not have yet is
-null. parents and dependents are arrays (empty when there are none) of
-{"queue", "id", "status"}, where status is null for a job that no longer
-exists (its result TTL passed, say). unique_key is the job's unique key, or
-null; unique_until is "ended" or "started" (null without a key);
-unique_for_ms and start_within_ms are the --unique-for and --start-within
-durations in milliseconds, or null when not given; holds_unique_key is true
-while the job holds its key (false once the key is released or another job
-has taken it, and for a job without a key).
+and whether the job holds it now; for a job enqueued with --limit-key, its
+limit key and whether it is parked now (held back, still queued, until its
+key has room under the queue's limits), and since when. Without --queue it
+looks in every known queue. --json prints one object with the fields id,
+queue, func, args, status, attempt, max_retries, result, error, created_at,
+enqueued_at, started_at, ended_at, allow_failure, parents, dependents,
+unique_key, unique_until, unique_for_ms, start_within_ms, holds_unique_key,
+limit_key and parked; args and result are embedded JSON values, times are
+RFC 3339 in UTC with milliseconds, and a time, result or error the job does
+not have yet is null. parents and dependents are arrays (empty when there
+are none) of {"queue", "id", "status"}, where status is null for a job that
+no longer exists (its result TTL passed, say). unique_key is the job's
+unique key, or null; unique_until is "ended" or "started" (null without a
+key); unique_for_ms and start_within_ms are the --unique-for and
+--start-within durations in milliseconds, or null when not given;
+holds_unique_key is true while the job holds its key (false once the key is
+released or another job has taken it, and for a job without a key);
+limit_key is the job's limit key, or null; parked is true while the job is
+parked over its limit key's limits.
 
 Examples:
   %[1]s job 3f2a9c0d1e4b5a6f7081
@@ -68,16 +72,18 @@ func jobSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		}
 		links, lerr := readLinks(ctx, rdb, e.prefix, j)
 		holds, herr := holdsKey(ctx, rdb, e.prefix, j)
-		// A malformed job, or one whose links or unique key do not read,
-		// is shown as far as it reads, then reported.
+		parked, perr := parkedSince(ctx, rdb, e.prefix, j)
+		extra := jobExtra{holds: holds, parked: parked}
+		// A malformed job, or one whose links, unique key or parking do
+		// not read, is shown as far as it reads, then reported.
 		if *asJSON {
-			if werr := writeJSON(e.stdout, jobJSON(j, links, holds)); werr != nil {
+			if werr := writeJSON(e.stdout, jobJSON(j, links, extra)); werr != nil {
 				return werr
 			}
 		} else {
-			writeJob(e.stdout, j, links, holds)
+			writeJob(e.stdout, j, links, extra)
 		}
-		return cmp.Or(err, lerr, herr)
+		return cmp.Or(err, lerr, herr, perr)
 	}
 }
 
@@ -158,9 +164,19 @@ type jobOut struct {
 	UniqueForMS    *int64  `json:"unique_for_ms"`
 	StartWithinMS  *int64  `json:"start_within_ms"`
 	HoldsUniqueKey bool    `json:"holds_unique_key"`
+
+	LimitKey *string `json:"limit_key"`
+	Parked   bool    `json:"parked"`
 }
 
-func jobJSON(j *rqgo.Job, l links, holds bool) jobOut {
+// jobExtra is what job shows of a job besides its hash and links: whether
+// it holds its unique key, and since when it is parked (zero: it is not).
+type jobExtra struct {
+	holds  bool
+	parked time.Time
+}
+
+func jobJSON(j *rqgo.Job, l links, x jobExtra) jobOut {
 	o := jobOut{
 		ID: j.ID, Queue: j.Queue, Func: j.Func, Status: j.Status,
 		Attempt: j.Attempt, MaxRetries: j.MaxRetries,
@@ -174,7 +190,7 @@ func jobJSON(j *rqgo.Job, l links, holds bool) jobOut {
 	}
 	if j.UniqueKey != "" {
 		until := untilName(j.UniqueUntil)
-		o.UniqueKey, o.UniqueUntil, o.HoldsUniqueKey = &j.UniqueKey, &until, holds
+		o.UniqueKey, o.UniqueUntil, o.HoldsUniqueKey = &j.UniqueKey, &until, x.holds
 		if j.UniqueFor > 0 {
 			ms := j.UniqueFor.Milliseconds()
 			o.UniqueForMS = &ms
@@ -183,6 +199,9 @@ func jobJSON(j *rqgo.Job, l links, holds bool) jobOut {
 	if j.StartWithin > 0 {
 		ms := j.StartWithin.Milliseconds()
 		o.StartWithinMS = &ms
+	}
+	if j.LimitKey != "" {
+		o.LimitKey, o.Parked = &j.LimitKey, !x.parked.IsZero()
 	}
 	return o
 }
@@ -221,7 +240,7 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func writeJob(w io.Writer, j *rqgo.Job, l links, holds bool) {
+func writeJob(w io.Writer, j *rqgo.Job, l links, x jobExtra) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	tm := func(t time.Time) string {
@@ -255,7 +274,15 @@ func writeJob(w io.Writer, j *rqgo.Job, l links, holds bool) {
 		if j.UniqueFor > 0 {
 			row("unique_for", j.UniqueFor.String())
 		}
-		row("holds_unique_key", fmt.Sprint(holds))
+		row("holds_unique_key", fmt.Sprint(x.holds))
+	}
+	if j.LimitKey != "" {
+		row("limit_key", j.LimitKey)
+		if x.parked.IsZero() {
+			row("parked", "false")
+		} else {
+			row("parked", "true (since "+tm(x.parked)+")")
+		}
 	}
 	if j.Worker != "" {
 		row("worker", j.Worker)

@@ -3,8 +3,8 @@
 //
 // It reads and writes Redis through the rqgo library, so what it shows is
 // what `rqgo info` and `rqgo job` show, and what it does is what
-// [rqgo.Queue.Requeue], [rqgo.Queue.RequeueFailed] and [rqgo.Queue.Cancel]
-// do.
+// [rqgo.Queue.Requeue], [rqgo.Queue.RequeueFailed], [rqgo.Queue.Cancel],
+// [rqgo.Queue.Pause] and [rqgo.Queue.Resume] do.
 //
 // Mount it under a path of your own:
 //
@@ -46,8 +46,8 @@ const maxPage = 10_000_000
 type Options struct {
 	// Prefix is the key prefix of the queues shown. Default: "rqgo".
 	Prefix string
-	// ReadOnly hides the requeue and cancel buttons and refuses those
-	// requests with 405. Default: false.
+	// ReadOnly hides the requeue, cancel, pause and resume buttons and
+	// refuses those requests with 405. Default: false.
 	ReadOnly bool
 	// Logger receives the errors the dashboard answers with 500, scrapes
 	// of /metrics included. Default: slog.Default().
@@ -61,13 +61,17 @@ type server struct {
 
 // New returns the dashboard's handler. It serves:
 //
-//	GET  /                              queues, with their counts and latency, live workers, periodic jobs
-//	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page
-//	GET  /queues/{queue}/jobs/{id}      one job, every field, its parents and dependents, its unique key
+//	GET  /                              queues, with their counts, latency, pause and limits, live workers, periodic jobs
+//	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page; status=parked
+//	                                    lists the queued jobs parked over their limit key's limits
+//	GET  /queues/{queue}/jobs/{id}      one job, every field, its parents and dependents, its unique key,
+//	                                    its limit key and whether it is parked
 //	GET  /find?id=ID                    the job ID in whichever queue holds it
 //	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job);
 //	                                    409 names the jobs left because another job holds their unique key
 //	POST /queues/{queue}/cancel         id=ID (a queued, scheduled or deferred job)
+//	POST /queues/{queue}/pause          pause the queue: no worker starts its jobs until resume
+//	POST /queues/{queue}/resume         let workers start the queue's jobs again
 //	GET  /metrics                       Prometheus metrics, from a [Collector]
 //
 // Its links are relative, so it can be mounted under a path with
@@ -90,12 +94,14 @@ func New(rdb redis.UniversalClient, opts Options) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError),
 	}))
-	requeue, cancel := s.requeue, s.cancel
+	requeue, cancel, pause, resume := s.requeue, s.cancel, s.pause, s.resume
 	if opts.ReadOnly {
-		requeue, cancel = readOnly, readOnly
+		requeue, cancel, pause, resume = readOnly, readOnly, readOnly, readOnly
 	}
 	mux.HandleFunc("POST /queues/{queue}/requeue", requeue)
 	mux.HandleFunc("POST /queues/{queue}/cancel", cancel)
+	mux.HandleFunc("POST /queues/{queue}/pause", pause)
+	mux.HandleFunc("POST /queues/{queue}/resume", resume)
 	return http.NewCrossOriginProtection().Handler(mux)
 }
 
@@ -125,8 +131,8 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status := rqgo.Status(cmp.Or(r.FormValue("status"), string(rqgo.StatusQueued)))
-	if !slices.Contains(rqgo.Statuses, status) {
-		http.Error(w, fmt.Sprintf("unknown status %q: want one of %v", status, rqgo.Statuses), http.StatusBadRequest)
+	if !slices.Contains(rqgo.Statuses, status) && status != statusParked {
+		http.Error(w, fmt.Sprintf("unknown status %q: want one of %v or %s", status, rqgo.Statuses, statusParked), http.StatusBadRequest)
 		return
 	}
 	page, err := strconv.Atoi(cmp.Or(r.FormValue("page"), "1"))
@@ -139,12 +145,17 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	jobs, err := q.Jobs(r.Context(), status, (page-1)*PageSize, PageSize)
+	var jobs []*rqgo.Job
+	if status == statusParked {
+		jobs, err = parkedJobs(r.Context(), s.rdb, s.opts.Prefix, q, (page-1)*PageSize, PageSize)
+	} else {
+		jobs, err = q.Jobs(r.Context(), status, (page-1)*PageSize, PageSize)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	total := int64(0)
+	total := info.Parked
 	for _, st := range info.States() {
 		if st.Status == status {
 			total = st.N
@@ -191,10 +202,25 @@ func (s *server) job(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var parked time.Time      // when j was parked, zero when it is not
+	var keyLimits rqgo.Limits // the queue's limits of each limit key
+	if j.LimitKey != "" {
+		if parked, err = parkedSince(r.Context(), s.rdb, s.opts.Prefix, j); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		l, err := q.Limits(r.Context())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		keyLimits = rqgo.Limits{KeyConcurrency: l.KeyConcurrency, KeyRate: l.KeyRate, KeyPer: l.KeyPer}
+	}
 	s.render(w, r, "job", map[string]any{"Title": "job " + j.ID, "Root": "../../../",
 		"Job": j, "Key": jobKey(s.opts.Prefix, j.Queue, j.ID), "Links": links,
 		"Holder": holder, "UniqueKey": uniqueKey(s.opts.Prefix, j.Queue, j.UniqueKey),
-		"UntilStarted": j.UniqueUntil == rqgo.UntilStarted})
+		"UntilStarted": j.UniqueUntil == rqgo.UntilStarted,
+		"Parked":       parked, "KeyLimits": keyLimits})
 }
 
 func (s *server) find(w http.ResponseWriter, r *http.Request) {
@@ -274,6 +300,29 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seeOther(w, q, rqgo.StatusCanceled)
+}
+
+func (s *server) pause(w http.ResponseWriter, r *http.Request) {
+	s.flow(w, r, (*rqgo.Queue).Pause)
+}
+
+func (s *server) resume(w http.ResponseWriter, r *http.Request) {
+	s.flow(w, r, (*rqgo.Queue).Resume)
+}
+
+// flow pauses or resumes the queue in the path with op, then sends the
+// browser to the queue's page.
+func (s *server) flow(w http.ResponseWriter, r *http.Request, op func(*rqgo.Queue, context.Context) error) {
+	q, ok := s.openQueue(w, r)
+	if !ok {
+		return
+	}
+	if err := op(q, r.Context()); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", url.PathEscape(q.Name()))
+	w.WriteHeader(http.StatusSeeOther)
 }
 
 func readOnly(w http.ResponseWriter, r *http.Request) {

@@ -78,3 +78,9 @@ func jobKey(prefix, queue, id string) string {
 func uniqueKey(prefix, queue, key string) string {
 	return prefix + ":{" + queue + "}:unique:" + key
 }
+
+// parkedKey is the key of the queue's parked jobs (id -> when parked, Unix
+// ms), as the README's key schema names it.
+func parkedKey(prefix, queue string) string {
+	return prefix + ":{" + queue + "}:parked"
+}

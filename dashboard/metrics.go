@@ -16,6 +16,9 @@ var (
 	jobsDesc = prometheus.NewDesc("rqgo_queue_jobs",
 		"Jobs of the queue in each state, as its Redis list and registries hold them.",
 		[]string{"queue", "status"}, nil)
+	pausedDesc = prometheus.NewDesc("rqgo_queue_paused",
+		"1 while the queue is paused (no worker starts its jobs), else 0.",
+		[]string{"queue"}, nil)
 	latencyDesc = prometheus.NewDesc("rqgo_queue_latency_seconds",
 		"How long the oldest ready job of the queue has waited; 0 when none waits.",
 		[]string{"queue"}, nil)
@@ -48,6 +51,7 @@ func NewCollector(rdb redis.UniversalClient, prefix string) *Collector {
 // Describe sends the descriptors of the metrics Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
+	ch <- pausedDesc
 	ch <- latencyDesc
 	ch <- workersDesc
 	ch <- runningDesc
@@ -66,6 +70,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, s := range q.States() {
 			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(s.N), q.Name, string(s.Status))
 		}
+		// Parked jobs are queued ones held back over their limit key's
+		// limits, in a registry of their own: the queued count leaves them
+		// out, so the sum over the statuses is every job of the queue.
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(q.Parked), q.Name, string(statusParked))
+		paused := 0.0
+		if q.Paused {
+			paused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, paused, q.Name)
 		ch <- prometheus.MustNewConstMetric(latencyDesc, prometheus.GaugeValue, q.Latency.Seconds(), q.Name)
 	}
 	workers, err := rqgo.Workers(ctx, c.rdb, c.prefix)

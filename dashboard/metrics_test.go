@@ -48,6 +48,7 @@ rqgo_queue_jobs{queue="default",status="canceled"} 0
 rqgo_queue_jobs{queue="default",status="deferred"} 1
 rqgo_queue_jobs{queue="default",status="failed"} 2
 rqgo_queue_jobs{queue="default",status="finished"} 0
+rqgo_queue_jobs{queue="default",status="parked"} 0
 rqgo_queue_jobs{queue="default",status="queued"} 3
 rqgo_queue_jobs{queue="default",status="scheduled"} 1
 rqgo_queue_jobs{queue="default",status="started"} 0
