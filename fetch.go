@@ -484,7 +484,8 @@ func (w *Worker) holdBack(st *queueState, hold int64, v any) {
 	default:
 		ms = max(ms, 1)
 	}
-	st.dirty.Store(false)
+	// Asked again once the hold is over (or a message ends it sooner).
+	st.dirty.Store(true)
 	st.heldUntil.Store(time.Now().UnixMilli() + ms)
 }
 

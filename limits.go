@@ -61,6 +61,8 @@ func (l Limits) validate() error {
 			return fmt.Errorf("%w: Limits.%s is set without Limits.%s (the period it counts over)", ErrInvalid, r.rate, r.per)
 		case r.d > 0 && r.d < time.Millisecond:
 			return fmt.Errorf("%w: Limits.%s %s is under 1ms", ErrInvalid, r.per, r.d)
+		case r.d%time.Millisecond != 0:
+			return fmt.Errorf("%w: Limits.%s %s is not a whole number of milliseconds", ErrInvalid, r.per, r.d)
 		case r.d > 0 && r.n == 0:
 			return fmt.Errorf("%w: Limits.%s is set without Limits.%s", ErrInvalid, r.per, r.rate)
 		}

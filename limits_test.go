@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,7 @@ func TestLimitsBadInput(t *testing.T) {
 			{Limits{KeyRate: 1, KeyPer: 999 * time.Microsecond}, "Limits.KeyPer 999µs is under 1ms"},
 			{Limits{Per: time.Second}, "Limits.Per is set without Limits.Rate"},
 			{Limits{KeyPer: -time.Second, KeyRate: 1}, "Limits.KeyPer is negative"},
+			{Limits{Rate: 10, Per: 1500 * time.Microsecond}, "Limits.Per 1.5ms is not a whole number of milliseconds"},
 		} {
 			err := q.SetLimits(ctx, c.l)
 			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
@@ -562,6 +564,41 @@ func TestExpiredLeaseIsNotRenewedUnderACap(t *testing.T) {
 			}
 			if got := len(lost) == 1; got != c.lost {
 				t.Errorf("limits %v: expired lease lost = %v, want %v", c.l, got, c.lost)
+			}
+		}
+	})
+}
+
+// A worker held by a Rate asks again when the next start is allowed: the
+// jobs all run, spaced as the rate says (by Redis's clock).
+func TestRateLimitedQueueKeepsRunning(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("paced")
+		// 100 a second: a start every 10 ms, a burst of 2.
+		if err := q.SetLimits(ctx, Limits{Rate: 100, Per: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for i := range 20 {
+			j, err := q.EnqueueContext(ctx, "f", i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, j.ID)
+		}
+		w := e.worker(t, WorkerOptions{Queues: []string{"paced"}})
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+		start(t, w)
+		var starts []int64
+		for _, id := range ids {
+			starts = append(starts, waitJob(t, q, id, StatusFinished).StartedAt.UnixMilli())
+		}
+		slices.Sort(starts)
+		for k := 2; k < len(starts); k++ {
+			// GCRA: the k-th start comes at least (k+1-burst) gaps after the first.
+			if d := starts[k] - starts[0]; d < int64(k-1)*10-1 {
+				t.Errorf("start %d came %d ms after the first, want at least %d (Rate 100/s)", k, d, (k-1)*10)
 			}
 		}
 	})
