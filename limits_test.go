@@ -462,6 +462,19 @@ func TestKeyRateParksAndParkedJobsCanBeCanceled(t *testing.T) {
 		if c, _ := q.Counts(ctx); c.Parked != 1 {
 			t.Errorf("parked after a cancel: %d, want 1", c.Parked)
 		}
+		// Without key limits the parked job goes back to the queue.
+		if err := q.SetLimits(ctx, Limits{Concurrency: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := q.Counts(ctx); c.Parked != 0 || c.Queued != 1 {
+			t.Fatalf("counts %+v after the key limits went: want the parked job queued", c)
+		}
+		if err := q.SetLimits(ctx, Limits{KeyRate: 1, KeyPer: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if ids, _, _ := dequeueRaw(t, e, q, 10); len(ids) != 0 {
+			t.Fatalf("dequeued %v; want acct-A's job parked again", ids)
+		}
 		if n, err := q.Empty(ctx); err != nil || n != 1 {
 			t.Fatalf("Empty = %d, %v; want the parked job deleted", n, err)
 		}

@@ -16,6 +16,9 @@
 -- ARGV[2..] with "set": concurrency, rate, per_ms, key_concurrency, key_rate,
 --           key_per_ms (0 = none)
 --
+-- Without key limits, the jobs parked for their keys go back to the head
+-- of the queue (all of them, in this one call).
+--
 -- Returns 1. A key of the wrong type answers an error naming it, and
 -- nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'list')
@@ -36,15 +39,32 @@ if op == 'set' then
   if tonumber(ARGV[3]) == 0 then
     redis.call('HDEL', KEYS[1], 'tat')
   end
-  -- Parked jobs are looked at again under the new limits.
   local keys = redis.call('ZRANGE', KEYS[4], 0, -1)
-  for i = 1, #keys, 1000 do
-    local args = {}
-    for j = i, math.min(i + 999, #keys) do
-      args[#args + 1] = 0
-      args[#args + 1] = keys[j]
+  if tonumber(ARGV[5]) == 0 and tonumber(ARGV[6]) == 0 then
+    -- No key limits any more: every parked job goes back to the head of
+    -- the queue, oldest first, key by key.
+    local back = {}
+    for _, lk in ipairs(keys) do
+      local pk = string.sub(KEYS[1], 1, -5) .. 'park:' .. lk
+      for _, id in ipairs(redis.call('LRANGE', pk, 0, -1)) do
+        back[#back + 1] = id
+      end
+      redis.call('DEL', pk)
     end
-    redis.call('ZADD', KEYS[4], unpack(args))
+    for b = #back, 1, -1 do
+      redis.call('LPUSH', KEYS[5], back[b])
+    end
+    redis.call('DEL', KEYS[4], string.sub(KEYS[1], 1, -5) .. 'parked')
+  else
+    -- Parked jobs are looked at again under the new limits.
+    for i = 1, #keys, 1000 do
+      local args = {}
+      for j = i, math.min(i + 999, #keys) do
+        args[#args + 1] = 0
+        args[#args + 1] = keys[j]
+      end
+      redis.call('ZADD', KEYS[4], unpack(args))
+    end
   end
 elseif op == 'pause' then
   redis.call('HSET', KEYS[1], 'paused', '1')
