@@ -616,3 +616,26 @@ func TestRateLimitedQueueKeepsRunning(t *testing.T) {
 		}
 	})
 }
+
+// A damaged key of a limit key never drops a job: over the key's limit
+// with no park list to take it, the job runs.
+func TestDamagedParkListDropsNoJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("tenants")
+		if err := q.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if _, err := q.EnqueueContext(ctx, "f", nil, LimitKey("A")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.rdb.Set(ctx, q.k.park("A"), "garbage", 0)
+		e.rdb.Set(ctx, q.k.keyRate("A"), "garbage", 0)
+		ids, _, _ := dequeueRaw(t, e, q, 10)
+		if c, _ := q.Counts(ctx); len(ids) != 2 || c.Started != 2 || c.Queued != 0 || c.Parked != 0 {
+			t.Errorf("dequeued %v, counts %+v: want both jobs handed out, none dropped", ids, c)
+		}
+	})
+}

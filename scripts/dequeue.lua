@@ -150,7 +150,8 @@ if lim then
       s.free, s.first = lim.key_concurrency - n, first
     end
     if (lim.key_rate or 0) > 0 then
-      local a, gap, t0 = gcra(redis.call('GET', base .. 'rate:' .. lk), lim.key_rate, lim.key_per_ms, now)
+      local tat = redis.pcall('GET', base .. 'rate:' .. lk)
+      local a, gap, t0 = gcra(not failed(tat) and tat, lim.key_rate, lim.key_per_ms, now)
       if a < s.free then
         s.free, s.rated = a, true
       end
@@ -182,8 +183,8 @@ if lim and ask > 0 then
     local back = {}
     local pk = base .. 'park:' .. lk
     while #back < math.min(s.free, 1000) do
-      local id = redis.call('LPOP', pk)
-      if not id then
+      local id = redis.pcall('LPOP', pk)
+      if type(id) ~= 'string' then
         break
       end
       back[#back + 1] = id
@@ -252,10 +253,10 @@ while left > 0 and n < ask and scanned < 1000 do
         end
       end
       ended(base, id, 'canceled', d, w, now, nil, u, uf, c)
-    elseif lk and keystate(lk).free <= 0 then
-      -- Over its key's limit: parked until the key lets it start.
+    elseif lk and keystate(lk).free <= 0 and not failed(redis.pcall('RPUSH', base .. 'park:' .. lk, id)) then
+      -- Over its key's limit: parked until the key lets it start. (A
+      -- damaged park list makes it run instead: a job is never dropped.)
       found = false
-      redis.call('RPUSH', base .. 'park:' .. lk, id)
       redis.call('ZADD', base .. 'parked', now, id)
       if not ks[lk].seen then
         ks[lk].seen = true
@@ -273,7 +274,7 @@ while left > 0 and n < ask and scanned < 1000 do
         local s = ks[lk]
         s.free, s.used = s.free - 1, s.used + 1
         if (lim.key_concurrency or 0) > 0 then
-          redis.call('ZADD', base .. 'slots:' .. lk, now, id)
+          redis.pcall('ZADD', base .. 'slots:' .. lk, now, id)
         end
         if not s.seen then
           s.seen = true
@@ -320,10 +321,10 @@ if lim then
     local s = ks[lk]
     if s.gap and s.used > 0 then
       local tat = s.t0 + s.used * s.gap
-      redis.call('SET', base .. 'rate:' .. lk, string.format('%.3f', tat), 'PX',
+      redis.pcall('SET', base .. 'rate:' .. lk, string.format('%.3f', tat), 'PX',
         math.ceil(tat - now + lim.key_per_ms / 100) + 1000)
     end
-    if redis.call('EXISTS', base .. 'park:' .. lk) == 1 then
+    if redis.call('EXISTS', base .. 'park:' .. lk) == 1 and redis.call('TYPE', base .. 'park:' .. lk).ok == 'list' then
       redis.call('ZADD', base .. 'parkkeys', when(s), lk)
     else
       redis.call('ZREM', base .. 'parkkeys', lk)

@@ -274,7 +274,11 @@ end
 local function slots(base, lk, now)
   local sk = base .. 'slots:' .. lk
   local n, first = 0, nil
-  for _, id in ipairs(redis.call('ZRANGE', sk, 0, -1)) do
+  local ids = redis.pcall('ZRANGE', sk, 0, -1)
+  if failed(ids) then
+    return 0, nil -- damaged: the key's jobs run unlimited until it is repaired
+  end
+  for _, id in ipairs(ids) do
     local d = tonumber(redis.call('ZSCORE', base .. 'active', id))
     if d and d > now then
       n = n + 1
