@@ -80,14 +80,22 @@ func requeueSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) erro
 
 var cancelCommand = &command{
 	name:     "cancel",
-	summary:  "cancel a queued, scheduled or deferred job",
+	summary:  "cancel a queued, scheduled, deferred or running job",
 	synopsis: "ID [--queue Q]",
 	help: `
 Cancel a queued, scheduled or deferred job so it never runs; it stays in the
 queue's canceled registry (requeue brings it back). The jobs that depend on
 it (enqueue --depends-on) are canceled in turn, unless they were enqueued
-with --allow-failure. A job that has started or ended cannot be canceled.
-Without --queue it looks in every known queue.
+with --allow-failure. It prints "canceled ID".
+
+A running (started) job is asked to stop: the cancel is recorded on the job
+and its worker is told, which ends the handler's context (an --exec
+command's whole process group is killed). It prints "cancel requested for
+ID" while the job still runs; the job ends canceled once its handler
+returns (finished, should the handler return a result anyway), and rqgo
+job shows when the cancel was requested. A job that has ended (finished,
+failed or canceled) cannot be canceled: exit status 1. Without --queue it
+looks in every known queue.
 
 Examples:
   %[1]s cancel 3f2a9c0d1e4b5a6f7081
@@ -115,14 +123,38 @@ func cancelSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 			}
 			name = j.Queue
 		}
-		err = rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix)).Cancel(ctx, id)
-		if errors.Is(err, rqgo.ErrJobNotFound) {
+		q := rqgo.NewQueue(name, rdb, rqgo.WithPrefix(e.prefix))
+		err = q.Cancel(ctx, id)
+		switch {
+		case errors.Is(err, rqgo.ErrJobNotFound):
 			return fmt.Errorf("job %s not found in queue %s", id, name)
-		}
-		if err != nil {
+		case errors.Is(err, rqgo.ErrNotCancelable):
+			if j, _ := q.FetchJob(ctx, id); j != nil && j.Status != "" {
+				return fmt.Errorf("job %s cannot be canceled: it has ended, %s (only a queued, scheduled, deferred or running job can be)", id, j.Status)
+			}
+			return err
+		case err != nil:
 			return err
 		}
-		fmt.Fprintf(e.stdout, "canceled %s\n", id)
+		// Cancel answers the same when it canceled the job and when it
+		// asked a running one to stop: the job's status now tells which.
+		// (A malformed job is read as far as it reads.)
+		j, err := q.FetchJob(ctx, id)
+		switch {
+		case j != nil && j.Status == rqgo.StatusStarted:
+			fmt.Fprintf(e.stdout, "cancel requested for %s: the running job's worker was told; it ends canceled once its handler returns\n", id)
+		case j != nil && j.Status != rqgo.StatusCanceled && j.Status != "":
+			// It was running, and ended another way meanwhile (its
+			// handler returned a result anyway), or was requeued.
+			fmt.Fprintf(e.stdout, "cancel requested for %s, which was running; it is %s now\n", id, j.Status)
+		case j != nil || errors.Is(err, rqgo.ErrJobNotFound):
+			// Canceled; not found, it was canceled and kept for no
+			// time (a failure TTL of 0).
+			fmt.Fprintf(e.stdout, "canceled %s\n", id)
+		default:
+			fmt.Fprintf(e.stdout, "cancel of %s recorded\n", id)
+			return fmt.Errorf("read job %s after the cancel: %w", id, err)
+		}
 		return nil
 	}
 }

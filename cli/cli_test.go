@@ -205,7 +205,7 @@ var jobFields = []string{"id", "queue", "func", "args", "status", "attempt", "ma
 	"result", "error", "created_at", "enqueued_at", "started_at", "ended_at",
 	"allow_failure", "parents", "dependents",
 	"unique_key", "unique_until", "unique_for_ms", "start_within_ms", "holds_unique_key",
-	"limit_key", "parked"}
+	"limit_key", "parked", "progress", "meta", "headers", "cancel_requested"}
 
 var timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 
@@ -227,7 +227,8 @@ func TestEnqueueAndJob(t *testing.T) {
 	for k, v := range map[string]any{"id": id, "queue": "mail", "func": "send", "status": "queued",
 		"attempt": 0.0, "max_retries": 5.0, "result": nil, "error": nil, "started_at": nil, "ended_at": nil,
 		"allow_failure": false, "unique_key": nil, "unique_until": nil, "unique_for_ms": nil,
-		"start_within_ms": nil, "holds_unique_key": false, "limit_key": nil, "parked": false} {
+		"start_within_ms": nil, "holds_unique_key": false, "limit_key": nil, "parked": false,
+		"progress": nil, "meta": nil, "headers": nil, "cancel_requested": nil} {
 		if m[k] != v {
 			t.Errorf("job --json %s = %#v, want %#v", k, m[k], v)
 		}

@@ -21,9 +21,11 @@ var dashboardCommand = &command{
 	help: `
 Serve the web dashboard on ADDR until SIGINT or SIGTERM: the queues with
 their counts, latency, limits and whether they are paused, the live workers,
-each queue's jobs by state (and its parked jobs), each job's fields, buttons
-to requeue failed jobs, cancel queued ones and pause or resume a queue, and
-Prometheus metrics on /metrics. It prints the address it listens on.
+each queue's jobs by state (and its parked jobs; running jobs with their
+progress), each job's fields (progress, meta, headers and when a cancel was
+requested included), buttons to requeue failed jobs, cancel queued or
+running ones and pause or resume a queue, and Prometheus metrics on
+/metrics. It prints the address it listens on.
 
 The dashboard has no authentication of its own. It listens on 127.0.0.1 by
 default; to serve it further, put it behind a proxy that authenticates, or

@@ -40,9 +40,13 @@
 // func, args, status, attempt, max_retries, result, error, created_at,
 // enqueued_at, started_at, ended_at, allow_failure, parents, dependents,
 // unique_key, unique_until, unique_for_ms, start_within_ms,
-// holds_unique_key, limit_key and parked; args and result are embedded JSON
-// values, parents and dependents arrays of {"queue", "id", "status"}
-// (status null for a job that no longer exists). info --json prints
+// holds_unique_key, limit_key, parked, progress, meta, headers and
+// cancel_requested; args, result and progress are embedded JSON values,
+// meta an object of JSON values and headers an object of strings (each
+// null when the job has none), parents and dependents arrays of {"queue",
+// "id", "status"} (status null for a job that no longer exists). cancel
+// prints "canceled ID", or, for a running job, "cancel requested for ID:
+// ..." (the job ends canceled once its handler returns). info --json prints
 // {"queues": {NAME: {"queued", "started", "scheduled", "finished",
 // "failed", "canceled", "deferred", "parked", "paused", "limits"}},
 // "workers": [{"id", "host", "pid", "queues", "concurrency", "running",

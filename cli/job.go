@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -8,10 +9,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 
@@ -20,11 +24,13 @@ import (
 
 var jobCommand = &command{
 	name:     "job",
-	summary:  "show a job's status, attempts, times, result, error, parents and dependents",
+	summary:  "show a job's status, attempts, times, progress, result, error, parents and dependents",
 	synopsis: "ID [--queue Q] [--json]",
 	help: `
 Show a job: its status, attempts, timestamps, args, result and last error;
-in a workflow, the jobs it depends on (parents, from enqueue --depends-on)
+the progress and named values (meta) its handler reported, the headers its
+producer attached, and when a cancel of the running job was requested; in
+a workflow, the jobs it depends on (parents, from enqueue --depends-on)
 and the jobs that depend on it (dependents), each with its status now; and,
 for a job enqueued with --unique, its unique key, when the key is released,
 and whether the job holds it now; for a job enqueued with --limit-key, its
@@ -34,18 +40,24 @@ looks in every known queue. --json prints one object with the fields id,
 queue, func, args, status, attempt, max_retries, result, error, created_at,
 enqueued_at, started_at, ended_at, allow_failure, parents, dependents,
 unique_key, unique_until, unique_for_ms, start_within_ms, holds_unique_key,
-limit_key and parked; args and result are embedded JSON values, times are
-RFC 3339 in UTC with milliseconds, and a time, result or error the job does
-not have yet is null. parents and dependents are arrays (empty when there
-are none) of {"queue", "id", "status"}, where status is null for a job that
-no longer exists (its result TTL passed, say). unique_key is the job's
+limit_key, parked, progress, meta, headers and cancel_requested; args,
+result and progress are embedded JSON values, times are RFC 3339 in UTC
+with milliseconds, and a time, result or error the job does not have yet
+is null. parents and dependents are arrays (empty when there are none) of
+{"queue", "id", "status"}, where status is null for a job that no longer
+exists (its result TTL passed, say). unique_key is the job's
 unique key, or null; unique_until is "ended" or "started" (null without a
 key); unique_for_ms and start_within_ms are the --unique-for and
 --start-within durations in milliseconds, or null when not given;
 holds_unique_key is true while the job holds its key (false once the key is
 released or another job has taken it, and for a job without a key);
 limit_key is the job's limit key, or null; parked is true while the job is
-parked over its limit key's limits.
+parked over its limit key's limits. progress is the last value the
+handler reported, or null; meta is an object of the named values it
+reported (name -> JSON value), or null when none; headers is an object of
+strings, or null when none; cancel_requested is when a cancel of the job
+was requested while it ran, or null (a running job with it set ends
+canceled once its handler returns).
 
 Examples:
   %[1]s job 3f2a9c0d1e4b5a6f7081
@@ -73,9 +85,10 @@ func jobSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		links, lerr := readLinks(ctx, rdb, e.prefix, j)
 		holds, herr := holdsKey(ctx, rdb, e.prefix, j)
 		parked, perr := parkedSince(ctx, rdb, e.prefix, j)
-		extra := jobExtra{holds: holds, parked: parked}
-		// A malformed job, or one whose links, unique key or parking do
-		// not read, is shown as far as it reads, then reported.
+		cancelAt, cerr := cancelRequested(ctx, rdb, e.prefix, j)
+		extra := jobExtra{holds: holds, parked: parked, cancelRequested: cancelAt}
+		// A malformed job, or one whose links, unique key, parking or
+		// cancel do not read, is shown as far as it reads, then reported.
 		if *asJSON {
 			if werr := writeJSON(e.stdout, jobJSON(j, links, extra)); werr != nil {
 				return werr
@@ -83,7 +96,7 @@ func jobSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		} else {
 			writeJob(e.stdout, j, links, extra)
 		}
-		return cmp.Or(err, lerr, herr, perr)
+		return cmp.Or(err, lerr, herr, perr, cerr)
 	}
 }
 
@@ -167,13 +180,20 @@ type jobOut struct {
 
 	LimitKey *string `json:"limit_key"`
 	Parked   bool    `json:"parked"`
+
+	Progress        json.RawMessage            `json:"progress"`
+	Meta            map[string]json.RawMessage `json:"meta"`
+	Headers         map[string]string          `json:"headers"`
+	CancelRequested *string                    `json:"cancel_requested"`
 }
 
 // jobExtra is what job shows of a job besides its hash and links: whether
-// it holds its unique key, and since when it is parked (zero: it is not).
+// it holds its unique key, since when it is parked (zero: it is not), and
+// when a cancel of it was requested while it ran (zero: never).
 type jobExtra struct {
-	holds  bool
-	parked time.Time
+	holds           bool
+	parked          time.Time
+	cancelRequested time.Time
 }
 
 func jobJSON(j *rqgo.Job, l links, x jobExtra) jobOut {
@@ -203,7 +223,44 @@ func jobJSON(j *rqgo.Job, l links, x jobExtra) jobOut {
 	if j.LimitKey != "" {
 		o.LimitKey, o.Parked = &j.LimitKey, !x.parked.IsZero()
 	}
+	o.Progress = rawOrNull(j.Progress)
+	if len(j.Meta) > 0 {
+		o.Meta = make(map[string]json.RawMessage, len(j.Meta))
+		for name, v := range j.Meta {
+			o.Meta[name] = rawOrNull(v)
+		}
+	}
+	if len(j.Headers) > 0 {
+		o.Headers = j.Headers
+	}
+	o.CancelRequested = fmtTime(x.cancelRequested)
 	return o
+}
+
+// jobKey is the key of a job's hash, as the README's key schema names it.
+func jobKey(prefix, queue, id string) string {
+	return prefix + ":{" + queue + "}:job:" + id
+}
+
+// cancelRequestedField is the job hash's field that holds when a cancel of
+// the running job was requested (Unix ms), as the README's schema names it.
+const cancelRequestedField = "cancel_requested"
+
+// cancelRequested says when a cancel of j was requested while it ran, the
+// zero time when none was.
+func cancelRequested(ctx context.Context, rdb redis.UniversalClient, prefix string, j *rqgo.Job) (time.Time, error) {
+	v, err := rdb.HGet(ctx, jobKey(prefix, j.Queue, j.ID), cancelRequestedField).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return time.Time{}, nil
+	case err != nil:
+		return time.Time{}, fmt.Errorf("read whether a cancel of job %s was requested: %w", j.ID, err)
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}, fmt.Errorf("job %s: field %s is %q, want a time in Unix ms", j.ID, cancelRequestedField, v)
+	}
+	return time.UnixMilli(ms), nil
 }
 
 // untilName is the name of u in job's output and enqueue --unique-until.
@@ -262,6 +319,13 @@ func writeJob(w io.Writer, j *rqgo.Job, l links, x jobExtra) {
 	row("enqueued_at", tm(j.EnqueuedAt))
 	row("started_at", tm(j.StartedAt))
 	row("ended_at", tm(j.EndedAt))
+	if !x.cancelRequested.IsZero() {
+		v := tm(x.cancelRequested)
+		if j.Status == rqgo.StatusStarted {
+			v += " (its worker was told; the job ends canceled once its handler returns)"
+		}
+		row("cancel_requested", v)
+	}
 	if j.Timeout > 0 {
 		row("timeout", j.Timeout.String())
 	}
@@ -287,6 +351,19 @@ func writeJob(w io.Writer, j *rqgo.Job, l links, x jobExtra) {
 	if j.Worker != "" {
 		row("worker", j.Worker)
 	}
+	if len(j.Progress) > 0 {
+		row("progress", oneLineJSON(j.Progress))
+	}
+	named := func(k string, names []string, value func(string) string) {
+		for i, name := range names {
+			if i > 0 {
+				k = ""
+			}
+			fmt.Fprintf(tw, "%s\t%s: %s\n", k, name, value(name))
+		}
+	}
+	named("meta:", slices.Sorted(maps.Keys(j.Meta)), func(name string) string { return oneLineJSON(j.Meta[name]) })
+	named("headers:", slices.Sorted(maps.Keys(j.Headers)), func(name string) string { return oneLineText(j.Headers[name]) })
 	if len(j.Result) > 0 {
 		row("result", string(j.Result))
 	}
@@ -312,6 +389,25 @@ func writeJob(w io.Writer, j *rqgo.Job, l links, x jobExtra) {
 		// Last, unaligned: it may span lines (a stderr tail, a stack).
 		fmt.Fprintf(w, "error:\n  %s\n", strings.ReplaceAll(strings.TrimRight(j.Error, "\n"), "\n", "\n  "))
 	}
+}
+
+// oneLineJSON is a stored JSON value compacted onto one line; what is not
+// JSON (a hash written by another tool) is quoted.
+func oneLineJSON(r json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, r) != nil {
+		return strconv.Quote(string(r))
+	}
+	return b.String()
+}
+
+// oneLineText is s as it is, or quoted when it holds a control character
+// (a newline would break the table) or is empty.
+func oneLineText(s string) string {
+	if s == "" || strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // refOut is a parent or dependent of a job, with its status now; Status

@@ -63,13 +63,16 @@ type server struct {
 //
 //	GET  /                              queues, with their counts, latency, pause and limits, live workers, periodic jobs
 //	GET  /queues/{queue}?status=S&page=N a queue's jobs in one state, PageSize a page; status=parked
-//	                                    lists the queued jobs parked over their limit key's limits
-//	GET  /queues/{queue}/jobs/{id}      one job, every field, its parents and dependents, its unique key,
-//	                                    its limit key and whether it is parked
+//	                                    lists the queued jobs parked over their limit key's limits,
+//	                                    status=started the running ones with their progress
+//	GET  /queues/{queue}/jobs/{id}      one job, every field, its progress, meta and headers, when a
+//	                                    cancel was requested, its parents and dependents, its unique
+//	                                    key, its limit key and whether it is parked
 //	GET  /find?id=ID                    the job ID in whichever queue holds it
 //	POST /queues/{queue}/requeue        id=ID... (failed or canceled jobs), or all=1 (every failed job);
 //	                                    409 names the jobs left because another job holds their unique key
-//	POST /queues/{queue}/cancel         id=ID (a queued, scheduled or deferred job)
+//	POST /queues/{queue}/cancel         id=ID (a queued, scheduled or deferred job; a running one is
+//	                                    asked to stop, and the browser sent to its page, which says so)
 //	POST /queues/{queue}/pause          pause the queue: no worker starts its jobs until resume
 //	POST /queues/{queue}/resume         let workers start the queue's jobs again
 //	GET  /metrics                       Prometheus metrics, from a [Collector]
@@ -155,6 +158,18 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	var asked map[string]bool // the running jobs a cancel was requested of
+	if status == rqgo.StatusStarted {
+		asks, err := cancelRequests(r.Context(), s.rdb, s.opts.Prefix, jobs)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		asked = map[string]bool{}
+		for i, a := range asks {
+			asked[jobs[i].ID] = a.Asked
+		}
+	}
 	total := info.Parked
 	for _, st := range info.States() {
 		if st.Status == status {
@@ -164,7 +179,7 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, "queue", map[string]any{
 		"Title": "queue " + q.Name(), "Root": "../",
 		"Queue": info, "Status": status, "Jobs": jobs, "Page": page,
-		"Prev": page - 1, "Next": nextPage(page, total),
+		"Prev": page - 1, "Next": nextPage(page, total), "Asked": asked,
 	})
 }
 
@@ -216,11 +231,17 @@ func (s *server) job(w http.ResponseWriter, r *http.Request) {
 		}
 		keyLimits = rqgo.Limits{KeyConcurrency: l.KeyConcurrency, KeyRate: l.KeyRate, KeyPer: l.KeyPer}
 	}
+	asks, err := cancelRequests(r.Context(), s.rdb, s.opts.Prefix, []*rqgo.Job{j})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.render(w, r, "job", map[string]any{"Title": "job " + j.ID, "Root": "../../../",
 		"Job": j, "Key": jobKey(s.opts.Prefix, j.Queue, j.ID), "Links": links,
 		"Holder": holder, "UniqueKey": uniqueKey(s.opts.Prefix, j.Queue, j.UniqueKey),
 		"UntilStarted": j.UniqueUntil == rqgo.UntilStarted,
-		"Parked":       parked, "KeyLimits": keyLimits})
+		"Parked":       parked, "KeyLimits": keyLimits,
+		"Cancel": asks[0], "CancelNotice": r.FormValue("cancel") == "requested"})
 }
 
 func (s *server) find(w http.ResponseWriter, r *http.Request) {
@@ -297,6 +318,15 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		s.fail(w, r, err)
+		return
+	}
+	// Cancel answers the same when it canceled the job and when it asked
+	// a running one to stop: the job's status now tells which. The page
+	// of a job still running (or that ended another way meanwhile) says
+	// that the cancel is requested.
+	if j, _ := q.FetchJob(r.Context(), id); j != nil && j.Status != rqgo.StatusCanceled && j.Status != "" {
+		w.Header().Set("Location", url.PathEscape(q.Name())+"/jobs/"+url.PathEscape(id)+"?cancel=requested")
+		w.WriteHeader(http.StatusSeeOther)
 		return
 	}
 	seeOther(w, q, rqgo.StatusCanceled)

@@ -84,3 +84,7 @@ func uniqueKey(prefix, queue, key string) string {
 func parkedKey(prefix, queue string) string {
 	return prefix + ":{" + queue + "}:parked"
 }
+
+// cancelRequestedField is the job hash's field that holds when a cancel of
+// the running job was requested (Unix ms), as the README's schema names it.
+const cancelRequestedField = "cancel_requested"

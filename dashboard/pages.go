@@ -15,11 +15,15 @@ import (
 var pageFiles embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"age":     age,
-	"at":      func(at string, j *rqgo.Job) map[string]any { return map[string]any{"At": at, "Job": j} },
-	"pauseAt": func(at string, paused bool) map[string]any { return map[string]any{"At": at, "Paused": paused} },
-	"path":    url.PathEscape,
-	"pretty":  pretty,
+	"age": age,
+	"at": func(at string, j *rqgo.Job, asked bool) map[string]any {
+		return map[string]any{"At": at, "Job": j, "Asked": asked}
+	},
+	"pauseAt":  func(at string, paused bool) map[string]any { return map[string]any{"At": at, "Paused": paused} },
+	"path":     url.PathEscape,
+	"pretty":   pretty,
+	"progress": progressOf,
+	"short":    short,
 }).ParseFS(pageFiles, "pages/*.html"))
 
 // render writes the page name with data, plus the fields every page uses.
