@@ -29,9 +29,15 @@ func TestMain(m *testing.M) {
 // over 10 limit keys: sampled every 10 ms, neither cap may be exceeded by
 // the jobs whose leases have not expired, both must be reached, none may
 // be left parked, and no attempt may start while the keyed queue is paused.
+// And 100 jobs on a queue of their own are canceled while they run, while
+// scheduled or queued, or not at all: each must end canceled or finished
+// (finished only with a result its handler returned), in that registry,
+// with no attempt started after its cancel was recorded, and the handler
+// it was for must hear of it within a second (some at a heartbeat, their
+// message lost to a dropped subscription).
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("chaos run takes about 25s; skipped with -short")
+		t.Skip("chaos run takes about 27s; skipped with -short")
 	}
 	cfg := defaultConfig()
 	cfg.Queues = 32
@@ -82,6 +88,15 @@ func TestChaosShort(t *testing.T) {
 	if rep.Pauses != 1 || rep.PausedFor < cfg.PauseFor || rep.HeldBack == 0 {
 		t.Errorf("pause: %d spells, %s paused, %d jobs held back at the Resume; want 1, at least %s, some",
 			rep.Pauses, rep.PausedFor, rep.HeldBack, cfg.PauseFor)
+	}
+	if rep.CancelJobs == 0 || rep.CanceledRunning == 0 || rep.CanceledByHandler == 0 || rep.FinishedIgnoring == 0 ||
+		rep.CancelHitWaiting == 0 || rep.CancelHeard == 0 || rep.CancelByHeartbeat == 0 || rep.ProgressWrites == 0 {
+		t.Errorf("cancels: %d jobs, %d canceled while running (%d by their handler's error), %d finished ignoring the cancel, %d canceled while waiting, %d cancels heard by a handler (%d at a heartbeat), %d progress reports stored; want some of each",
+			rep.CancelJobs, rep.CanceledRunning, rep.CanceledByHandler, rep.FinishedIgnoring, rep.CancelHitWaiting, rep.CancelHeard,
+			rep.CancelByHeartbeat, rep.ProgressWrites)
+	}
+	if rep.CancelViolations != 0 {
+		t.Errorf("cancels: %d violations, want 0", rep.CancelViolations)
 	}
 	if rep.Queues != cfg.Queues {
 		t.Errorf("jobs on %d queues, want %d", rep.Queues, cfg.Queues)

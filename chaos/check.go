@@ -79,16 +79,47 @@ type report struct {
 	PausedFor                          time.Duration
 	StartsWhilePaused                  int // attempts of the keyed queue dequeued while it was paused
 
+	// Cancels (see cancel.go).
+	CancelJobs                         int
+	CancelTried, CancelCalls           int // jobs Cancel was called on; calls, retries included
+	Cancels, CancelNotCancelable       int // jobs whose Cancel returned nil; ErrNotCancelable (the job had ended)
+	CancelHitRunning, CancelHitWaiting int // jobs with cancel_requested (started when canceled); canceled without (queued or scheduled)
+	Canceled, CancelFinished           int // jobs of the cancel queue that ended canceled; finished
+	CanceledRunning                    int // canceled with cancel_requested
+	CanceledByHandler                  int // ended canceled by their handler's error (fail.lua)
+	CanceledReaped, CanceledReleased   int // by the reaper when the lease expired; by a release at shutdown
+	FinishedIgnoring, FinishedRaced    int // finished with cancel_requested: handler ignores cancels; honours them but returned first
+	CancelHeard                        int // cancels timed: first call returned nil on a started job, and a run heard it
+	CancelP50, CancelP99, CancelMax    time.Duration
+	CancelMsgP99, CancelBeatP99        time.Duration // of those heard by the message; at a heartbeat
+	CancelSlow, CancelByHeartbeat      int           // heard over 1s after Cancel returned; heard with no message logged
+	ProgressWrites, ProgressLeaseLost  int           // SetProgress calls stored; refused with ErrLeaseLost
+	ProgressOOM                        int           // refused while Redis was out of memory
+	ProgressErrors                     int           // other SetProgress errors (Redis down, stalled, …)
+	CancelRepeats                      int           // runs beyond the first, explained by faults
+	// Violations (each a failed check; see checkCancels).
+	CancelStuck, CancelWrongRegistry int
+	CancelBadEnd, CanceledUnasked    int
+	RunsAfterCancel                  int
+	CancelLate                       int // runs that heard of their cancel later than hearWithin, with no fault near
+	ProgressViolations               int
+	CancelUnresolved                 int
+	CancelViolations                 int // their sum
+
 	Problems []string
 }
 
 // Line is the one-line summary.
 func (r *report) Line() string {
-	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs chains=%d fanins=%d deferred_left=%d order_violations=%d double_releases=%d unique_keys=%d unique_jobs=%d unique_dups=%d unique_overlaps=%d capped_jobs=%d cap_violations=%d key_cap_violations=%d starts_while_paused=%d",
+	return fmt.Sprintf("jobs=%d finished=%d failed=%d lost=%d duplicate_runs=%d kills=%d stalls=%d oom_seconds=%.1f queues=%d max_recovery=%.1fs chains=%d fanins=%d deferred_left=%d order_violations=%d double_releases=%d unique_keys=%d unique_jobs=%d unique_dups=%d unique_overlaps=%d capped_jobs=%d cap_violations=%d key_cap_violations=%d starts_while_paused=%d cancel_jobs=%d cancels=%d canceled_running=%d finished_despite_cancel=%d cancel_p99=%s cancel_violations=%d",
 		r.Jobs, r.Finished, r.Failed, r.Lost, r.Duplicates, r.Kills, r.Stalls, r.Full.Seconds(), r.Queues, r.MaxRecovery.Seconds(),
 		r.Chains, r.FanIns, r.DeferredLeft, r.OrderViolations, r.DoubleReleases, r.UniqueKeys, r.UniqueJobs, r.UniqueDups, r.UniqueOverlaps,
-		r.CapJobs+r.KeyJobs, r.CapViolations, r.KeyCapViolations, r.StartsWhilePaused)
+		r.CapJobs+r.KeyJobs, r.CapViolations, r.KeyCapViolations, r.StartsWhilePaused,
+		r.CancelJobs, r.Cancels, r.CanceledRunning, r.FinishedIgnoring+r.FinishedRaced, msStr(r.CancelP99), r.CancelViolations)
 }
+
+// msStr formats d in ms, to a tenth.
+func msStr(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
 // Details says what else was done and seen.
 func (r *report) Details() string {
@@ -105,6 +136,12 @@ func (r *report) Details() string {
 		r.CapJobs, r.CapConcurrency, r.KeyJobs, r.KeyConcurrency, r.LimitKeys, r.CapSamples, r.CapSamplesSkipped,
 		r.PeakRunning, r.PeakKeyRunning, r.PeakParked, r.Unslotted, r.ParkedLeft, r.CapFinished, r.CapFailed, r.CapUnended,
 		r.CapRetries, r.CapRepeats, r.Pauses, r.PausedFor.Seconds(), r.HeldBack)
+	s += fmt.Sprintf("\nchaos: cancel_jobs=%d cancel_tried=%d cancel_calls=%d cancels=%d cancel_not_cancelable=%d cancel_hit_running=%d cancel_hit_waiting=%d canceled=%d canceled_running=%d canceled_by_handler=%d canceled_by_reaper=%d canceled_by_release=%d finished=%d finished_ignoring_cancel=%d finished_raced_cancel=%d cancel_timed=%d cancel_p50=%s cancel_p99=%s cancel_max=%s cancel_msg_p99=%s cancel_heartbeat_p99=%s cancel_over_1s=%d cancel_by_heartbeat=%d progress_stored=%d progress_lease_lost=%d progress_oom=%d progress_errors=%d cancel_repeats=%d stuck=%d wrong_registry=%d bad_end=%d canceled_unasked=%d runs_after_cancel=%d heard_late=%d progress_violations=%d cancel_unresolved=%d",
+		r.CancelJobs, r.CancelTried, r.CancelCalls, r.Cancels, r.CancelNotCancelable, r.CancelHitRunning, r.CancelHitWaiting,
+		r.Canceled, r.CanceledRunning, r.CanceledByHandler, r.CanceledReaped, r.CanceledReleased, r.CancelFinished,
+		r.FinishedIgnoring, r.FinishedRaced, r.CancelHeard, msStr(r.CancelP50), msStr(r.CancelP99), msStr(r.CancelMax),
+		msStr(r.CancelMsgP99), msStr(r.CancelBeatP99), r.CancelSlow, r.CancelByHeartbeat, r.ProgressWrites, r.ProgressLeaseLost, r.ProgressOOM, r.ProgressErrors, r.CancelRepeats,
+		r.CancelStuck, r.CancelWrongRegistry, r.CancelBadEnd, r.CanceledUnasked, r.RunsAfterCancel, r.CancelLate, r.ProgressViolations, r.CancelUnresolved)
 	for e, n := range r.FailedErrors {
 		s += fmt.Sprintf("\nchaos: %d jobs failed with %q", n, e)
 	}
@@ -335,12 +372,15 @@ func (h *harness) check(caps capStats) (*report, error) {
 	if err := h.checkCaps(ctx, r, caps, runs, problem); err != nil {
 		return nil, err
 	}
+	if err := h.checkCancels(ctx, r, runs, problem); err != nil {
+		return nil, err
+	}
 	for id, in := range where {
 		problem("unknown job %s in %v", id, in)
 	}
 	for id := range runs {
-		if _, ok := uniqueKeyOf(id); ok || h.flowJobs[id] != nil || isCapID(id) {
-			continue // judged by checkFlows, checkUnique or checkCaps
+		if _, ok := uniqueKeyOf(id); ok || h.flowJobs[id] != nil || isCapID(id) || isCancelID(id) {
+			continue // judged by checkFlows, checkUnique, checkCaps or checkCancels
 		}
 		if i, ok := jobIndex(id); !ok || i >= h.cfg.Jobs || jobID(i) != id {
 			problem("execution of unknown job %s", id)

@@ -12,8 +12,8 @@ import (
 	"github.com/rqgo/rqgo"
 )
 
-// enqueueWave enqueues jobs [from, to), and the workflows and the capped
-// and keyed queues' jobs placed among them, from a few goroutines, each job
+// enqueueWave enqueues jobs [from, to), and the workflows and the capped,
+// keyed and cancel queues' jobs placed among them, from a few goroutines, each job
 // with its own id. A workflow's jobs are enqueued in order, by one
 // goroutine, parents before their children.
 func (h *harness) enqueueWave(from, to int) error {
@@ -51,6 +51,11 @@ func (h *harness) enqueueWave(from, to int) error {
 		for _, j := range h.capAt[i] {
 			if err == nil {
 				err = send(func() error { return h.enqueueCap(j) })
+			}
+		}
+		for _, j := range h.cancelAt[i] {
+			if err == nil {
+				err = send(func() error { return h.enqueueCancel(j) })
 			}
 		}
 	}

@@ -101,6 +101,7 @@ func (h *harness) killOne() error {
 	killed := time.Now()
 	held := h.heldBy(p.name)
 	h.logf("SIGKILL %s (held %d jobs)", p.name, len(held))
+	h.cancelHeld(held)
 	if len(held) > h.cfg.Concurrency {
 		// More started jobs than slots: some were fetched ahead (prefetch).
 		h.mu.Lock()
@@ -164,6 +165,9 @@ func (h *harness) jobKeyOf(id string) string {
 	}
 	if j := h.capJobs[id]; j != nil {
 		return jobKey(j.q.Name(), id)
+	}
+	if isCancelID(id) {
+		return jobKey(cancelQueueName, id)
 	}
 	if k, ok := uniqueKeyOf(id); ok {
 		return jobKey(h.uniqueQueue(k).Name(), id)

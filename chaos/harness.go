@@ -53,6 +53,10 @@ type config struct {
 	LimitKeys      int
 	PauseFor       time.Duration
 
+	// Cancels (see cancel.go): jobs of the cancel queue (0: Jobs/20, at
+	// least 20).
+	CancelJobs int
+
 	// Exe is the program started as a worker process, with roleEnv set;
 	// default: this executable.
 	Exe string
@@ -122,6 +126,15 @@ type harness struct {
 	pauseBatch []*capJob
 	paused     []pauseWindow
 	redisDown  atomic.Bool // from Redis's SHUTDOWN until it is started again: the cap checker waits
+	// The cancel queue (see cancel.go) and its jobs, planned before the
+	// run: by id, in the order planned, and by the plain job whose wave
+	// enqueues them; what the canceller did is under cancelMu.
+	cancelQ    *rqgo.Queue
+	cancelJobs map[string]*cancelJob
+	cancelList []*cancelJob
+	cancelAt   map[int][]*cancelJob
+	cancels    *canceller
+	cancelMu   sync.Mutex
 }
 
 // fullSure is how long after maxmemory is set 1/32 below used_memory Redis
@@ -193,6 +206,9 @@ func run(cfg config) (rep *report, err error) {
 	if cfg.PauseFor <= 0 {
 		cfg.PauseFor = time.Second
 	}
+	if cfg.CancelJobs <= 0 {
+		cfg.CancelJobs = max(cfg.Jobs/20, 20)
+	}
 	readTimeout := cfg.ReadTimeout
 	if readTimeout <= 0 {
 		readTimeout = defaultReadTimeout()
@@ -254,13 +270,14 @@ func run(cfg config) (rep *report, err error) {
 	}
 	h.planFlows()
 	h.planCaps()
+	h.planCancels()
 	if err := h.setLimits(); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues and %d workflows (%d jobs) on two, %d unique keys tried every %s, %d jobs on %s (concurrency %d) and %d on %s (key concurrency %d over %d keys, paused for %s), %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
+	fmt.Fprintf(cfg.Out, "chaos: redis-server %s at %s (appendonly, appendfsync always), %d jobs on %d queues and %d workflows (%d jobs) on two, %d unique keys tried every %s, %d jobs on %s (concurrency %d) and %d on %s (key concurrency %d over %d keys, paused for %s), %d on %s (canceled running, scheduled and queued), %d workers × %d and 1 on all queues, lease %s, read timeout %s, %s of faults, seed %d\n",
 		h.redis.version, h.redis.addr(), cfg.Jobs, cfg.Queues, cfg.Chains+cfg.FanIns, len(h.flowJobs), cfg.UniqueKeys, cfg.UniqueEvery,
 		cfg.CappedJobs, capQueueName, cfg.CapConcurrency, cfg.CappedJobs+len(h.pauseBatch), keyQueueName, cfg.KeyConcurrency, cfg.LimitKeys, cfg.PauseFor,
-		cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
+		cfg.CancelJobs, cancelQueueName, cfg.Workers, cfg.Concurrency, cfg.Lease, readTimeout, cfg.Duration, cfg.Seed)
 
 	for slot := range cfg.Workers + 1 {
 		if err := h.spawn(slot); err != nil {
@@ -274,6 +291,13 @@ func run(cfg config) (rep *report, err error) {
 	defer func() {
 		if !checked {
 			stopChecker()
+		}
+	}()
+	stopCanceller := h.startCanceller()
+	cancellerStopped := false
+	defer func() {
+		if !cancellerStopped {
+			stopCanceller()
 		}
 	}()
 	stopUnique := h.startUnique()
@@ -291,6 +315,8 @@ func run(cfg config) (rep *report, err error) {
 	faulted := time.Now()
 	h.recovering.Wait()
 	settled := h.settle(faulted)
+	cancellerStopped = true
+	stopCanceller()
 	h.stopWorkers()
 	checked = true
 	rep, err = h.check(stopChecker())
@@ -336,7 +362,7 @@ func (h *harness) spawn(slot int) error {
 	if err != nil {
 		return err
 	}
-	queues := slices.Concat(h.slotQueues(slot), h.capQueues())
+	queues := slices.Concat(h.slotQueues(slot), h.capQueues(), []string{cancelQueueName})
 	cmd := exec.Command(h.cfg.Exe)
 	cmd.Env = append(os.Environ(),
 		roleEnv+"=worker",
@@ -347,6 +373,7 @@ func (h *harness) spawn(slot int) error {
 		queuesEnv+"="+strings.Join(queues, ","),
 		execFileEnv+"="+filepath.Join(h.dir, name+".exec"),
 		endFileEnv+"="+filepath.Join(h.dir, name+".end"),
+		cancelFileEnv+"="+filepath.Join(h.dir, name+".cancel"),
 		fmt.Sprintf("%s=%d", concurrencyEnv, h.cfg.Concurrency))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -459,7 +486,7 @@ func (h *harness) settle(since time.Time) bool {
 			return nil
 		})
 		cancel()
-		if err == nil && sum(waiting) == 0 && sum(ended) >= int64(h.cfg.Jobs+len(h.flowJobs)+len(h.capList)) {
+		if err == nil && sum(waiting) == 0 && sum(ended) >= int64(h.cfg.Jobs+len(h.flowJobs)+len(h.capList)+len(h.cancelList)) {
 			h.settled = time.Since(since)
 			return true
 		}

@@ -114,7 +114,9 @@ func (h *harness) setLimits() error {
 func (h *harness) capQueues() []string { return []string{capQueueName, keyQueueName} }
 
 // allQueues are every queue of the run's.
-func (h *harness) allQueues() []string { return slices.Concat(h.queues, h.capQueues()) }
+func (h *harness) allQueues() []string {
+	return slices.Concat(h.queues, h.capQueues(), []string{cancelQueueName})
+}
 
 // enqueueCap enqueues one job of the capped or keyed queue, with its own id
 // (tried again like a plain job's).

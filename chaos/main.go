@@ -25,17 +25,44 @@
 // 75% of the faults: no attempt of it may be started (dequeued, by Redis's
 // clock) while it is.
 //
+// A queue of its own, chaos-cancel, which every worker serves, has jobs
+// that work 300 ms to two leases and report progress (Job.SetProgress)
+// every 50 ms. A canceller calls Cancel on six in ten of them once it sees
+// them started (one in five of those ignores the cancel and returns its
+// result anyway, the others return their context's cause; one in four is
+// sent right behind a CLIENT KILL TYPE pubsub, so that its message reaches
+// no worker and the heartbeat must make up for it), on those a SIGKILLed
+// worker held at once, and on three in ten while they are scheduled or
+// queued, tried again on every error but ErrNotCancelable (the job ended
+// meanwhile: counted) and ErrJobNotFound. Each handler records what it
+// returned. It checks (cancel_violations) that every job of the queue
+// ended, canceled or finished, in that registry only, none left queued,
+// scheduled or started; that a finished one holds the result of a run
+// that returned one (a job that ignores cancels, or whose ack raced the
+// cancel), and a canceled one no result; that none ended canceled unless a
+// Cancel of it returned nil or may have landed; that no attempt was
+// dequeued (Redis's clock) after the cancel was recorded (its
+// cancel_requested, or ended_at for one canceled while waiting); that the
+// run a cancel was for heard of it (its context ended with ErrCanceled)
+// or returned within a second, unless a fault struck; and that the
+// progress a job holds comes from its latest attempt that stored one. It
+// reports the latency from Cancel's return to the handler hearing of it
+// (cancel_p99), and how many heard only at a heartbeat (their worker
+// logged no message for it).
+//
 // It starts its own redis-server (from $PATH) on a free local port, with
 // append-only persistence fsynced on every write, and never touches any
 // other Redis. It prints one line:
 //
-//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 stalls=2 oom_seconds=3.5 queues=50 max_recovery=1.4s chains=200 fanins=200 deferred_left=0 order_violations=0 double_releases=0 unique_keys=20 unique_jobs=9000 unique_dups=15000 unique_overlaps=0 capped_jobs=5020 cap_violations=0 key_cap_violations=0 starts_while_paused=0
+//	jobs=20000 finished=20000 failed=0 lost=0 duplicate_runs=12 kills=30 stalls=2 oom_seconds=3.5 queues=50 max_recovery=1.4s chains=200 fanins=200 deferred_left=0 order_violations=0 double_releases=0 unique_keys=20 unique_jobs=9000 unique_dups=15000 unique_overlaps=0 capped_jobs=5020 cap_violations=0 key_cap_violations=0 starts_while_paused=0 cancel_jobs=1000 cancels=800 canceled_running=450 finished_despite_cancel=90 cancel_p99=1.2ms cancel_violations=0
 //
 // then a second, "chaos: …", with the other faults and what they caused,
 // a third with what the workflows did, a fourth with what the unique jobs
-// did and a fifth with what the capped and keyed queues did (checker
-// samples, the peaks reached, jobs left parked, the pause), and exits 1
-// when a check fails. Usage:
+// did, a fifth with what the capped and keyed queues did (checker
+// samples, the peaks reached, jobs left parked, the pause) and a sixth
+// with what the cancels did (calls, how jobs ended and by what, latency,
+// progress reports, each kind of violation), and exits 1 when a check
+// fails. Usage:
 //
 //	go run ./chaos -jobs 20000 -duration 5m
 package main
@@ -69,6 +96,7 @@ func cliMain(args []string) int {
 	fs.IntVar(&cfg.KeyConcurrency, "key-concurrency", cfg.KeyConcurrency, "Limits.KeyConcurrency of the keyed queue")
 	fs.IntVar(&cfg.LimitKeys, "limit-keys", cfg.LimitKeys, "limit keys of the keyed queue's jobs")
 	fs.DurationVar(&cfg.PauseFor, "pause-for", cfg.PauseFor, "how long the keyed queue is paused, at 75% of the faults")
+	fs.IntVar(&cfg.CancelJobs, "cancel-jobs", 0, "jobs on the cancel queue, most of them canceled (default: jobs/20, at least 20)")
 	fs.IntVar(&cfg.Queues, "queues", cfg.Queues, "queues the jobs are spread over")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes on a share of the queues each; one more runs on all of them")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "handlers per worker process")
