@@ -251,3 +251,55 @@ func TestCancelRacingTheLeaseExpiry(t *testing.T) {
 		}
 	})
 }
+
+// A job canceled while running and then requeued runs its next attempt in
+// full: the old cancel is done with.
+func TestRequeueAfterCancelOfARunningJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		j, err := q.EnqueueContext(ctx, "f", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := make(chan *Job, 2)
+		release := make(chan struct{})
+		w := e.worker(t, WorkerOptions{Lease: 600 * time.Millisecond})
+		var runs atomic.Int64
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+			started <- j
+			if runs.Add(1) == 1 { // Requeue resets the attempt count
+				<-ctx.Done()
+				return nil, context.Cause(ctx)
+			}
+			select {
+			case <-release:
+				return "second", nil
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		})
+		start(t, w)
+		<-started
+		if err := q.Cancel(ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
+		waitJob(t, q, j.ID, StatusCanceled)
+		if n, err := q.Requeue(ctx, j.ID); err != nil || n != 1 {
+			t.Fatalf("Requeue = %d, %v", n, err)
+		}
+		<-started
+		// Two heartbeats (Lease/3 each) pass with the second attempt running.
+		deadline := time.Now().Add(500 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			if got, _ := q.FetchJob(ctx, j.ID); got.Status != StatusStarted {
+				t.Fatalf("requeued job %s while its handler runs (error %q)", got.Status, got.Error)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(release)
+		if got := waitJob(t, q, j.ID, StatusFinished); string(got.Result) != `"second"` {
+			t.Errorf("result %s", got.Result)
+		}
+	})
+}

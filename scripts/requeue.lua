@@ -46,7 +46,12 @@ for _, id in ipairs(ARGV) do
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('HSET', k, 'status', 'queued', 'enqueued_at', now, 'attempt', 0)
-    redis.call('HDEL', k, 'ended_at', 'started_at', 'result', 'token')
+    redis.call('HDEL', k, 'ended_at', 'started_at', 'result', 'token', 'cancel_requested')
+    -- A cancel asked while an earlier attempt ran is done with (cancel.lua).
+    local fl = redis.call('HGET', k, 'flags')
+    if fl and string.find(fl, 'c', 1, true) then
+      redis.call('HSET', k, 'flags', (string.gsub(fl, 'c', '')))
+    end
     redis.call('PERSIST', k)
     redis.call('RPUSH', KEYS[1], id)
     n = n + 1
