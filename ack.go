@@ -164,6 +164,11 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 				w.noteRetry(time.Now().Add(time.Duration(o.delay) * time.Millisecond))
 			}
 			log.Info("job attempt failed; will retry", "err", o.err, "in", time.Duration(o.delay)*time.Millisecond)
+		case res == 4 || res == 5:
+			if res == 5 {
+				owes(o)
+			}
+			log.Info("job canceled while running", "err", o.err)
 		default:
 			if res == 3 {
 				owes(o)

@@ -23,7 +23,8 @@ const MaxProgressSize = 64 << 10
 // It returns once the value is stored. Calls of the handlers of one worker
 // that are waiting at the same time share one round trip, so even 100
 // calls a second from each of 50 jobs cost little (see the README's
-// figures); still, report about as often as someone would look.
+// figures); still, report about as often as someone would look. A Redis
+// out of memory refuses the write (its OOM error); the job is not affected.
 func (j *Job) SetProgress(ctx context.Context, v any) error {
 	return j.report(ctx, "progress", fProgress, v)
 }

@@ -19,9 +19,9 @@
 --         count the attempt
 --
 -- Returns 0 when the token is stale (nothing written), 1 when a retry is
--- queued or scheduled, 2 when the job failed (or, when a cancel was asked
--- while it ran, was canceled: see cancel.lua), 3 when it failed or was
--- canceled and its end is owed to dependents in other queues (see ended in
+-- queued or scheduled, 2 when the job failed, 4 when it was canceled
+-- instead (a cancel was asked while it ran: see cancel.lua); 3 and 5 are 2
+-- and 4 when its end is owed to dependents in other queues (see ended in
 -- prelude.lua). A key of the wrong type answers
 -- an error naming it, and nothing is written.
 local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'list')
@@ -85,7 +85,11 @@ else
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-if h[2] and ended(base, ARGV[1], st, d, w, now, nil, u, uf, c) then
-  return 3
+local code = 2
+if canceled then
+  code = 4
 end
-return 2
+if h[2] and ended(base, ARGV[1], st, d, w, now, nil, u, uf, c) then
+  return code + 1
+end
+return code
