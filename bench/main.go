@@ -5,6 +5,7 @@
 //
 //	cd bench && go run .            # about 3 minutes
 //	cd bench && go run . -quick     # a smoke run of about 20 seconds
+//	cd bench && go run . -limits    # flow control (rqgo alone), 3 to 5 minutes
 //
 // It uses one Redis database of its own (-db, default 15), which must be
 // empty at start, because asynq's keys cannot be given a prefix. It deletes
@@ -44,6 +45,11 @@ type config struct {
 	asynqTaskCheck     time.Duration
 	quick              bool
 	senders            bool
+	limits             bool
+	limitKeys          int
+	rate               int
+	rateFor            time.Duration
+	rateJobs           int
 }
 
 func main() {
@@ -77,6 +83,11 @@ func parseFlags() (config, error) {
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write CPU profiles of rqgo's first timed run of enqueue with -producers (FILE gets .enqueue before its extension) and of processing at each concurrency N (.cN)")
 	flag.StringVar(&cfg.memprofile, "memprofile", "", "write allocation profiles around rqgo's first timed processing run at each concurrency N: FILE.cN and FILE.cN.base (compare with go tool pprof -base)")
 	flag.BoolVar(&cfg.senders, "senders", false, "instead of the comparison, measure the enqueue rate with -producers for several ways of sending the same jobs: rqgo, asynq, and rqgo's enqueue.lua once per job through a plain client and through go-redis's auto-pipeliners")
+	flag.BoolVar(&cfg.limits, "limits", false, "instead of the comparison, measure rqgo's flow control (Limits): Concurrency 20 over 4 workers and KeyConcurrency 2 over -limit-keys keys against an unlimited worker on -jobs jobs, and Rate -rate/s held for -rate-for")
+	flag.IntVar(&cfg.limitKeys, "limit-keys", 1000, "with -limits: limit keys the KeyConcurrency run spreads its jobs over, round-robin")
+	flag.IntVar(&cfg.rate, "rate", 1000, "with -limits: the queue's Rate, per second, in the rate runs")
+	flag.DurationVar(&cfg.rateFor, "rate-for", 30*time.Second, "with -limits: how long the rate runs count starts (the window the Rate must bind over)")
+	flag.IntVar(&cfg.rateJobs, "rate-jobs", 0, "with -limits: jobs preloaded for each rate run (0: -rate × the longer of 4/3 × -rate-for and -rate-for + 2s, so the Rate binds throughout)")
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: smaller sizes and one run per figure, unless set by flags")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -90,6 +101,7 @@ func parseFlags() (config, error) {
 			"enqueue":     func() { cfg.enqueueJobs = 3000 },
 			"jobs":        func() { cfg.jobs = 5000 },
 			"latency-for": func() { cfg.latencyFor = time.Second },
+			"rate-for":    func() { cfg.rateFor = 3 * time.Second },
 		}
 		for name, f := range quick {
 			if !set[name] {
@@ -108,7 +120,8 @@ func parseFlags() (config, error) {
 		name string
 		v    int
 	}{{"runs", cfg.runs}, {"enqueue", cfg.enqueueJobs}, {"producers", cfg.producers}, {"jobs", cfg.jobs},
-		{"preloaders", cfg.preloaders}, {"latency-concurrency", cfg.latencyConcurrency}, {"pool", cfg.pool}} {
+		{"preloaders", cfg.preloaders}, {"latency-concurrency", cfg.latencyConcurrency}, {"pool", cfg.pool},
+		{"limit-keys", cfg.limitKeys}, {"rate", cfg.rate}} {
 		if f.v <= 0 {
 			return cfg, fmt.Errorf("-%s %d: want a positive number", f.name, f.v)
 		}
@@ -118,6 +131,20 @@ func parseFlags() (config, error) {
 	}
 	if cfg.timeout <= 0 {
 		return cfg, fmt.Errorf("-timeout %s: want a positive duration", cfg.timeout)
+	}
+	if cfg.rateFor < time.Second {
+		return cfg, fmt.Errorf("-rate-for %s: want at least 1s, the window the sliding count uses", cfg.rateFor)
+	}
+	if cfg.rateJobs < 0 {
+		return cfg, fmt.Errorf("-rate-jobs %d: want a positive number, or 0 for the default", cfg.rateJobs)
+	}
+	if cfg.rateJobs == 0 {
+		// The workers run half a second past the window: enough jobs for
+		// that and more, so that the Rate binds throughout.
+		cfg.rateJobs = int(float64(cfg.rate) * max(cfg.rateFor.Seconds()*4/3, cfg.rateFor.Seconds()+2))
+	}
+	if cfg.senders && cfg.limits {
+		return cfg, fmt.Errorf("-senders and -limits: pick one")
 	}
 	return cfg, nil
 }
@@ -146,6 +173,9 @@ func run() error {
 		runtime.NumCPU(), cpuModel(), redisVersion(ctx, rdb), opt.Addr, opt.DB, runtime.Version(), moduleVersion("github.com/hibiken/asynq"))
 	fmt.Printf("rqgo: %s\n", rqgoRevision())
 	fmt.Printf("command: %s\n", commandLine())
+	if cfg.limits {
+		return runLimits(ctx, e)
+	}
 	fmt.Printf("both with their default options; go-redis pool %d per system; asynq TaskCheckInterval %s\n", cfg.pool, orDefault(cfg.asynqTaskCheck))
 	fmt.Printf("sizes: %d runs; enqueue %d jobs; processing %d preloaded jobs at concurrency %v; latency %g jobs/s for %s, concurrency %d\n\n",
 		cfg.runs, cfg.enqueueJobs, cfg.jobs, cfg.concurrency, cfg.latencyRate, cfg.latencyFor, cfg.latencyConcurrency)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -54,6 +55,13 @@ func (t *table) String() string {
 
 // cmdTable lists Redis calls per job by command for each system.
 func cmdTable(by [2]map[string]cmdStat, jobs int) string {
+	return cmdTableN([]string{"rqgo calls/job (µs/job)", "asynq calls/job (µs/job)"}, by[:], []int{jobs, jobs})
+}
+
+// cmdTableN lists Redis calls per job by command, one column per header:
+// by[i] over jobs[i] jobs. Commands under 0.01 calls per job summed over
+// the columns are summed up in one row.
+func cmdTableN(headers []string, by []map[string]cmdStat, jobs []int) string {
 	names := map[string]bool{}
 	for _, m := range by {
 		for k := range m {
@@ -61,39 +69,50 @@ func cmdTable(by [2]map[string]cmdStat, jobs int) string {
 		}
 	}
 	keys := slices.Sorted(maps.Keys(names))
+	perJob := func(k string) float64 {
+		var sum float64
+		for i, m := range by {
+			sum += float64(m[k].calls) / float64(jobs[i])
+		}
+		return sum
+	}
 	// Most calls first.
-	total := func(k string) int64 { return by[0][k].calls + by[1][k].calls }
-	slices.SortStableFunc(keys, func(a, b string) int { return int(total(b) - total(a)) })
+	slices.SortStableFunc(keys, func(a, b string) int { return cmp.Compare(perJob(b), perJob(a)) })
 	var rows [][]string
-	cell := func(m map[string]cmdStat, k string) string {
-		s, ok := m[k]
+	cell := func(s cmdStat, ok bool, jobs int) string {
 		if !ok {
 			return ""
 		}
 		return fmt.Sprintf("%.3f (%.2f µs)", float64(s.calls)/float64(jobs), float64(s.usec)/float64(jobs))
 	}
-	var rest [2]cmdStat
+	rest := make([]cmdStat, len(by))
 	for _, k := range keys {
-		if total(k) < int64(jobs)/100 {
-			// Under 0.01 calls per job on both sides: summed up below.
+		if perJob(k) < 0.01 {
+			// Under 0.01 calls per job over all columns: summed up below.
 			for i := range by {
 				rest[i].calls += by[i][k].calls
 				rest[i].usec += by[i][k].usec
 			}
 			continue
 		}
-		rows = append(rows, []string{k, cell(by[0], k), cell(by[1], k)})
-	}
-	var calls [2]int64
-	for i := range by {
-		for _, s := range by[i] {
-			calls[i] += s.calls
+		row := []string{k}
+		for i, m := range by {
+			s, ok := m[k]
+			row = append(row, cell(s, ok, jobs[i]))
 		}
+		rows = append(rows, row)
 	}
-	other := [2]map[string]cmdStat{{"": rest[0]}, {"": rest[1]}}
-	rows = append(rows, []string{"(all others)", cell(other[0], ""), cell(other[1], "")},
-		[]string{"total calls", fmt.Sprintf("%.3f", float64(calls[0])/float64(jobs)), fmt.Sprintf("%.3f", float64(calls[1])/float64(jobs))})
-	return markdown([]string{"command", "rqgo calls/job (µs/job)", "asynq calls/job (µs/job)"}, rows)
+	others, total := []string{"(all others)"}, []string{"total calls"}
+	for i, m := range by {
+		var calls int64
+		for _, s := range m {
+			calls += s.calls
+		}
+		others = append(others, cell(rest[i], true, jobs[i]))
+		total = append(total, fmt.Sprintf("%.3f", float64(calls)/float64(jobs[i])))
+	}
+	rows = append(rows, others, total)
+	return markdown(append([]string{"command"}, headers...), rows)
 }
 
 func markdown(header []string, rows [][]string) string {
