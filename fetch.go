@@ -46,6 +46,10 @@ type queueState struct {
 	// channel ends the hold sooner (see listen).
 	heldUntil atomic.Int64
 	hold      atomic.Int64
+	// goes counts the messages that end a hold (see listen, markAll), so
+	// that the hold a fetch reports does not undo one that came while the
+	// fetch was on its way.
+	goes atomic.Int64
 }
 
 func (s *queueState) ready(nowMs int64) bool {
@@ -61,6 +65,7 @@ func (w *Worker) markAll() {
 	for _, st := range w.qstate {
 		st.dirty.Store(true)
 		st.reapAt.Store(0)
+		st.goes.Add(1)
 		st.heldUntil.Store(0)
 	}
 	w.signalWake()
@@ -395,6 +400,7 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		// Cleared before the call: a wake-up during it marks the queue again.
 		st.dirty.Store(false)
 		asked = true
+		goes := st.goes.Load()
 		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id, w.nonce).Slice()
 		if err != nil {
 			st.dirty.Store(true)
@@ -419,7 +425,7 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		st.due.Store(nextMs)
 		now, _ := res[1].(int64)
 		hold, _ := res[4].(int64)
-		w.holdBack(st, hold, res[5])
+		w.holdBack(st, hold, res[5], goes)
 		if left, _ := res[2].(int64); left > 0 && hold == 0 {
 			st.dirty.Store(true)
 		}
@@ -468,9 +474,10 @@ const (
 // resort.
 const holdRecheck = time.Minute
 
-// holdBack records, for queue state st, the hold dequeue.lua reported, with its
-// hold_ms (v).
-func (w *Worker) holdBack(st *queueState, hold int64, v any) {
+// holdBack records, for queue state st, the hold dequeue.lua reported, with
+// its hold_ms (v). goes is st.goes when the fetch was sent: a message that
+// came since ends the hold at once.
+func (w *Worker) holdBack(st *queueState, hold int64, v any, goes int64) {
 	ms, _ := v.(int64)
 	st.hold.Store(hold)
 	switch hold {
@@ -487,6 +494,9 @@ func (w *Worker) holdBack(st *queueState, hold int64, v any) {
 	// Asked again once the hold is over (or a message ends it sooner).
 	st.dirty.Store(true)
 	st.heldUntil.Store(time.Now().UnixMilli() + ms)
+	if st.goes.Load() != goes {
+		st.heldUntil.Store(0)
+	}
 }
 
 // limited says whether a queue of the worker holds work back for its

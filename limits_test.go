@@ -639,3 +639,69 @@ func TestDamagedParkListDropsNoJob(t *testing.T) {
 		}
 	})
 }
+
+// afterDequeueHold runs f once, after the first dequeue.lua reply that
+// answers hold, before the worker sees it.
+type afterDequeueHold struct {
+	hold int64
+	f    func()
+	once sync.Once
+}
+
+func (h *afterDequeueHold) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *afterDequeueHold) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if _, ok := dequeueAsk(cmd); ok {
+			if c, ok := cmd.(noRetry); ok && err == nil {
+				if res, _ := c.Slice(); len(res) >= dequeuedHead && res[4] == h.hold {
+					h.once.Do(h.f)
+				}
+			}
+		}
+		return err
+	}
+}
+
+func (h *afterDequeueHold) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// The slot that frees while a worker's fetch is on its way to be told the
+// queue is full is not missed: the "go" that comes meanwhile ends the hold
+// the reply reports.
+func TestSlotFreedDuringAFullAnswer(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("capped")
+		if err := q.SetLimits(ctx, Limits{Concurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := q.EnqueueContext(ctx, "f", nil)
+		b, _ := q.EnqueueContext(ctx, "f", nil)
+		if ids, _, _ := dequeueRaw(t, e, q, 1); len(ids) != 1 || ids[0] != a.ID {
+			t.Fatalf("dequeued %v, want %s", ids, a.ID)
+		}
+		tok := e.rdb.HGet(ctx, q.k.job(a.ID), "token").Val()
+		w := e.worker(t, WorkerOptions{Queues: []string{"capped"}})
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+		// A second client, so that the hook sees only the worker's calls.
+		rdb := redis.NewClient(&redis.Options{Addr: e.addr})
+		t.Cleanup(func() { rdb.Close() })
+		w.rdb = rdb
+		rdb.AddHook(&afterDequeueHold{hold: holdFull, f: func() {
+			before := w.qstate[0].goes.Load()
+			// a's attempt ends: its slot frees, and the worker is told.
+			if err := ackManyScript.Run(ctx, e.rdb, []string{q.k.active(), q.k.finished(), q.k.jobPrefix()}, -1, a.ID, tok, "null").Err(); err != nil {
+				t.Error(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for w.qstate[0].goes.Load() == before && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}})
+		start(t, w)
+		waitJob(t, q, b.ID, StatusFinished)
+	})
+}

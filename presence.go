@@ -97,6 +97,7 @@ func (w *Worker) listen(sub *redis.PubSub, n int) {
 			} else if i, ok := w.channels[m.Channel]; ok && m.Payload == "go" {
 				// Resumed, a slot freed or the limits changed (limits.lua,
 				// freed in prelude.lua): look at the queue again.
+				w.qstate[i].goes.Add(1)
 				w.qstate[i].heldUntil.Store(0)
 				w.qstate[i].dirty.Store(true)
 				w.signalWake()
