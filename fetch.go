@@ -401,7 +401,7 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		st.dirty.Store(false)
 		asked = true
 		goes := st.goes.Load()
-		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id, w.nonce).Slice()
+		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id, w.nonce, max(free-len(jobs), 0)).Slice()
 		if err != nil {
 			st.dirty.Store(true)
 			if isScriptRefusal(err) {

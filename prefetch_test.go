@@ -131,7 +131,7 @@ func (h *dequeueAsks) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // then n, lease and worker), and how many jobs n it asks for.
 func dequeueAsk(cmd redis.Cmder) (n int64, ok bool) {
 	a := cmd.Args()
-	if len(a) != 13 || !strings.HasPrefix(fmt.Sprint(a[0]), "eval") || fmt.Sprint(a[2]) != "6" {
+	if len(a) != 14 || !strings.HasPrefix(fmt.Sprint(a[0]), "eval") || fmt.Sprint(a[2]) != "6" {
 		return 0, false
 	}
 	n, _ = strconv.ParseInt(fmt.Sprint(a[9]), 10, 64)

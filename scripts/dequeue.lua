@@ -21,6 +21,9 @@
 -- ARGV[4] the worker's instance nonce: a job's token is "<n>:<nonce>", n from
 --         the counter, so a worker can tell the jobs leased to it by a call
 --         whose reply it never got, even among workers of the same id
+-- ARGV[5] the worker's free handler slots: under a Concurrency, it takes no
+--         more than those (at least one) so that jobs it would hold ahead
+--         do not take the queue's slots from workers that could run them
 --
 -- The queue's flow hash <prefix>:{<queue>}:flow (limits.go; its key is KEYS[6]
 -- less "job:", as are those below) holds its limits and whether it is
@@ -110,6 +113,7 @@ if #flow > 0 then
     hold, ask = 1, 0
   end
   if ask > 0 and (lim.concurrency or 0) > 0 then
+    ask = math.min(ask, math.max(tonumber(ARGV[5]) or ask, 1))
     qfree = lim.concurrency - redis.call('ZCOUNT', KEYS[2], '(' .. nows, '+inf')
     if qfree <= 0 then
       hold, ask = 2, 0
@@ -176,6 +180,7 @@ if lim and ask > 0 then
   for _, lk in ipairs(redis.call('ZRANGEBYSCORE', base .. 'parkkeys', '-inf', now, 'LIMIT', 0, 100)) do
     local s = keyed and keystate(lk) or {free = math.huge, used = 0}
     ks[lk] = s
+    s.parks = true
     if not s.seen then
       s.seen = true
       touched[#touched + 1] = lk
@@ -258,6 +263,7 @@ while left > 0 and n < ask and scanned < 1000 do
       -- damaged park list makes it run instead: a job is never dropped.)
       found = false
       redis.call('ZADD', base .. 'parked', now, id)
+      ks[lk].parks = true
       if not ks[lk].seen then
         ks[lk].seen = true
         touched[#touched + 1] = lk
@@ -324,10 +330,15 @@ if lim then
       redis.pcall('SET', base .. 'rate:' .. lk, string.format('%.3f', tat), 'PX',
         math.ceil(tat - now + lim.key_per_ms / 100) + 1000)
     end
-    if redis.call('EXISTS', base .. 'park:' .. lk) == 1 and redis.call('TYPE', base .. 'park:' .. lk).ok == 'list' then
-      redis.call('ZADD', base .. 'parkkeys', when(s), lk)
-    else
-      redis.call('ZREM', base .. 'parkkeys', lk)
+    -- Only a key that parked or got jobs back here: one whose jobs all ran
+    -- has no parked jobs, or an entry in parkkeys that is still right.
+    if s.parks then
+      local pl = redis.pcall('LLEN', base .. 'park:' .. lk)
+      if not failed(pl) and pl > 0 then
+        redis.call('ZADD', base .. 'parkkeys', when(s), lk)
+      else
+        redis.call('ZREM', base .. 'parkkeys', lk)
+      end
     end
   end
   if left > 0 and hold == 0 then
