@@ -99,8 +99,16 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 		return nil
 	}
 	calls = make([]*scriptCall, 0, len(acks)+len(fails))
+	fill := false
 	for i := range acks {
-		calls = append(calls, &scriptCall{s: ackManyScript, keys: acks[i].q.ackKeys, args: acks[i].args})
+		keys := acks[i].q.ackKeys
+		if acks[i].q.name == w.queues[0].name && w.qstate[0].capped.Load() {
+			// This worker asks its first queue first at its next fetch: the
+			// slots it frees under the queue's Concurrency are its to fill.
+			keys = append(keys[:3:3], acks[i].q.k.flow())
+			fill = true
+		}
+		calls = append(calls, &scriptCall{s: ackManyScript, keys: keys, args: acks[i].args})
 	}
 	for _, o := range fails {
 		j, k := o.r.job, o.r.q.k
@@ -113,6 +121,9 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 			args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL), snoozed(o.snooze)}})
 	}
 	runScripts(ctx, w.rdb, calls)
+	if fill {
+		w.fillNext() // once the slots are free
+	}
 	debug := w.log.Enabled(ctx, slog.LevelDebug)
 	var owing map[string][]string // by queue: jobs whose end is owed to other queues
 	owes := func(o *outcome) {

@@ -3,6 +3,7 @@ package rqgo
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"log/slog"
 	"os"
 	"strings"
@@ -59,7 +60,8 @@ func ackJobs(cmd redis.Cmder) int {
 	if len(args) < 3 || fmt.Sprint(args[0]) != "evalsha" || fmt.Sprint(args[1]) != ackManyScript.Hash() {
 		return 0
 	}
-	return (len(args) - 3 - 3 - 1) / 3 // evalsha sha numkeys, 3 keys, ttl, triples
+	keys, _ := strconv.Atoi(fmt.Sprint(args[2]))
+	return (len(args) - 3 - keys - 1) / 3 // evalsha sha numkeys, the keys, ttl, triples
 }
 
 // childAcker runs a worker whose handler "quick" prints "ran <id> <attempt>"

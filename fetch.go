@@ -50,6 +50,9 @@ type queueState struct {
 	// that the hold a fetch reports does not undo one that came while the
 	// fetch was on its way.
 	goes atomic.Int64
+	// capped: the queue answered that its Concurrency was full, so its acks
+	// leave the slots they free to this worker (see fillNext).
+	capped atomic.Bool
 }
 
 func (s *queueState) ready(nowMs int64) bool {
@@ -487,6 +490,7 @@ func (w *Worker) holdBack(st *queueState, hold int64, v any, goes int64) {
 	case holdPaused:
 		ms = holdRecheck.Milliseconds()
 	case holdFull:
+		st.capped.Store(true)
 		ms = min(max(ms, 1), holdRecheck.Milliseconds())
 	default:
 		ms = max(ms, 1)
@@ -620,6 +624,19 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 		w.markAll() // a wake-up may have come meanwhile
 	default:
 		w.waitFailures = 0
+	}
+}
+
+// fillNext makes the worker's next fetch ask its first queue, whose acks
+// leave the slots they free under its Concurrency to it.
+func (w *Worker) fillNext() {
+	st := w.qstate[0]
+	st.goes.Add(1)
+	st.heldUntil.Store(0)
+	st.dirty.Store(true)
+	w.signalWake()
+	if !w.subscribed && w.blocking.Load() {
+		w.unblock(context.Background())
 	}
 }
 

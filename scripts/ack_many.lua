@@ -6,6 +6,11 @@
 -- KEYS[2] finished zset   <prefix>:{<queue>}:finished  (id -> end time ms)
 -- KEYS[3] job key prefix  <prefix>:{<queue>}:job:  (job keys are this plus the
 --         id, so they share the queue's hash tag and Cluster slot)
+-- KEYS[4] flow hash       <prefix>:{<queue>}:flow, given when the acking
+--         worker fetches from this queue next: the slots it frees under a
+--         Concurrency are then left to it, and its fetch tells the other
+--         workers when some remain (see dequeue.lua); without it, they are
+--         told here (freed in prelude.lua)
 --
 -- ARGV[1] result TTL ms for jobs that set none (0 = keep nothing, -1 = forever)
 -- ARGV[2..] job id, attempt token the worker was given, result JSON: one
@@ -82,7 +87,7 @@ end
 if #finished > 0 then
   redis.call('ZADD', KEYS[2], unpack(finished))
 end
-if freeing then
+if freeing and not KEYS[4] then
   freed(base)
 end
 return out

@@ -351,6 +351,12 @@ if lim then
       hold = 2
     end
   end
+  if hold == 0 and left > 0 and lim.held == 1 then
+    -- Slots are free and other workers wait for one: this fetch took what
+    -- it could (see ack_many.lua's KEYS[4]).
+    redis.call('HDEL', base .. 'flow', 'held')
+    redis.call('PUBLISH', KEYS[2], 'go')
+  end
   if hold == 2 then
     redis.call('HSET', base .. 'flow', 'held', '1')
     local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. nows, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
