@@ -84,10 +84,20 @@ func (q *Queue) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]*Job,
 			for i, c := range all {
 				prepared[i] = c.j
 			}
-			_ = q.through(ctx, prepared, func(ctx context.Context, _ []*Job) error {
+			wrote := false
+			err := q.through(ctx, prepared, func(ctx context.Context, _ []*Job) error {
+				wrote = true
 				q.writeMany(ctx, all)
 				return callsError(all)
 			})
+			if !wrote {
+				if err == nil {
+					err = errNotWritten
+				}
+				for _, c := range all {
+					c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)
+				}
+			}
 		} else {
 			q.writeMany(ctx, all)
 		}

@@ -538,7 +538,7 @@ func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
 	j.Attempt = int(attempt)
 	j.StartedAt = msTime(now)
 	j.Worker = w.id
-	j.from, j.pfx, j.leased, j.rep = w.rdb, w.opts.Prefix, true, w.reports
+	j.from, j.pfx, j.leased, j.rep, j.repDone = w.rdb, w.opts.Prefix, true, w.reports, w.reportsDone
 	return j, err
 }
 

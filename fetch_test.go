@@ -41,7 +41,7 @@ func TestFetchedJobMatchesItsHash(t *testing.T) {
 				t.Errorf("fetched job %s cannot report progress", got.ID)
 			}
 			cmp := *got
-			cmp.leased, cmp.rep = false, nil
+			cmp.leased, cmp.rep, cmp.repDone = false, nil, nil
 			if !reflect.DeepEqual(&cmp, stored) {
 				t.Errorf("fetched job\n%+v\nwant as stored\n%+v", got, stored)
 			}

@@ -3,6 +3,7 @@ package rqgo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 )
@@ -34,7 +35,10 @@ type EnqueueFunc func(ctx context.Context, jobs []*Job) error
 
 // EnqueueMiddleware wraps the writing of a Queue's jobs: it may read each
 // job (its ID, Queue, Func and Args are set; [JobID] or a random id), add to
-// its Headers before calling next, and look at the outcome after. Tracing
+// its Headers before calling next, and look at the outcome after. It may
+// refuse the call by returning an error without calling next: then no job
+// is written, and each gets that error. next writes the jobs it was
+// prepared with, whatever slice it is given. Tracing
 // is one use (package otelrqgo), stamping a tenant or request id on every
 // job another. It runs once per [Queue.EnqueueContext] with one job, and
 // once per [Queue.EnqueueMany] with the jobs that passed validation.
@@ -46,6 +50,10 @@ type EnqueueMiddleware func(next EnqueueFunc) EnqueueFunc
 func WithEnqueueMiddleware(mw ...EnqueueMiddleware) QueueOption {
 	return func(q *Queue) { q.mw = append(q.mw, mw...) }
 }
+
+// errNotWritten is the error of an enqueue whose middleware returned
+// without calling next, and without an error of its own.
+var errNotWritten = errors.New("enqueue middleware returned without writing the job")
 
 // through runs jobs through the queue's middleware, with write last.
 func (q *Queue) through(ctx context.Context, jobs []*Job, write EnqueueFunc) error {

@@ -79,3 +79,35 @@ func TestHeadersAndEnqueueMiddleware(t *testing.T) {
 		}
 	})
 }
+
+// Middleware that refuses a call without writing makes every job of it an
+// error, and writes nothing; one that returns nil without calling next is
+// an error too.
+func TestEnqueueMiddlewareThatDoesNotWrite(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		refused := errors.New("quota exceeded")
+		refuse := func(next EnqueueFunc) EnqueueFunc {
+			return func(ctx context.Context, jobs []*Job) error { return refused }
+		}
+		swallow := func(next EnqueueFunc) EnqueueFunc {
+			return func(ctx context.Context, jobs []*Job) error { return nil }
+		}
+		q := e.queue("default", WithEnqueueMiddleware(refuse))
+		if j, err := q.EnqueueContext(ctx, "f", nil); !errors.Is(err, refused) || j != nil {
+			t.Errorf("Enqueue through a refusing middleware = %v, %v", j, err)
+		}
+		jobs, err := q.EnqueueMany(ctx, []EnqueueRequest{{Func: "f"}, {Func: "g"}})
+		var me *EnqueueManyError
+		if !errors.As(err, &me) || !errors.Is(me.Errs[0], refused) || !errors.Is(me.Errs[1], refused) || jobs[0] != nil || jobs[1] != nil {
+			t.Errorf("EnqueueMany through a refusing middleware = %v, %v", jobs, err)
+		}
+		s := e.queue("default", WithEnqueueMiddleware(swallow))
+		if _, err := s.EnqueueContext(ctx, "f", nil); err == nil || !strings.Contains(err.Error(), "without writing") {
+			t.Errorf("Enqueue through a middleware that skips next: %v", err)
+		}
+		if c, _ := q.Counts(ctx); c.Queued != 0 {
+			t.Errorf("%d jobs written", c.Queued)
+		}
+	})
+}

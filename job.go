@@ -84,8 +84,9 @@ type Job struct {
 	pfx  string
 	// leased: a worker fetched it for the attempt its token names, which
 	// may report progress, through rep (the worker's reportLoop).
-	leased bool
-	rep    chan<- *report
+	leased  bool
+	rep     chan<- *report
+	repDone <-chan struct{} // closed when the reportLoop has stopped
 }
 
 // Decode unmarshals the job's JSON arguments into v.

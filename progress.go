@@ -3,6 +3,7 @@ package rqgo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -56,12 +57,21 @@ func (j *Job) report(ctx context.Context, what, field string, v any) error {
 	} else {
 		select {
 		case j.rep <- r:
+		case <-j.repDone:
+			return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, errWorkerStopped)
 		case <-ctx.Done():
 			return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, context.Cause(ctx))
 		}
 	}
 	select {
 	case err = <-r.done:
+	case <-j.repDone:
+		// The worker stopped: it may or may not have written this one.
+		select {
+		case err = <-r.done:
+		default:
+			err = errWorkerStopped
+		}
 	case <-ctx.Done():
 		err = context.Cause(ctx)
 	}
@@ -70,6 +80,10 @@ func (j *Job) report(ctx context.Context, what, field string, v any) error {
 	}
 	return nil
 }
+
+// errWorkerStopped is the error of a report made after the worker stopped
+// (a handler that outlived its grace period).
+var errWorkerStopped = errors.New("the worker has stopped")
 
 // report is one SetProgress or SetMeta on its way to Redis; done gets its
 // outcome.

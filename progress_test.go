@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A handler's progress and named values are stored as it reports them,
@@ -106,6 +107,37 @@ func TestProgressBadInput(t *testing.T) {
 		}
 		if err := done.SetProgress(ctx, 1); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not a running attempt") {
 			t.Errorf("SetProgress on a fetched job: %v", err)
+		}
+	})
+}
+
+// A handler that outlives its worker's shutdown gets an error from
+// SetProgress, not a call that never returns.
+func TestProgressAfterTheWorkerStopped(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		if _, err := q.EnqueueContext(ctx, "stubborn", nil); err != nil {
+			t.Fatal(err)
+		}
+		started := make(chan *Job, 1)
+		w := e.worker(t, WorkerOptions{ShutdownTimeout: time.Millisecond})
+		w.Register("stubborn", func(ctx context.Context, j *Job) (any, error) {
+			started <- j
+			select {} // ignores its context
+		})
+		stop := start(t, w)
+		j := <-started
+		stop()
+		done := make(chan error, 1)
+		go func() { done <- j.SetProgress(context.Background(), 1) }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("SetProgress after the worker stopped = nil")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("SetProgress after the worker stopped did not return")
 		}
 	})
 }

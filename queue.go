@@ -114,11 +114,19 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 	}
 	if len(q.mw) > 0 {
 		var out *Job
+		wrote := false
 		err := q.through(ctx, []*Job{j}, func(ctx context.Context, jobs []*Job) error {
 			var err error
-			out, err = q.write(ctx, jobs[0], argv)
+			wrote = true
+			out, err = q.write(ctx, j, argv)
 			return err
 		})
+		if !wrote && err == nil {
+			err = errNotWritten
+		}
+		if !wrote {
+			return nil, fmt.Errorf("rqgo: enqueue %q: %w", fn, err)
+		}
 		return out, err
 	}
 	if j.Headers != nil {

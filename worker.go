@@ -133,14 +133,15 @@ type Worker struct {
 	wake      chan struct{} // a wake-up came (subscribed workers)
 	// subscribed: the worker waits for messages on the wake channels rather
 	// than in a BLPOP over blockKeys (see block).
-	subscribed bool
-	blockKeys  []string       // the BLPOP's keys: this worker's own wake key, then each queue's
-	wakeKeys   map[string]int // queue index by wake key (and channel)
-	channels   map[string]int // queue index by active-set channel
-	waiting    func()         // called when the fetch loop starts an idle wait; tests only
-	blocking   atomic.Bool    // the fetch loop is in its BLPOP, or about to be (see block)
-	reports    chan *report   // SetProgress and SetMeta of its handlers (reportLoop)
-	hook       stepHook       // tests: stops a hand-over between queues
+	subscribed  bool
+	blockKeys   []string       // the BLPOP's keys: this worker's own wake key, then each queue's
+	wakeKeys    map[string]int // queue index by wake key (and channel)
+	channels    map[string]int // queue index by active-set channel
+	waiting     func()         // called when the fetch loop starts an idle wait; tests only
+	blocking    atomic.Bool    // the fetch loop is in its BLPOP, or about to be (see block)
+	reports     chan *report   // SetProgress and SetMeta of its handlers (reportLoop)
+	reportsDone chan struct{}  // closed when reportLoop has stopped
+	hook        stepHook       // tests: stops a hand-over between queues
 	// waitFailures counts the idle waits in a row that failed (fetch loop only).
 	waitFailures int
 	// handlerBase is the parent of every handler's context; it ends when
@@ -212,21 +213,22 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		o.Logger = slog.Default()
 	}
 	w := &Worker{
-		rdb:       rdb,
-		opts:      o,
-		id:        o.Name,
-		nonce:     newID()[:8],
-		log:       o.Logger.With("worker", o.Name),
-		handlers:  map[string]Handler{},
-		running:   map[*run]struct{}{},
-		reports:   make(chan *report, 256),
-		freed:     make(chan struct{}, 1),
-		maxBlock:  maxBlock,
-		maxHold:   maxHold,
-		reapEvery: min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
-		wake:      make(chan struct{}, 1),
-		wakeKeys:  map[string]int{},
-		channels:  map[string]int{},
+		rdb:         rdb,
+		opts:        o,
+		id:          o.Name,
+		nonce:       newID()[:8],
+		log:         o.Logger.With("worker", o.Name),
+		handlers:    map[string]Handler{},
+		running:     map[*run]struct{}{},
+		reports:     make(chan *report, 256),
+		reportsDone: make(chan struct{}),
+		freed:       make(chan struct{}, 1),
+		maxBlock:    maxBlock,
+		maxHold:     maxHold,
+		reapEvery:   min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
+		wake:        make(chan struct{}, 1),
+		wakeKeys:    map[string]int{},
+		channels:    map[string]int{},
 	}
 	for i, name := range o.Queues {
 		q := newWorkerQueue(o.Prefix, name)
@@ -409,9 +411,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	ackDone := make(chan struct{})
 	ackStop := make(chan struct{})
 	go func() { defer close(ackDone); w.ackLoop(bg, ackStop) }()
-	reportDone := make(chan struct{})
 	reportStop := make(chan struct{})
-	go func() { defer close(reportDone); w.reportLoop(reportStop) }()
+	go func() { defer close(w.reportsDone); w.reportLoop(reportStop) }()
 	beatCtx, stopBeat := context.WithCancel(bg)
 	beatDone := make(chan struct{})
 	go func() { defer close(beatDone); w.heartbeatLoop(beatCtx) }()
@@ -419,8 +420,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.fetchLoop(ctx)
 
 	w.drain(bg, stopHandlers)
-	close(reportStop) // the handlers have returned: none reports any more
-	<-reportDone
+	close(reportStop) // the handlers have returned, or were given up on
+	<-w.reportsDone
 	close(ackStop)
 	<-ackDone
 	stopBeat()
