@@ -3,9 +3,9 @@ package rqgo
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
