@@ -472,8 +472,13 @@ func TestKeyRateParksAndParkedJobsCanBeCanceled(t *testing.T) {
 		if err := q.SetLimits(ctx, Limits{KeyRate: 1, KeyPer: time.Hour}); err != nil {
 			t.Fatal(err)
 		}
-		if ids, _, _ := dequeueRaw(t, e, q, 10); len(ids) != 0 {
-			t.Fatalf("dequeued %v; want acct-A's job parked again", ids)
+		// The new rate counts from now: acct-A's waiting job starts, and the
+		// next one parks.
+		if _, err := q.EnqueueContext(ctx, "send", nil, LimitKey("acct-A")); err != nil {
+			t.Fatal(err)
+		}
+		if ids, _, _ := dequeueRaw(t, e, q, 10); len(ids) != 1 {
+			t.Fatalf("dequeued %v; want one of acct-A's jobs started and one parked", ids)
 		}
 		if n, err := q.Empty(ctx); err != nil || n != 1 {
 			t.Fatalf("Empty = %d, %v; want the parked job deleted", n, err)
@@ -703,5 +708,53 @@ func TestSlotFreedDuringAFullAnswer(t *testing.T) {
 		}})
 		start(t, w)
 		waitJob(t, q, b.ID, StatusFinished)
+	})
+}
+
+// Raising a rate applies at once: the state the old rate left does not
+// hold the new one back, for the queue or for a key.
+func TestRaisedRateAppliesAtOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("mail")
+		if err := q.SetLimits(ctx, Limits{Rate: 1, Per: time.Hour, KeyRate: 1, KeyPer: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			q.EnqueueContext(ctx, "f", nil)
+			q.EnqueueContext(ctx, "f", nil, LimitKey("A"))
+		}
+		if ids, _, _ := dequeueRaw(t, e, q, 10); len(ids) != 1 {
+			t.Fatalf("under 1/h: %d started, want 1", len(ids))
+		}
+		if err := q.SetLimits(ctx, Limits{Rate: 1000, Per: time.Second, KeyRate: 1000, KeyPer: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		ids, hold, _ := dequeueRaw(t, e, q, 10)
+		if len(ids) != 5 || hold != 0 {
+			t.Errorf("after raising both rates: %d started (hold %d), want the other 5 at once", len(ids), hold)
+		}
+	})
+}
+
+// A flow hash edited by hand into something dequeue.lua cannot read is
+// refused with an error naming it, not a Lua error halfway.
+func TestMalformedFlowHashIsRefused(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("mail")
+		q.EnqueueContext(ctx, "f", nil)
+		for _, bad := range [][]any{{"concurrency", "five"}, {"rate", "10"}} {
+			e.rdb.Del(ctx, q.k.flow())
+			e.rdb.HSet(ctx, q.k.flow(), bad...)
+			k := q.k
+			err := dequeueScript.Run(ctx, e.rdb, []string{k.pending(), k.active(), k.scheduled(), k.seq(), k.wake(), k.jobPrefix()}, 10, 30000, "w", "n").Err()
+			if !isScriptRefusal(err) || !strings.Contains(err.Error(), "flow") {
+				t.Errorf("flow %v: %v, want a refusal naming the flow hash", bad, err)
+			}
+		}
+		if c, _ := q.Counts(ctx); c.Queued != 1 {
+			t.Errorf("counts %+v: the job moved", c)
+		}
 	})
 }

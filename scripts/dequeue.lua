@@ -106,7 +106,15 @@ local qgap, qt0, qa, qfree
 if #flow > 0 then
   lim = {}
   for f = 1, #flow, 2 do
-    lim[flow[f]] = tonumber(flow[f + 1]) or flow[f + 1]
+    local v = tonumber(flow[f + 1])
+    if not v then
+      return redis.error_reply('rqgo: key ' .. base .. 'flow holds ' .. flow[f] .. ' "' ..
+        string.sub(flow[f + 1], 1, 40) .. '", not a number; nothing was changed: repair it or set the limits again')
+    end
+    lim[flow[f]] = v
+  end
+  if ((lim.rate or 0) > 0 and (lim.per_ms or 0) <= 0) or ((lim.key_rate or 0) > 0 and (lim.key_per_ms or 0) <= 0) then
+    return redis.error_reply('rqgo: key ' .. base .. 'flow holds a rate without its period; nothing was changed: set the limits again')
   end
   keyed = (lim.key_concurrency or 0) > 0 or (lim.key_rate or 0) > 0
   if lim.paused == 1 then
@@ -154,8 +162,16 @@ if lim then
       s.free, s.first = lim.key_concurrency - n, first
     end
     if (lim.key_rate or 0) > 0 then
-      local tat = redis.pcall('GET', base .. 'rate:' .. lk)
-      local a, gap, t0 = gcra(not failed(tat) and tat, lim.key_rate, lim.key_per_ms, now)
+      -- "<tat>:<gen>": a state from before the last SetLimits is stale.
+      local st = redis.pcall('GET', base .. 'rate:' .. lk)
+      local tat, g = nil, nil
+      if type(st) == 'string' then
+        tat, g = string.match(st, '^([%d.]+):(%d+)$')
+      end
+      if tonumber(g) ~= (lim.gen or 0) then
+        tat = nil
+      end
+      local a, gap, t0 = gcra(tat, lim.key_rate, lim.key_per_ms, now)
       if a < s.free then
         s.free, s.rated = a, true
       end
@@ -327,7 +343,7 @@ if lim then
     local s = ks[lk]
     if s.gap and s.used > 0 then
       local tat = s.t0 + s.used * s.gap
-      redis.pcall('SET', base .. 'rate:' .. lk, string.format('%.3f', tat), 'PX',
+      redis.pcall('SET', base .. 'rate:' .. lk, string.format('%.3f', tat) .. ':' .. (lim.gen or 0), 'PX',
         math.ceil(tat - now + lim.key_per_ms / 100) + 1000)
     end
     -- Only a key that parked or got jobs back here: one whose jobs all ran

@@ -3,8 +3,9 @@
 -- and is not paused, and its scripts take their fast path.
 --
 -- KEYS[1] flow hash       <prefix>:{<queue>}:flow  (concurrency, rate, per_ms,
---         key_concurrency, key_rate, key_per_ms, paused, and dequeue.lua's
---         tat and held)
+--         key_concurrency, key_rate, key_per_ms, paused, gen (counts the
+--         sets: the keys' rate states of older ones are stale), and
+--         dequeue.lua's tat and held)
 -- KEYS[2] active zset     <prefix>:{<queue>}:active  (its channel tells the
 --         queue's workers to look at it again: "go")
 -- KEYS[3] wake list       <prefix>:{<queue>}:wake  (also a channel)
@@ -36,9 +37,10 @@ if op == 'set' then
       redis.call('HDEL', KEYS[1], f)
     end
   end
-  if tonumber(ARGV[3]) == 0 then
-    redis.call('HDEL', KEYS[1], 'tat')
-  end
+  -- The rates count from now: the queue's state goes, and the keys' states
+  -- (each tagged with the generation it was written in) no longer count.
+  redis.call('HDEL', KEYS[1], 'tat')
+  redis.call('HINCRBY', KEYS[1], 'gen', 1)
   local keys = redis.call('ZRANGE', KEYS[4], 0, -1)
   if tonumber(ARGV[5]) == 0 and tonumber(ARGV[6]) == 0 then
     -- No key limits any more: every parked job goes back to the head of
