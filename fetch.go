@@ -53,6 +53,9 @@ type queueState struct {
 	// capped: the queue answered that its Concurrency was full, so its acks
 	// leave the slots they free to this worker (see fillNext).
 	capped atomic.Bool
+	// parked: how many of its jobs its last fetch found parked for their
+	// limit keys; a burst worker waits for them.
+	parked atomic.Int64
 }
 
 func (s *queueState) ready(nowMs int64) bool {
@@ -158,23 +161,30 @@ func (w *Worker) look(ctx context.Context) {
 	defer cancel()
 	lens := make([]*redis.IntCmd, len(w.queues))
 	firsts := make([]*redis.ZSliceCmd, len(w.queues))
+	parks := make([]*redis.ZSliceCmd, len(w.queues))
 	_, err := w.rdb.Pipelined(c, func(p redis.Pipeliner) error {
 		for i, q := range w.queues {
 			lens[i] = p.LLen(c, q.k.pending())
 			firsts[i] = p.ZRangeWithScores(c, q.k.scheduled(), 0, 0)
+			parks[i] = p.ZRangeWithScores(c, q.k.parkKeys(), 0, 0) // parked jobs' next look
 		}
 		return nil
 	})
 	for i, st := range w.qstate {
 		n, lerr := lens[i].Result()
 		first, ferr := firsts[i].Result()
+		park, perr := parks[i].Result()
 		switch {
-		case err != nil || lerr != nil || ferr != nil:
+		case err != nil || lerr != nil || ferr != nil || perr != nil:
 			st.dirty.Store(true)
 		case n > 0:
 			st.dirty.Store(true)
-		case len(first) == 1:
-			st.due.Store(int64(first[0].Score))
+		default:
+			for _, z := range append(first, park...) {
+				if d := st.due.Load(); d == 0 || int64(z.Score) < d {
+					st.due.Store(max(int64(z.Score), 1))
+				}
+			}
 		}
 	}
 }
@@ -429,6 +439,8 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		now, _ := res[1].(int64)
 		hold, _ := res[4].(int64)
 		w.holdBack(st, hold, res[5], goes)
+		parked, _ := res[6].(int64)
+		st.parked.Store(parked)
 		if left, _ := res[2].(int64); left > 0 && hold == 0 {
 			st.dirty.Store(true)
 		}
@@ -460,8 +472,8 @@ func isScriptRefusal(err error) bool {
 }
 
 // dequeuedHead is the number of elements before the jobs in dequeue.lua's
-// reply: next_ms, now_ms, left, active, hold, hold_ms.
-const dequeuedHead = 6
+// reply: next_ms, now_ms, left, active, hold, hold_ms, parked.
+const dequeuedHead = 7
 
 // Reasons dequeue.lua gives for holding a queue back.
 const (
@@ -504,12 +516,15 @@ func (w *Worker) holdBack(st *queueState, hold int64, v any, goes int64) {
 }
 
 // limited says whether a queue of the worker holds work back for its
-// Concurrency or Rate: a burst worker waits for it (and not for a paused
-// queue).
+// Concurrency or Rate, or has jobs parked for their limit keys: a burst
+// worker waits for them (and not for a paused queue).
 func (w *Worker) limited() bool {
 	now := time.Now().UnixMilli()
 	for _, st := range w.qstate {
 		if h := st.hold.Load(); (h == holdFull || h == holdRate) && st.heldUntil.Load() > now {
+			return true
+		}
+		if st.parked.Load() > 0 {
 			return true
 		}
 	}

@@ -758,3 +758,26 @@ func TestMalformedFlowHashIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// A burst worker waits for the jobs parked for their keys: it returns once
+// they too have run.
+func TestBurstWaitsForParkedJobs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("mail")
+		if err := q.SetLimits(ctx, Limits{KeyRate: 1, KeyPer: 100 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := q.EnqueueContext(ctx, "f", nil, LimitKey("A")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := e.worker(t, WorkerOptions{Queues: []string{"mail"}})
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+		runBurst(t, w)
+		if c, _ := q.Counts(ctx); c.Finished != 3 || c.Parked != 0 {
+			t.Errorf("after the burst: %+v, want all 3 finished", c)
+		}
+	})
+}

@@ -41,15 +41,16 @@
 -- the queue when one of its jobs leaves the active set (unslot in
 -- prelude.lua), or when its time in parkkeys comes (here).
 --
--- Returns {next_ms, now_ms, left, active, hold, hold_ms, <job 1>, <job 2>,
--- ...}: next_ms is the earliest remaining scheduled time or time to look at
+-- Returns {next_ms, now_ms, left, active, hold, hold_ms, parked, <job 1>,
+-- <job 2>, ...}: next_ms is the earliest remaining scheduled time or time to look at
 -- a parked key (0 when none), now_ms the jobs' started_at, left the ready
 -- jobs still pending, active the size of the active set. hold says why the
 -- queue has work the worker must not ask for now: 0 none, 1 paused (until
 -- Resume tells the workers on the active set's channel), 2 its Concurrency
 -- is full (until a job leaves the active set: freed in prelude.lua tells
 -- them; hold_ms is in how long the earliest lease expires), 3 its Rate
--- (for hold_ms). While it holds, the wake list keeps its token, so that
+-- (for hold_ms). parked is how many of its jobs are parked for their keys
+-- (0 without a flow hash). While it holds, the wake list keeps its token, so that
 -- enqueues wake nobody. Each job is 21 elements: id, token, attempt (the new ones),
 -- then the values (nil when absent) of the hash fields id, queue, func,
 -- args, max_retries, timeout_ms, result_ttl_ms, failure_ttl_ms, backoff,
@@ -99,7 +100,7 @@ for _, id in ipairs(due) do
   end
 end
 
-local out = {0, now, 0, active, 0, 0}
+local out = {0, now, 0, active, 0, 0, 0}
 local ask = tonumber(ARGV[1])
 local lim, keyed, hold = nil, false, 0
 local qgap, qt0, qa, qfree
@@ -203,7 +204,7 @@ if lim and ask > 0 then
     end
     local back = {}
     local pk = base .. 'park:' .. lk
-    while #back < math.min(s.free, 1000) do
+    while #back < math.min(s.free, ask) do
       local id = redis.pcall('LPOP', pk)
       if type(id) ~= 'string' then
         break
@@ -379,6 +380,7 @@ if lim then
     out[6] = first[2] and math.max(tonumber(first[2]) - now, 1) or 1
   end
   out[5] = hold
+  out[7] = redis.call('ZCARD', base .. 'parked')
 end
 out[3] = left
 if hold > 0 then

@@ -48,10 +48,13 @@ if op == 'set' then
     local back = {}
     for _, lk in ipairs(keys) do
       local pk = string.sub(KEYS[1], 1, -5) .. 'park:' .. lk
-      for _, id in ipairs(redis.call('LRANGE', pk, 0, -1)) do
-        back[#back + 1] = id
+      local ids = redis.pcall('LRANGE', pk, 0, -1)
+      if not failed(ids) then -- a damaged list is left alone
+        for _, id in ipairs(ids) do
+          back[#back + 1] = id
+        end
+        redis.call('DEL', pk)
       end
-      redis.call('DEL', pk)
     end
     for b = #back, 1, -1 do
       redis.call('LPUSH', KEYS[5], back[b])

@@ -301,6 +301,14 @@ local function unslot(base, id, lk)
     return
   end
   local pk = base .. 'park:' .. lk
+  -- A damaged key leaves the parked job where it is (checked first: a
+  -- script is not rolled back).
+  for _, c in ipairs({{pk, 'list'}, {base .. 'pending', 'list'}, {base .. 'parked', 'zset'}, {base .. 'parkkeys', 'zset'}}) do
+    local t = redis.call('TYPE', c[1]).ok
+    if t ~= 'none' and t ~= c[2] then
+      return
+    end
+  end
   local nxt = redis.pcall('LPOP', pk)
   if type(nxt) == 'string' then
     redis.call('ZREM', base .. 'parked', nxt)
@@ -326,9 +334,9 @@ end
 -- the queue at base's parked jobs.
 local function unpark(base, id, lk)
   local pk = base .. 'park:' .. lk
-  redis.call('ZREM', base .. 'parked', id)
+  redis.pcall('ZREM', base .. 'parked', id)
   if redis.pcall('LREM', pk, 0, id) == 1 and redis.call('LLEN', pk) == 0 then
-    redis.call('ZREM', base .. 'parkkeys', lk)
+    redis.pcall('ZREM', base .. 'parkkeys', lk)
   end
 end
 
