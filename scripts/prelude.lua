@@ -301,9 +301,13 @@ local function unslot(base, id, lk)
     return
   end
   local pk = base .. 'park:' .. lk
+  local waiting = redis.pcall('LLEN', pk)
+  if type(waiting) ~= 'number' or waiting == 0 then
+    return -- nothing parked (or a damaged list: left alone)
+  end
   -- A damaged key leaves the parked job where it is (checked first: a
   -- script is not rolled back).
-  for _, c in ipairs({{pk, 'list'}, {base .. 'pending', 'list'}, {base .. 'parked', 'zset'}, {base .. 'parkkeys', 'zset'}}) do
+  for _, c in ipairs({{base .. 'pending', 'list'}, {base .. 'parked', 'zset'}, {base .. 'parkkeys', 'zset'}}) do
     local t = redis.call('TYPE', c[1]).ok
     if t ~= 'none' and t ~= c[2] then
       return
