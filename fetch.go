@@ -533,14 +533,19 @@ func (w *Worker) limited() bool {
 
 // dequeuedLen is the number of elements per job in dequeue.lua's reply:
 // id, token, attempt, then the fetched fields.
-const dequeuedLen = 3 + fetchedFields
+const dequeuedLen = 3 + fetchedFields + 1
 
 // dequeued decodes one job of dequeue.lua's reply, started at now (Unix ms)
 // on this worker.
 func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
 	var jv jobValues
-	for i, v := range r[3:] {
+	for i, v := range r[3 : 3+fetchedFields] {
 		jv.v[i], jv.ok[i] = v.(string)
+	}
+	if more, ok := r[3+fetchedFields].([]any); ok && len(more) == 3 {
+		for i, x := range []int{xParents, xLimitKey, xHeaders} {
+			jv.v[x], jv.ok[x] = more[i].(string)
+		}
 	}
 	jv.v[xStatus], jv.ok[xStatus] = string(StatusStarted), true
 	j, err := jv.decode()

@@ -185,11 +185,11 @@ const (
 	xEndedAt
 	xResult
 	xError
-	xParents
+	fetchedFields // then one element with these three, false for a plain job:
+	xParents      = iota - 1
 	xLimitKey
 	xHeaders
-	fetchedFields // the fields below are set by dequeue.lua itself
-	xStatus       = iota - 1
+	xStatus // the fields below are set by dequeue.lua itself
 	xAttempt
 	xStartedAt
 	xWorker

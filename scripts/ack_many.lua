@@ -63,7 +63,9 @@ for i = 2, #ARGV, 3 do
     code = 1
     freeing = true
     local d, w, u, uf, c = extras(k, h[3])
-    unslot_job(base, k, id, h[3])
+    if h[3] then
+      unslot_job(base, k, id, h[3])
+    end
     local ttl = tonumber(h[2]) or default
     if ttl == 0 then
       redis.call('DEL', k)

@@ -51,11 +51,12 @@
 -- them; hold_ms is in how long the earliest lease expires), 3 its Rate
 -- (for hold_ms). parked is how many of its jobs are parked for their keys
 -- (0 without a flow hash). While it holds, the wake list keeps its token, so that
--- enqueues wake nobody. Each job is 21 elements: id, token, attempt (the new ones),
+-- enqueues wake nobody. Each job is 19 elements: id, token, attempt (the new ones),
 -- then the values (nil when absent) of the hash fields id, queue, func,
 -- args, max_retries, timeout_ms, result_ttl_ms, failure_ttl_ms, backoff,
--- created_at, enqueued_at, scheduled_at, ended_at, result, error, parents,
--- limit_key, headers, in this order. The job's status is `started` and its worker ARGV[3].
+-- created_at, enqueued_at, scheduled_at, ended_at, result, error, in this
+-- order, and then false for a plain job (no flags), else {parents,
+-- limit_key, headers} (each false when absent). The job's status is `started` and its worker ARGV[3].
 --
 -- Every key is read, and the counter checked, before the first write: a key
 -- of the wrong type answers an error naming it, and no job moves.
@@ -320,9 +321,15 @@ while left > 0 and n < ask and scanned < 1000 do
         out[#out + 1] = h[f]
       end
       -- A job's parents, for its handler ([Job.FetchParents]).
-      out[#out + 1] = fl and string.find(fl, 'p', 1, true) and redis.call('HGET', k, 'parents') or false
-      out[#out + 1] = lk or (fl and string.find(fl, 'k', 1, true) and redis.call('HGET', k, 'limit_key')) or false
-      out[#out + 1] = fl and string.find(fl, 'h', 1, true) and redis.call('HGET', k, 'headers') or false
+      -- What a flagged job has more, in one element: false for a plain job.
+      if fl then
+        out[#out + 1] = {
+          string.find(fl, 'p', 1, true) and redis.call('HGET', k, 'parents') or false,
+          lk or (string.find(fl, 'k', 1, true) and redis.call('HGET', k, 'limit_key')) or false,
+          string.find(fl, 'h', 1, true) and redis.call('HGET', k, 'headers') or false}
+      else
+        out[#out + 1] = false
+      end
     end
   end
   if #leased > 0 then
