@@ -604,8 +604,14 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 		// A held queue's token stays in its wake list (see dequeue.lua).
 		keys = keys[:1:1]
 		for _, k := range w.blockKeys[1:] {
-			if st := w.qstate[w.wakeKeys[k]]; st.heldUntil.Load() <= now {
+			i := w.wakeKeys[k]
+			st := w.qstate[i]
+			switch {
+			case st.heldUntil.Load() <= now:
 				keys = append(keys, k)
+			case st.hold.Load() == holdFull:
+				// One token per freed slot wakes one waiting worker.
+				keys = append(keys, w.queues[i].k.slot())
 			}
 		}
 	}
@@ -633,6 +639,8 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 		w.waitFailures = 0
 		if i, ok := w.wakeKeys[res[0]]; ok {
 			w.qstate[i].dirty.Store(true)
+		} else if i, ok := w.slotKeys[res[0]]; ok {
+			w.endHold(i)
 		}
 	case err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil:
 		// Redis unreachable, or a wake list damaged: back off, up to 5 s.
@@ -645,6 +653,15 @@ func (w *Worker) block(ctx context.Context, until time.Time) {
 	default:
 		w.waitFailures = 0
 	}
+}
+
+// endHold makes the worker ask its queue i at its next fetch, whatever hold
+// it had.
+func (w *Worker) endHold(i int) {
+	st := w.qstate[i]
+	st.goes.Add(1)
+	st.heldUntil.Store(0)
+	st.dirty.Store(true)
 }
 
 // fillNext makes the worker's next fetch ask its first queue, whose acks

@@ -56,6 +56,7 @@ func (k keys) ended() string               { return k.base + "ended" }
 // with parked jobs (key -> when to look at them again), one key's running
 // jobs (id -> when started) and the state of one key's rate.
 func (k keys) flow() string              { return k.base + "flow" }
+func (k keys) slot() string              { return k.base + "slot" }
 func (k keys) parked() string            { return k.base + "parked" }
 func (k keys) park(key string) string    { return k.base + "park:" + key }
 func (k keys) parkKeys() string          { return k.base + "parkkeys" }

@@ -701,8 +701,10 @@ func TestSlotFreedDuringAFullAnswer(t *testing.T) {
 			if err := ackManyScript.Run(ctx, e.rdb, []string{q.k.active(), q.k.finished(), q.k.jobPrefix()}, -1, a.ID, tok, "null").Err(); err != nil {
 				t.Error(err)
 			}
+			// The worker is told: a "go", or a slot token for one waiting
+			// worker.
 			deadline := time.Now().Add(10 * time.Second)
-			for w.qstate[0].goes.Load() == before && time.Now().Before(deadline) {
+			for w.qstate[0].goes.Load() == before && e.rdb.LLen(ctx, q.k.slot()).Val() == 0 && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
 		}})

@@ -67,11 +67,11 @@ func isOOM(err error) bool {
 // channel), and, when it waits that way (see block), that a queue has
 // work. It returns once Redis has confirmed the subscription.
 func (w *Worker) subscribe(ctx context.Context) (*redis.PubSub, error) {
-	chans := make([]string, 0, 2*len(w.queues))
+	chans := make([]string, 0, 3*len(w.queues))
 	for _, q := range w.queues {
 		chans = append(chans, q.k.active())
 		if w.subscribed {
-			chans = append(chans, q.k.wake())
+			chans = append(chans, q.k.wake(), q.k.slot())
 		}
 	}
 	// A Run whose context ends this early still starts and stops cleanly.
@@ -93,6 +93,9 @@ func (w *Worker) listen(sub *redis.PubSub, n int) {
 		case *redis.Message:
 			if i, ok := w.wakeKeys[m.Channel]; ok {
 				w.qstate[i].dirty.Store(true)
+				w.signalWake()
+			} else if i, ok := w.slotKeys[m.Channel]; ok {
+				w.endHold(i)
 				w.signalWake()
 			} else if i, ok := w.channels[m.Channel]; ok && m.Payload == "go" {
 				// Resumed, a slot freed or the limits changed (limits.lua,

@@ -136,6 +136,7 @@ type Worker struct {
 	subscribed  bool
 	blockKeys   []string       // the BLPOP's keys: this worker's own wake key, then each queue's
 	wakeKeys    map[string]int // queue index by wake key (and channel)
+	slotKeys    map[string]int // queue index by slot key (and channel): a slot of its Concurrency freed
 	channels    map[string]int // queue index by active-set channel
 	waiting     func()         // called when the fetch loop starts an idle wait; tests only
 	blocking    atomic.Bool    // the fetch loop is in its BLPOP, or about to be (see block)
@@ -228,6 +229,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		reapEvery:   min(max(o.Lease/3, 10*time.Millisecond), 5*time.Second),
 		wake:        make(chan struct{}, 1),
 		wakeKeys:    map[string]int{},
+		slotKeys:    map[string]int{},
 		channels:    map[string]int{},
 	}
 	for i, name := range o.Queues {
@@ -237,6 +239,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		st.dirty.Store(true)
 		w.qstate = append(w.qstate, st)
 		w.wakeKeys[q.k.wake()] = i
+		w.slotKeys[q.k.slot()] = i
 		w.channels[q.k.active()] = i
 	}
 	_, cluster := rdb.(*redis.ClusterClient)

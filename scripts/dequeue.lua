@@ -379,7 +379,7 @@ if lim then
     -- Slots are free and other workers wait for one: this fetch took what
     -- it could (see ack_many.lua's KEYS[4]).
     redis.call('HDEL', base .. 'flow', 'held')
-    redis.call('PUBLISH', KEYS[2], 'go')
+    wake(base .. 'slot')
   end
   if hold == 2 then
     redis.call('HSET', base .. 'flow', 'held', '1')

@@ -324,13 +324,14 @@ local function unslot(base, id, lk)
   end
 end
 
--- freed tells the workers of the queue at base that a job left its active
--- set, when one of them waits for a slot of the queue's Concurrency (see
--- dequeue.lua, which sets the flow hash's held field).
+-- freed tells a worker of the queue at base that a job left its active
+-- set, when some wait for a slot of the queue's Concurrency (dequeue.lua
+-- sets the flow hash's held field): one token in the slot list wakes one of
+-- them, and its fetch passes the token on while slots remain.
 local function freed(base)
   if redis.pcall('HGET', base .. 'flow', 'held') == '1' then
     redis.call('HDEL', base .. 'flow', 'held')
-    redis.call('PUBLISH', base .. 'active', 'go')
+    wake(base .. 'slot')
   end
 end
 
