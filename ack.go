@@ -122,7 +122,7 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 	}
 	runScripts(ctx, w.rdb, calls)
 	if fill {
-		w.fillNext() // once the slots are free
+		w.lookAgain(0) // once the slots are free
 	}
 	debug := w.log.Enabled(ctx, slog.LevelDebug)
 	var owing map[string][]string // by queue: jobs whose end is owed to other queues

@@ -51,7 +51,7 @@ type queueState struct {
 	// fetch was on its way.
 	goes atomic.Int64
 	// capped: the queue answered that its Concurrency was full, so its acks
-	// leave the slots they free to this worker (see fillNext).
+	// leave the slots they free to this worker (see settle).
 	capped atomic.Bool
 	// parked: how many of its jobs its last fetch found parked for their
 	// limit keys; a burst worker waits for them.
@@ -68,11 +68,9 @@ func (s *queueState) ready(nowMs int64) bool {
 
 // markAll makes the worker look at every queue, and reap each soon.
 func (w *Worker) markAll() {
-	for _, st := range w.qstate {
-		st.dirty.Store(true)
+	for i, st := range w.qstate {
 		st.reapAt.Store(0)
-		st.goes.Add(1)
-		st.heldUntil.Store(0)
+		w.endHold(i)
 	}
 	w.signalWake()
 }
@@ -664,13 +662,10 @@ func (w *Worker) endHold(i int) {
 	st.dirty.Store(true)
 }
 
-// fillNext makes the worker's next fetch ask its first queue, whose acks
-// leave the slots they free under its Concurrency to it.
-func (w *Worker) fillNext() {
-	st := w.qstate[0]
-	st.goes.Add(1)
-	st.heldUntil.Store(0)
-	st.dirty.Store(true)
+// lookAgain ends the hold of the worker's queue i and wakes the fetch loop
+// to ask it, from its idle wait or its BLPOP.
+func (w *Worker) lookAgain(i int) {
+	w.endHold(i)
 	w.signalWake()
 	if !w.subscribed && w.blocking.Load() {
 		w.unblock(context.Background())

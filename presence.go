@@ -95,18 +95,11 @@ func (w *Worker) listen(sub *redis.PubSub, n int) {
 				w.qstate[i].dirty.Store(true)
 				w.signalWake()
 			} else if i, ok := w.slotKeys[m.Channel]; ok {
-				w.endHold(i)
-				w.signalWake()
+				w.lookAgain(i)
 			} else if i, ok := w.channels[m.Channel]; ok && m.Payload == "go" {
-				// Resumed, a slot freed or the limits changed (limits.lua,
-				// freed in prelude.lua): look at the queue again.
-				w.qstate[i].goes.Add(1)
-				w.qstate[i].heldUntil.Store(0)
-				w.qstate[i].dirty.Store(true)
-				w.signalWake()
-				if !w.subscribed && w.blocking.Load() {
-					w.unblock(context.Background())
-				}
+				// Resumed or the limits changed (limits.lua): look at the
+				// queue again.
+				w.lookAgain(i)
 			} else if id, yes := strings.CutPrefix(m.Payload, "cancel:"); ok && yes {
 				w.cancelRunning(i, id)
 			} else if ok {

@@ -44,7 +44,7 @@ func (j *Job) SetMeta(ctx context.Context, name string, v any) error {
 }
 
 func (j *Job) report(ctx context.Context, what, field string, v any) error {
-	if !j.leased || j.from == nil || j.token == "" {
+	if !j.leased || j.rep == nil || j.token == "" {
 		return fmt.Errorf("rqgo: set %s of %s: %w: not a running attempt (only the Job a handler was given can report)", what, j.ID, ErrInvalid)
 	}
 	raw, err := progressJSON(v)
@@ -52,16 +52,12 @@ func (j *Job) report(ctx context.Context, what, field string, v any) error {
 		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, err)
 	}
 	r := &report{j: j, field: field, raw: raw, done: make(chan error, 1)}
-	if j.rep == nil {
-		r.done <- writeReports(ctx, j.from, j.pfx, []*report{r})
-	} else {
-		select {
-		case j.rep <- r:
-		case <-j.repDone:
-			return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, errWorkerStopped)
-		case <-ctx.Done():
-			return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, context.Cause(ctx))
-		}
+	select {
+	case j.rep <- r:
+	case <-j.repDone:
+		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, errWorkerStopped)
+	case <-ctx.Done():
+		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, context.Cause(ctx))
 	}
 	select {
 	case err = <-r.done:
@@ -117,20 +113,14 @@ func (w *Worker) reportLoop(stop <-chan struct{}) {
 			break
 		}
 		c, cancel := context.WithTimeout(context.Background(), w.opts.Lease/3)
-		err := writeReports(c, w.rdb, w.opts.Prefix, batch)
+		writeReports(c, w.rdb, w.opts.Prefix, batch)
 		cancel()
-		if err != nil {
-			for _, r := range batch {
-				r.done <- err
-			}
-		}
 	}
 }
 
 // writeReports writes reports in one round trip and tells each its
-// outcome, unless the round trip failed: then it returns the error and
-// tells none.
-func writeReports(ctx context.Context, rdb redis.UniversalClient, prefix string, reports []*report) error {
+// outcome.
+func writeReports(ctx context.Context, rdb redis.UniversalClient, prefix string, reports []*report) {
 	byQueue := map[string][]*report{}
 	var order []string
 	for _, r := range reports {
@@ -167,7 +157,6 @@ func writeReports(ctx context.Context, rdb redis.UniversalClient, prefix string,
 			}
 		}
 	}
-	return nil
 }
 
 func progressJSON(v any) ([]byte, error) {

@@ -129,10 +129,7 @@ func (q *Queue) EnqueueContext(ctx context.Context, fn string, args any, opts ..
 		}
 		return out, err
 	}
-	if j.Headers != nil {
-		return q.write(ctx, j, argv)
-	}
-	return q.writeArgs(ctx, j, argv)
+	return q.write(ctx, j, argv)
 }
 
 // write writes job j, with its headers, to Redis.
@@ -141,11 +138,6 @@ func (q *Queue) write(ctx context.Context, j *Job, argv []any) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return q.writeArgs(ctx, j, argv)
-}
-
-// writeArgs writes job j, whose enqueue arguments are argv, to Redis.
-func (q *Queue) writeArgs(ctx context.Context, j *Job, argv []any) (*Job, error) {
 	if len(j.Parents) > 0 {
 		return q.enqueueDeferred(ctx, j, argv)
 	}
