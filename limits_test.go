@@ -783,3 +783,24 @@ func TestBurstWaitsForParkedJobs(t *testing.T) {
 		}
 	})
 }
+
+// A burst worker counts a paused queue as empty: it returns, leaving the
+// paused queue's jobs queued.
+func TestBurstSkipsAPausedQueue(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("mail")
+		if _, err := q.EnqueueContext(ctx, "f", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w := e.worker(t, WorkerOptions{Queues: []string{"mail"}})
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) { return nil, nil })
+		runBurst(t, w)
+		if c, _ := q.Counts(ctx); c.Queued != 1 || c.Finished != 0 {
+			t.Errorf("after a burst over a paused queue: %+v, want its job still queued", c)
+		}
+	})
+}
