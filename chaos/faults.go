@@ -327,9 +327,9 @@ func (h *harness) fillRedis(from, to int) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.FullFor+time.Minute)
 	defer cancel()
-	// Just below: by 1/32 of what Redis uses, at least 256 KiB, so that the
-	// client buffers Redis frees as connections come and go do not lift
-	// it at once.
+	// Just below: by 1/16 of what Redis uses, at least 256 KiB, so that
+	// the client buffers Redis frees as connections come and go, and the
+	// jobs the workers finish meanwhile, do not lift it at once.
 	lowered := 0
 	limit := func() error {
 		used, err := h.usedMemory(ctx)
@@ -337,7 +337,7 @@ func (h *harness) fillRedis(from, to int) error {
 			return err
 		}
 		lowered++
-		if err := h.rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used-max(used/32, 256<<10), 10)).Err(); err != nil {
+		if err := h.rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used-max(used/16, 256<<10), 10)).Err(); err != nil {
 			return err
 		}
 		h.mu.Lock()
