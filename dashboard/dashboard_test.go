@@ -118,9 +118,22 @@ func TestOverview(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- w.Run(runCtx) }()
 		defer func() { stop(); <-done }()
+		// Wait for this worker by name: the burst worker of failJobs may
+		// still be listed if its unregister did not reach Redis in time.
 		waitFor(t, "the worker to register", func() bool {
+			select {
+			case err := <-done:
+				done <- err // for the deferred wait
+				t.Fatalf("worker stopped before it was listed: %v", err)
+			default:
+			}
 			ws, _ := rqgo.Workers(ctx, e.rdb, e.prefix)
-			return len(ws) == 1
+			for _, wi := range ws {
+				if wi.ID == "w-dash" {
+					return true
+				}
+			}
+			return false
 		})
 
 		sched := rqgo.NewScheduler(e.rdb, rqgo.SchedulerOptions{Prefix: e.prefix, Logger: quiet()})
