@@ -388,13 +388,18 @@ func enqueueScriptFor(argv []any) *script {
 }
 
 // manyFields is the hash fields of prepare's enqueue.lua ARGV that
-// enqueue_many.lua does not set itself: all but id, queue and attempt, which
-// prepare puts first.
+// enqueue_many.lua does not set itself: all but id, queue and attempt.
+// Sending those too would make every job's HSET write them twice.
 func manyFields(argv []any) []any {
-	if len(argv) >= 14 && argv[4] == fID && argv[6] == fQueue && argv[12] == fAttempt {
-		return append(argv[8:12:12], argv[14:]...)
+	out := make([]any, 0, len(argv)-4)
+	for i := 4; i+1 < len(argv); i += 2 {
+		switch argv[i] {
+		case fID, fQueue, fAttempt:
+			continue
+		}
+		out = append(out, argv[i], argv[i+1])
 	}
-	return argv[4:] // the script's own values are the same
+	return out
 }
 
 // send enqueues the calls' jobs in one round trip: one enqueue.lua call for
