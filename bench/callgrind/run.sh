@@ -1,0 +1,23 @@
+#!/bin/bash
+# Usage: bench/callgrind/run.sh [JOBS]  (default 1000; needs valgrind)
+# Starts redis-server under callgrind on port 6398, runs the workload of
+# main.go against it and prints Redis's instructions per job for each phase.
+set -euo pipefail
+n=${1:-1000}; port=6398
+here=$(cd "$(dirname "$0")" && pwd)
+dir=$(mktemp -d)
+(cd "$here" && go build -o "$dir/driver" .)
+valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+  redis-server --port $port --save "" --appendonly no >"$dir/valgrind.log" 2>&1 &
+vpid=$!
+for _ in $(seq 100); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.2; done
+"$dir/driver" -addr 127.0.0.1:$port -pid $vpid -n "$n" -tag run >"$dir/driver.log"
+redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
+wait $vpid || true
+for f in "$dir"/cg.out.*; do
+  phase=$(sed -n 's/^desc: Trigger: dump run-//p' "$f")
+  total=$(sed -n 's/^summary: //p' "$f")
+  jobs=$n; [ "$phase" = process ] && jobs=$((2 * n))
+  echo "$phase: $total instructions, $((total / jobs)) per job"
+done
+echo "Redis commands per phase: $dir/driver.log"
