@@ -31,12 +31,26 @@ local now = now_ms()
 local nows = tostring(now) -- formatted once, not per job
 local default = tonumber(ARGV[1])
 local base = string.sub(KEYS[3], 1, -5)
--- The keys passing a job's end on may write are checked first, whatever
--- the batch: reading every hash first to see whether one has dependents
--- would cost each job a second visit to its hash.
-err = check_deps(base)
-if err then
-  return err
+-- Every job's fields are read first, once: the keys passing a job's end on
+-- may write (check_deps) are checked only when some job of the batch has
+-- flags, so a batch of plain jobs pays for no check it does not need, and a
+-- damaged key still fails the call before anything is written.
+-- pcall: a key that is not a hash must not stop the batch (Redis does not
+-- roll a script back); it is refused like a stale token.
+local hs = {}
+local flagged = false
+for i = 2, #ARGV, 3 do
+  local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'flags')
+  if type(h) == 'table' and h[3] and h[3] ~= '' then
+    flagged = true
+  end
+  hs[i] = h
+end
+if flagged then
+  err = check_deps(base)
+  if err then
+    return err
+  end
 end
 local out = {}
 local finished = {}
@@ -44,9 +58,7 @@ local freeing = false
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   local k = KEYS[3] .. id
-  -- pcall: a key that is not a hash must not stop the batch (Redis does not
-  -- roll a script back); it is refused like a stale token.
-  local h = redis.pcall('HMGET', k, 'token', 'result_ttl_ms', 'flags')
+  local h = hs[i]
   local code = 0
   -- ZREM's reply is the lease check: the job must still be active.
   local removed = 0
