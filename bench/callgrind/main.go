@@ -28,6 +28,7 @@ func main() {
 	pid := flag.String("pid", "", "redis-server pid")
 	n := flag.Int("n", 2000, "")
 	tag := flag.String("tag", "x", "")
+	conc := flag.Int("c", 1, "worker concurrency (above 1, how many jobs a fetch or ack carries depends on timing)")
 	flag.Parse()
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: *addr})
@@ -72,7 +73,7 @@ func main() {
 		}
 	})
 	phase("process", func() {
-		w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{Queues: []string{"plain"}, Prefix: "ic", Concurrency: 1, Prefetch: -1, Burst: true,
+		w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{Queues: []string{"plain"}, Prefix: "ic", Concurrency: *conc, Prefetch: -1, Burst: true,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		w.Register("f", func(ctx context.Context, j *rqgo.Job) (any, error) { return nil, nil })
 		if err := w.Run(ctx); err != nil {
