@@ -1,9 +1,9 @@
 #!/bin/bash
-# Usage: bench/callgrind/run.sh [JOBS]  (default 1000; needs valgrind)
+# Usage: bench/callgrind/run.sh [JOBS [CONCURRENCY]]  (defaults 1000 and 1; needs valgrind)
 # Starts redis-server under callgrind on port 6398, runs the workload of
 # main.go against it and prints Redis's instructions per job for each phase.
 set -euo pipefail
-n=${1:-1000}; port=6398
+n=${1:-1000}; c=${2:-1}; port=6398
 here=$(cd "$(dirname "$0")" && pwd)
 dir=$(mktemp -d)
 (cd "$here" && go build -o "$dir/driver" .)
@@ -11,7 +11,7 @@ valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
   redis-server --port $port --save "" --appendonly no >"$dir/valgrind.log" 2>&1 &
 vpid=$!
 for _ in $(seq 100); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.2; done
-"$dir/driver" -addr 127.0.0.1:$port -pid $vpid -n "$n" -tag run >"$dir/driver.log"
+"$dir/driver" -addr 127.0.0.1:$port -pid $vpid -n "$n" -c "$c" -tag run >"$dir/driver.log"
 redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
 wait $vpid || true
 for f in "$dir"/cg.out.*; do
