@@ -469,3 +469,33 @@ func inLine(q *Queue) int {
 	defer q.enq.mu.Unlock()
 	return len(q.enq.line)
 }
+
+// A batched job's fields go to enqueue_many.lua without the id, queue and
+// attempt the script writes itself, so its HSET writes each field once.
+func TestManyFieldsLeavesOutTheScriptsOwn(t *testing.T) {
+	q := NewQueue("fields", redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})) // never dialled
+	for _, opts := range [][]EnqueueOption{nil, {JobID("mine")}, {In(time.Hour), LimitKey("t1")}} {
+		_, argv, err := q.prepare("f", map[string]int{"n": 1}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[any]int{}
+		fields := manyFields(argv)
+		for i := 0; i < len(fields); i += 2 {
+			seen[fields[i]]++
+		}
+		for _, f := range []string{fID, fQueue, fAttempt} {
+			if seen[f] != 0 {
+				t.Errorf("manyFields(%v) sends %s, which enqueue_many.lua writes itself", opts, f)
+			}
+		}
+		for name, n := range seen {
+			if n != 1 {
+				t.Errorf("manyFields(%v) sends %v %d times", opts, name, n)
+			}
+		}
+		if seen[fFunc] != 1 || seen[fArgs] != 1 || seen[fFlags] != 1 {
+			t.Errorf("manyFields(%v) = %v, want func, args and flags among them", opts, fields)
+		}
+	}
+}
