@@ -33,6 +33,10 @@ type queueState struct {
 	due   atomic.Int64 // Unix ms of its earliest scheduled job, 0 when none
 	// reapAt is the Unix ms of its next reap (heartbeat loop).
 	reapAt atomic.Int64
+	// reapAsked is set by whatever asks for a reap (reapSoon, markAll), so
+	// that a reap already in flight, whose reply predates the ask, does not
+	// put the next reap off past it.
+	reapAsked atomic.Bool
 	// broken: a fetch was refused (a damaged key); not fetched from until
 	// brokenUntil, Unix ms (fetch loop only).
 	brokenUntil int64
@@ -69,6 +73,7 @@ func (s *queueState) ready(nowMs int64) bool {
 // markAll makes the worker look at every queue, and reap each soon.
 func (w *Worker) markAll() {
 	for i, st := range w.qstate {
+		st.reapAsked.Store(true)
 		st.reapAt.Store(0)
 		w.endHold(i)
 	}

@@ -21,6 +21,7 @@ func (w *Worker) reap(ctx context.Context) {
 		if w.qstate[i].reapAt.Load() > now.UnixMilli() {
 			continue
 		}
+		w.qstate[i].reapAsked.Store(false)
 		calls = append(calls, &scriptCall{s: reapScript, keys: q.reapKeys,
 			args: []any{w.reapEvery.Milliseconds(), 1000, ttlMillis(w.opts.FailureTTL), time.Minute.Milliseconds()}})
 		which = append(which, i)
@@ -33,6 +34,9 @@ func (w *Worker) reap(ctx context.Context) {
 	c, cancel := context.WithTimeout(ctx, max(w.reapEvery, time.Second)+time.Duration(len(calls))*10*time.Millisecond)
 	defer cancel()
 	runScripts(c, w.rdb, calls)
+	if w.reapReplied != nil {
+		w.reapReplied()
+	}
 	for n, call := range calls {
 		i := which[n]
 		q, st := w.queues[i], w.qstate[i]
@@ -55,6 +59,11 @@ func (w *Worker) reap(ctx context.Context) {
 		}
 		if res[5] >= 0 {
 			at = min(at, now.Add(time.Duration(res[5])*time.Millisecond).UnixMilli())
+		}
+		// A reap asked for while this one was in flight (a lease taken
+		// after reap.lua ran, a reconnect) is still owed.
+		if st.reapAsked.Load() {
+			at = min(at, time.Now().Add(w.reapEvery).UnixMilli())
 		}
 		// reapSoon may have moved it earlier meanwhile; keep the earlier.
 		if cur := st.reapAt.Load(); cur <= now.UnixMilli() || cur > at {
@@ -139,6 +148,7 @@ const idleReap = 10 * time.Minute
 // leases.
 func (w *Worker) reapSoon(i int) {
 	st := w.qstate[i]
+	st.reapAsked.Store(true)
 	at := time.Now().Add(w.reapEvery).UnixMilli()
 	for {
 		cur := st.reapAt.Load()

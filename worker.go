@@ -139,6 +139,7 @@ type Worker struct {
 	slotKeys    map[string]int // queue index by slot key (and channel): a slot of its Concurrency freed
 	channels    map[string]int // queue index by active-set channel
 	waiting     func()         // called when the fetch loop starts an idle wait; tests only
+	reapReplied func()         // called once a reap's scripts have answered, before their replies are read; tests only
 	blocking    atomic.Bool    // the fetch loop is in its BLPOP, or about to be (see block)
 	reports     chan *report   // SetProgress and SetMeta of its handlers (reportLoop)
 	reportsDone chan struct{}  // closed when reportLoop has stopped
