@@ -66,6 +66,18 @@ func (w *Worker) drainOutcomes(batch []*outcome) []*outcome {
 	return batch
 }
 
+// slotsWatched is ack_many.lua's ARGV[2] for the named queue: "0" when the
+// worker's last fetch from it found no flow hash, so that its acks need not
+// look for workers waiting for a slot.
+func (w *Worker) slotsWatched(queue string) string {
+	for i, q := range w.queues {
+		if q.name == queue && w.qstate[i].noFlow.Load() {
+			return "0"
+		}
+	}
+	return "1"
+}
+
 // settle records outcomes in one round trip: the successes of each queue
 // with one ack_many.lua call, each failure with fail.lua. It returns the
 // outcomes that could not be written (Redis unreachable).
@@ -89,7 +101,7 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 			i++
 		}
 		if i == len(acks) {
-			acks = append(acks, ackGroup{q: &o.r.q, args: []any{ttlMillis(w.opts.ResultTTL)}})
+			acks = append(acks, ackGroup{q: &o.r.q, args: []any{ttlMillis(w.opts.ResultTTL), w.slotsWatched(o.r.q.name)}})
 		}
 		j := o.r.job
 		acks[i].args = append(acks[i].args, j.ID, j.token, []byte(o.result))

@@ -61,7 +61,7 @@ func ackJobs(cmd redis.Cmder) int {
 		return 0
 	}
 	keys, _ := strconv.Atoi(fmt.Sprint(args[2]))
-	return (len(args) - 3 - keys - 1) / 3 // evalsha sha numkeys, the keys, ttl, triples
+	return (len(args) - 3 - keys - 2) / 3 // evalsha sha numkeys, the keys, ttl, slots watched, triples
 }
 
 // childAcker runs a worker whose handler "quick" prints "ran <id> <attempt>"

@@ -218,7 +218,7 @@ func TestStaleTokenIsRefused(t *testing.T) {
 		}
 		k := q.k
 		ack := func(token string) int64 {
-			res, err := ackManyScript.Run(ctx, e.rdb, []string{k.active(), k.finished(), k.jobPrefix()}, -1, job.ID, token, `"x"`).Int64Slice()
+			res, err := ackManyScript.Run(ctx, e.rdb, []string{k.active(), k.finished(), k.jobPrefix()}, -1, "1", job.ID, token, `"x"`).Int64Slice()
 			if err != nil || len(res) != 1 {
 				t.Fatalf("ack_many.lua = %v, %v; want one result", res, err)
 			}

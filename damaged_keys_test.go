@@ -62,7 +62,7 @@ func newDamagedState(t *testing.T, e *testEnv, n int) *damagedState {
 	s.fetch(2)
 	s.enqueue("done")
 	s.fetch(1)
-	s.must("ack_many.lua", ackManyScript.Run(ctx, sub.rdb, s.wq.ackKeys, -1, "done", s.tokens["done"], `"ok"`).Err())
+	s.must("ack_many.lua", ackManyScript.Run(ctx, sub.rdb, s.wq.ackKeys, -1, "1", "done", s.tokens["done"], `"ok"`).Err())
 	s.enqueue("dead", Retry(0))
 	s.fetch(1)
 	s.must("fail.lua", failScript.Run(ctx, sub.rdb, s.failKeys("dead"), "dead", s.tokens["dead"], "boom", -1, -1).Err())
@@ -278,7 +278,7 @@ func damageRows() []damageRow {
 			derived: depsSlots,
 			call: func(s *damagedState) damageCall {
 				return damageCall{ackManyScript, s.wq.ackKeys,
-					[]any{-1, "run-retry", s.tokens["run-retry"], `"ok"`, "run-last", s.tokens["run-last"], `"ok"`}}
+					[]any{-1, "1", "run-retry", s.tokens["run-retry"], `"ok"`, "run-last", s.tokens["run-last"], `"ok"`}}
 			},
 		},
 		failRow("fail retry now", "run-retry", 0, failSlots...),

@@ -60,6 +60,10 @@ type queueState struct {
 	// parked: how many of its jobs its last fetch found parked for their
 	// limit keys; a burst worker waits for them.
 	parked atomic.Int64
+	// noFlow: its last fetch found no flow hash (no limits, not paused), so
+	// the acks of the jobs it leased need not tell anyone of the slots
+	// they free (ack_many.lua's ARGV[2]).
+	noFlow atomic.Bool
 }
 
 func (s *queueState) ready(nowMs int64) bool {
@@ -442,8 +446,9 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		now, _ := res[1].(int64)
 		hold, _ := res[4].(int64)
 		w.holdBack(st, hold, res[5], goes)
-		parked, _ := res[6].(int64)
-		st.parked.Store(parked)
+		parked, _ := res[6].(int64) // -1: no flow hash
+		st.noFlow.Store(parked < 0)
+		st.parked.Store(max(parked, 0))
 		if left, _ := res[2].(int64); left > 0 && hold == 0 {
 			st.dirty.Store(true)
 		}
@@ -535,17 +540,22 @@ func (w *Worker) limited() bool {
 }
 
 // dequeuedLen is the number of elements per job in dequeue.lua's reply:
-// id, token, attempt, then the fetched fields.
-const dequeuedLen = 3 + fetchedFields + 1
+// id, token, attempt, the fetched fields but the queue's name, and the
+// element with what a flagged job has more.
+const dequeuedLen = 3 + fetchedFields - 1 + 1
 
 // dequeued decodes one job of dequeue.lua's reply, started at now (Unix ms)
 // on this worker.
 func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
 	var jv jobValues
-	for i, v := range r[3 : 3+fetchedFields] {
+	for i, v := range r[3 : 3+fetchedFields-1] { // all but the queue's name
+		if i >= xQueue {
+			i++
+		}
 		jv.v[i], jv.ok[i] = v.(string)
 	}
-	if more, ok := r[3+fetchedFields].([]any); ok && len(more) == 3 {
+	jv.v[xQueue], jv.ok[xQueue] = q.name, true
+	if more, ok := r[3+fetchedFields-1].([]any); ok && len(more) == 3 {
 		for i, x := range []int{xParents, xLimitKey, xHeaders} {
 			jv.v[x], jv.ok[x] = more[i].(string)
 		}

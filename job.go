@@ -167,8 +167,8 @@ const (
 	fHeaders = "headers"
 )
 
-// Indexes of a job's fields in jobValues. The first fetchedFields are the
-// ones dequeue.lua returns for each job, in its order.
+// Indexes of a job's fields in jobValues. The first fetchedFields, less
+// xQueue, are the ones dequeue.lua returns for each job, in its order.
 const (
 	xID = iota
 	xQueue

@@ -698,7 +698,7 @@ func TestSlotFreedDuringAFullAnswer(t *testing.T) {
 		rdb.AddHook(&afterDequeueHold{hold: holdFull, f: func() {
 			before := w.qstate[0].goes.Load()
 			// a's attempt ends: its slot frees, and the worker is told.
-			if err := ackManyScript.Run(ctx, e.rdb, []string{q.k.active(), q.k.finished(), q.k.jobPrefix()}, -1, a.ID, tok, "null").Err(); err != nil {
+			if err := ackManyScript.Run(ctx, e.rdb, []string{q.k.active(), q.k.finished(), q.k.jobPrefix()}, -1, "1", a.ID, tok, "null").Err(); err != nil {
 				t.Error(err)
 			}
 			// The worker is told: a "go", or a slot token for one waiting

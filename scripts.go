@@ -46,25 +46,54 @@ func loadScript(name string, retry bool) *script {
 	return &script{name: name, full: newSource(flags + bare), bare: newSource(bare), retry: retry}
 }
 
+// lazyMark starts the block of prelude after which helpers are defined on
+// demand (see there).
+const lazyMark = "-- On demand:"
+
 // helpers returns the blocks of prelude that body needs: its comments, and
 // the functions body calls and those they call, in prelude's order. Each
 // function a script defines costs it a closure on every call, which the hot
-// scripts feel.
+// scripts feel, so those after lazyMark are defined by a function lazy,
+// which body calls before it calls any of them:
+//
+//	local extras, ended
+//	local function lazy()
+//	  if extras then return end
+//	  function extras(k, fl) ... end
+//	  function ended(...) ... end
+//	end
 func helpers(prelude, body string) string {
 	blocks := strings.Split(prelude, "\n\n")
 	need := body
-	var out []string
+	mark := slices.IndexFunc(blocks, func(b string) bool { return strings.HasPrefix(b, lazyMark) })
+	if mark < 0 {
+		mark = len(blocks)
+	}
+	var eager, lazy, names []string
 	for i := len(blocks) - 1; i >= 0; i-- { // a helper calls only earlier ones
 		b := blocks[i]
 		_, rest, isFunc := strings.Cut(b, "local function ")
 		name, _, _ := strings.Cut(rest, "(")
-		if !isFunc || strings.Contains(need, name+"(") {
-			out = append(out, b)
+		switch {
+		case i < mark && (!isFunc || strings.Contains(need, name+"(")):
+			eager = append(eager, b)
+			need += b
+		case i > mark && isFunc && strings.Contains(need, name+"("):
+			lazy = append(lazy, strings.Replace(b, "local function ", "function ", 1))
+			names = append(names, name)
 			need += b
 		}
 	}
-	slices.Reverse(out)
-	return strings.Join(out, "\n\n") + "\n\n"
+	slices.Reverse(eager)
+	out := strings.Join(eager, "\n\n") + "\n\n"
+	if len(lazy) > 0 {
+		slices.Reverse(lazy)
+		slices.Reverse(names)
+		out += "local " + strings.Join(names, ", ") + "\n\n" +
+			"local function lazy()\n  if " + names[0] + " then\n    return\n  end\n\n" +
+			strings.Join(lazy, "\n\n") + "\nend\n\n"
+	}
+	return out
 }
 
 // Every state change of a job is one of these scripts.

@@ -14,19 +14,19 @@ func TestScriptHelpers(t *testing.T) {
 		s        *script
 		has, not []string
 	}{
-		{dequeueScript, []string{"now_ms", "bad", "failed", "wake"}, []string{"check"}},
-		{ackManyScript, []string{"now_ms", "bad", "check", "failed", "ended", "deliver", "wake"}, nil},
-		{enqueueManyScript, []string{"now_ms", "bad", "check", "wake"}, []string{"ended", "deliver"}},
-		{enqueueScript, []string{"now_ms", "bad", "failed", "wake"}, []string{"check"}},
+		{dequeueScript, []string{"clock", "bad", "failed", "wake"}, []string{"check", "now_ms"}},
+		{ackManyScript, []string{"clock", "bad", "check", "failed", "ended", "deliver", "wake"}, nil},
+		{enqueueManyScript, []string{"clock", "bad", "check", "wake"}, []string{"ended", "deliver"}},
+		{enqueueScript, []string{"clock", "bad", "failed", "wake"}, []string{"check"}},
 		{reapScript, []string{"now_ms", "bad", "failed", "check", "wake"}, nil},
 	} {
 		for _, f := range c.has {
-			if !strings.Contains(c.s.full.src, "local function "+f+"(") {
+			if !strings.Contains(c.s.full.src, "function "+f+"(") {
 				t.Errorf("%s.lua does not define %s, which it calls", c.s.name, f)
 			}
 		}
 		for _, f := range c.not {
-			if strings.Contains(c.s.full.src, "local function "+f+"(") {
+			if strings.Contains(c.s.full.src, "function "+f+"(") {
 				t.Errorf("%s.lua defines %s, which it does not call", c.s.name, f)
 			}
 		}
@@ -53,4 +53,28 @@ func (s *script) Load(ctx context.Context, rdb redis.UniversalClient) error {
 		err = rdb.ScriptLoad(ctx, s.bare.src).Err()
 	}
 	return err
+}
+
+// A script given helpers on demand calls lazy, which defines them, and the
+// scripts every plain job runs define few functions: each costs every call.
+func TestScriptLazyHelpers(t *testing.T) {
+	files, err := scriptFS.ReadDir("scripts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(f.Name(), ".lua")
+		if name == "prelude" {
+			continue
+		}
+		s := loadScript(name, false)
+		if strings.Contains(s.full.src, "local function lazy()") && strings.Count(s.full.src, "lazy()") < 2 {
+			t.Errorf("%s.lua is given helpers on demand but never calls lazy()", name)
+		}
+	}
+	for _, s := range []*script{enqueueScript, enqueueManyScript, dequeueScript, ackManyScript} {
+		if n := strings.Count(s.full.src, "local function "); n > 7 {
+			t.Errorf("%s.lua defines %d functions on every call; plain jobs pay for each", s.name, n)
+		}
+	}
 }

@@ -13,7 +13,13 @@
 --         told here (freed in prelude.lua)
 --
 -- ARGV[1] result TTL ms for jobs that set none (0 = keep nothing, -1 = forever)
--- ARGV[2..] job id, attempt token the worker was given, result JSON: one
+-- ARGV[2] '0' when the worker's last fetch from the queue found no flow hash
+--         (dequeue.lua): its jobs were leased while the queue had no limits,
+--         so no worker waits for the slots they free and freed is not asked;
+--         '1' otherwise. (A Concurrency set since then wakes its waiting
+--         workers at the next ack of a job leased under it, or when their
+--         hold ends.)
+-- ARGV[3..] job id, attempt token the worker was given, result JSON: one
 --           triple per job
 --
 -- Returns one code per job, in order: 1 = recorded, 2 = recorded, and the
@@ -27,8 +33,7 @@ local err = check(KEYS[2], 'zset')
 if err then
   return err
 end
-local now = now_ms()
-local nows = tostring(now) -- formatted once, not per job
+local now, nows = clock()
 local default = tonumber(ARGV[1])
 local base = string.sub(KEYS[3], 1, -5)
 -- Every job's fields are read first, once: the keys passing a job's end on
@@ -39,7 +44,7 @@ local base = string.sub(KEYS[3], 1, -5)
 -- roll a script back); it is refused like a stale token.
 local hs = {}
 local flagged = false
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'flags')
   if type(h) == 'table' and h[3] and h[3] ~= '' then
     flagged = true
@@ -47,6 +52,7 @@ for i = 2, #ARGV, 3 do
   hs[i] = h
 end
 if flagged then
+  lazy() -- the helpers flags need (prelude.lua)
   err = check_deps(base)
   if err then
     return err
@@ -55,7 +61,7 @@ end
 local out = {}
 local finished = {}
 local freeing = false
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   local k = KEYS[3] .. id
   local h = hs[i]
@@ -74,8 +80,9 @@ for i = 2, #ARGV, 3 do
   if removed == 1 then
     code = 1
     freeing = true
-    local d, w, u, uf, c = extras(k, h[3])
+    local d, w, u, uf, c
     if h[3] then
+      d, w, u, uf, c = extras(k, h[3])
       unslot_job(base, k, id, h[3])
     end
     local ttl = tonumber(h[2]) or default
@@ -87,7 +94,7 @@ for i = 2, #ARGV, 3 do
       finished[#finished + 1] = nows
       finished[#finished + 1] = id
       if ttl > 0 then
-        redis.call('PEXPIRE', k, ttl)
+        redis.call('PEXPIRE', k, h[2] and string.format('%d', ttl) or ARGV[1])
       else
         redis.call('PERSIST', k)
       end
@@ -101,7 +108,7 @@ end
 if #finished > 0 then
   redis.call('ZADD', KEYS[2], unpack(finished))
 end
-if freeing and not KEYS[4] then
+if freeing and not KEYS[4] and ARGV[2] ~= '0' then
   freed(base)
 end
 return out

@@ -25,6 +25,7 @@
 -- the cancel is recorded and its worker told, 0 = no such job, -1 = the
 -- job's status (returned) does not allow it. A list or set of the wrong type answers
 -- an error naming it, and nothing is written.
+lazy() -- the helpers defined on demand (prelude.lua)
 local err = check(KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset')
 if err then
   return err

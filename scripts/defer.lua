@@ -28,6 +28,7 @@
 -- Returns {code, now_ms, holder, holder_status}: code 0 = a job with this
 -- id exists (nothing written), 3 = deferred, 5 = the job holder holds the
 -- unique key (nothing written).
+lazy() -- the helpers defined on demand (prelude.lua)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
     return bad(KEYS[1], 'hash')

@@ -17,6 +17,7 @@
 -- dependents in other queues (this queue's outbox holds them), as triples
 -- of job id, dependent and end, for the caller to deliver in turn; then the
 -- status of the job of each triple after it ('' when there is none).
+lazy() -- the helpers defined on demand (prelude.lua)
 local base = string.sub(KEYS[1], 1, -5)
 local err = check_deps(base)
 if err then

@@ -50,13 +50,16 @@
 -- is full (until a job leaves the active set: freed in prelude.lua tells
 -- them; hold_ms is in how long the earliest lease expires), 3 its Rate
 -- (for hold_ms). parked is how many of its jobs are parked for their keys
--- (0 without a flow hash). While it holds, the wake list keeps its token, so that
--- enqueues wake nobody. Each job is 19 elements: id, token, attempt (the new ones),
--- then the values (nil when absent) of the hash fields id, queue, func,
--- args, max_retries, timeout_ms, result_ttl_ms, failure_ttl_ms, backoff,
--- created_at, enqueued_at, scheduled_at, ended_at, result, error, in this
--- order, and then false for a plain job (no flags), else {parents,
--- limit_key, headers} (each false when absent). The job's status is `started` and its worker ARGV[3].
+-- (-1 without a flow hash: the acks of its jobs then need not tell anyone
+-- of the slots they free, see ack_many.lua's ARGV[2]). While it holds, the
+-- wake list keeps its token, so that enqueues wake nobody. Each job is 18
+-- elements: id, token, attempt (the new ones), then the values (nil when
+-- absent) of the hash fields id, func, args, max_retries, timeout_ms,
+-- result_ttl_ms, failure_ttl_ms, backoff, created_at, enqueued_at,
+-- scheduled_at, ended_at, result, error, in this order (not queue: the
+-- worker knows it), and then false for a plain job (no flags), else
+-- {parents, limit_key, headers} (each false when absent). The job's status
+-- is `started` and its worker ARGV[3].
 --
 -- Every key is read, and the counter checked, before the first write: a key
 -- of the wrong type answers an error naming it, and no job moves.
@@ -68,8 +71,8 @@ local active = redis.pcall('ZCARD', KEYS[2])
 if failed(active) then
   return bad(KEYS[2], 'zset')
 end
-local now = now_ms()
-local due = redis.pcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+local now, nows = clock()
+local due = redis.pcall('ZRANGEBYSCORE', KEYS[3], '-inf', nows, 'LIMIT', '0', '1000')
 if failed(due) then
   return bad(KEYS[3], 'zset')
 end
@@ -83,13 +86,14 @@ if seq and not (string.match(seq, '^%d+$') and #seq < 16) then
 end
 local prefix = KEYS[6]
 local base = string.sub(prefix, 1, -5)
-local flow = redis.pcall('HGETALL', base .. 'flow')
-if failed(flow) then
-  return bad(base .. 'flow', 'hash')
+-- EXISTS first: a queue without limits (no flow hash) costs no more.
+local flow = {}
+if redis.call('EXISTS', base .. 'flow') == 1 then
+  flow = redis.pcall('HGETALL', base .. 'flow')
+  if failed(flow) then
+    return bad(base .. 'flow', 'hash')
+  end
 end
--- Numbers used more than once are turned into strings once: Redis formats
--- every number argument of redis.call anew.
-local nows = tostring(now)
 
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[3], id)
@@ -101,11 +105,12 @@ for _, id in ipairs(due) do
   end
 end
 
-local out = {0, now, 0, active, 0, 0, 0}
+local out = {0, now, 0, active, 0, 0, -1}
 local ask = tonumber(ARGV[1])
 local lim, keyed, hold = nil, false, 0
 local qgap, qt0, qa, qfree
 if #flow > 0 then
+  lazy() -- the helpers limits need (prelude.lua)
   lim = {}
   for f = 1, #flow, 2 do
     local v = tonumber(flow[f + 1])
@@ -222,29 +227,31 @@ end
 
 local n = 0
 local scanned = 0
-local deadline = tostring(now + tonumber(ARGV[2]))
+local deadline = string.format('%d', now + tonumber(ARGV[2]))
 while left > 0 and n < ask and scanned < 1000 do
-  local ids = redis.call('LPOP', KEYS[1], ask - n)
+  local ids = redis.call('LPOP', KEYS[1], string.format('%d', ask - n))
   if not ids then
     left = 0
     break
   end
   scanned = scanned + #ids
   left = left - #ids
-  local tok = redis.call('INCRBY', KEYS[4], #ids) - #ids
+  local tok = redis.call('INCRBY', KEYS[4], string.format('%d', #ids)) - #ids
   local leased = {}
   for _, id in ipairs(ids) do
     local k = prefix .. id
     tok = tok + 1
-    local token = tok .. ':' .. (ARGV[4] or '')
+    local token = string.format('%d:', tok) .. (ARGV[4] or '')
     -- A key that is not a hash is skipped, as is a job whose hash is gone
     -- (deleted by hand): there is nothing to run.
-    local h = redis.pcall('HMGET', k, 'id', 'queue', 'func', 'args', 'max_retries',
+    -- 16 fields: Redis turns the reply into a table grown by doubling, so a
+    -- 17th would cost it one more copy. (The queue's name is known.)
+    local h = redis.pcall('HMGET', k, 'id', 'func', 'args', 'max_retries',
       'timeout_ms', 'result_ttl_ms', 'failure_ttl_ms', 'backoff', 'created_at',
       'enqueued_at', 'scheduled_at', 'ended_at', 'result', 'error', 'attempt', 'flags')
     local found = false
     if not failed(h) then
-      for f = 1, 17 do
+      for f = 1, 16 do
         if h[f] then
           found = true
           break
@@ -252,23 +259,26 @@ while left > 0 and n < ask and scanned < 1000 do
       end
       found = found or redis.call('EXISTS', k) == 1
     end
-    local fl = found and h[17] ~= '' and h[17] -- '' for a plain job
+    local fl = found and h[16] ~= '' and h[16] -- '' for a plain job
+    if fl then
+      lazy() -- the helpers flags need (prelude.lua)
+    end
     local startBy = nil
     if fl and string.find(fl, 's', 1, true) then
       local within = tonumber(redis.call('HGET', k, 'start_within_ms'))
-      startBy = within and (tonumber(h[10]) or 0) + within
+      startBy = within and (tonumber(h[9]) or 0) + within
     end
     local lk = keyed and fl and string.find(fl, 'k', 1, true) and redis.call('HGET', k, 'limit_key')
     if startBy and now > startBy then
       -- It missed its window (StartWithin): canceled, not started.
       found = false
       local d, w, u, uf, c = extras(k, fl)
-      local ttl = tonumber(h[8]) or 604800000 -- DefaultFailureTTL
+      local ttl = tonumber(h[7]) or 604800000 -- DefaultFailureTTL
       if ttl == 0 then
         redis.call('DEL', k)
       else
         redis.call('HSET', k, 'status', 'canceled', 'ended_at', nows,
-          'error', 'expired: not started by ' .. startBy .. ' (Unix ms), ' .. (startBy - (tonumber(h[10]) or 0)) ..
+          'error', 'expired: not started by ' .. startBy .. ' (Unix ms), ' .. (startBy - (tonumber(h[9]) or 0)) ..
           ' ms after it was enqueued (StartWithin)')
         redis.pcall('ZADD', base .. 'canceled', now, id)
         if ttl > 0 then
@@ -305,8 +315,8 @@ while left > 0 and n < ask and scanned < 1000 do
           touched[#touched + 1] = lk
         end
       end
-      local attempt = (tonumber(h[16]) or 0) + 1
-      redis.call('HSET', k, 'attempt', attempt, 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', token)
+      local attempt = (tonumber(h[15]) or 0) + 1
+      redis.call('HSET', k, 'attempt', string.format('%d', attempt), 'status', 'started', 'started_at', nows, 'worker', ARGV[3], 'token', token)
       leased[#leased + 1] = deadline
       leased[#leased + 1] = id
       n = n + 1
@@ -317,7 +327,7 @@ while left > 0 and n < ask and scanned < 1000 do
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = attempt
-      for f = 1, 15 do
+      for f = 1, 14 do
         out[#out + 1] = h[f]
       end
       -- A job's parents, for its handler ([Job.FetchParents]).
@@ -400,7 +410,7 @@ else
   redis.call('DEL', KEYS[5])
 end
 
-local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local nxt = redis.call('ZRANGE', KEYS[3], '0', '0', 'WITHSCORES')
 if nxt[2] then
   out[1] = tonumber(nxt[2])
 end

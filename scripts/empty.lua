@@ -12,6 +12,7 @@
 -- 0), and the ids of those whose ends are owed to dependents in other
 -- queues (see ended in prelude.lua). A pending key
 -- of the wrong type answers an error naming it.
+lazy() -- the helpers defined on demand (prelude.lua)
 local err = check(KEYS[1], 'list')
 if err then
   return err

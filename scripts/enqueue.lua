@@ -34,9 +34,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   return {0, 0}
 end
-local now = now_ms()
-local at = tonumber(ARGV[2])
-local delay = tonumber(ARGV[3])
+local now, nows = clock()
+local at, delay = 0, 0
+if ARGV[2] ~= '0' or ARGV[3] ~= '0' then -- read only when set
+  at, delay = tonumber(ARGV[2]), tonumber(ARGV[3])
+end
 if delay > 0 then
   at = now + delay
 end
@@ -64,7 +66,6 @@ end
 -- hash is written. (A failed write of a script changes nothing, so these
 -- cost no check of their own.)
 local code = 1
-local nows = tostring(now)
 if at > now then
   local r = redis.pcall('ZADD', KEYS[3], at, id)
   if failed(r) then

@@ -43,11 +43,8 @@ if chosen then
     return err
   end
 end
-local now = now_ms()
+local now, nows = clock()
 local out = {now}
--- Numbers are turned into strings once: Redis formats every number argument
--- of redis.call anew, which was a quarter of this script's time.
-local nows = tostring(now)
 local ready = {}
 local created = false
 i = 2
@@ -65,8 +62,10 @@ while i <= #ARGV do
       end
       redis.call('ZREM', KEYS[2], id)
     end
-    local at = tonumber(ARGV[i + 1])
-    local delay = tonumber(ARGV[i + 2])
+    local at, delay = 0, 0
+    if ARGV[i + 1] ~= '0' or ARGV[i + 2] ~= '0' then -- read only when set
+      at, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    end
     if delay > 0 then
       at = now + delay
     end

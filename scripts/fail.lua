@@ -24,6 +24,7 @@
 -- and 4 when its end is owed to dependents in other queues (see ended in
 -- prelude.lua). A key of the wrong type answers
 -- an error naming it, and nothing is written.
+lazy() -- the helpers defined on demand (prelude.lua)
 local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'list')
 if err then
   return err

@@ -11,6 +11,7 @@
 -- Returns one word per pair: open (linked: the parent's end will be
 -- delivered), finished, failed or canceled (it has ended; the dependent is
 -- recorded for display only), or gone (no such job, and nothing owed).
+lazy() -- the helpers defined on demand (prelude.lua)
 local base = string.sub(KEYS[1], 1, -5)
 local out = {}
 for i = 1, #ARGV, 2 do

@@ -10,6 +10,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- clock is Redis's clock, Unix ms, as a number and as a string. The scripts
+-- run for every job pass strings to redis.call, not numbers, where they
+-- can: Redis formats each number argument with sprintf, as Lua does each
+-- number it turns into a string, and that costs more than the rest of the
+-- command; string.format('%d', n) costs a fraction of it.
+local function clock()
+  local t = redis.call('TIME')
+  local s = t[1] .. string.sub('00000' .. t[2], -6, -4)
+  return tonumber(s), s
+end
+
 -- bad returns the error reply for key, which holds another type than want.
 -- Given the error e of the write that failed, it returns e itself when the
 -- key is of the right type after all (a server that refuses the write for
@@ -50,6 +61,23 @@ local function wake(key)
     redis.call('PUBLISH', key, '1')
   end
 end
+
+-- freed tells a worker of the queue at base that a job left its active
+-- set, when some wait for a slot of the queue's Concurrency (dequeue.lua
+-- sets the flow hash's held field): one token in the slot list wakes one of
+-- them, and its fetch passes the token on while slots remain.
+local function freed(base)
+  if redis.pcall('HGET', base .. 'flow', 'held') == '1' then
+    redis.call('HDEL', base .. 'flow', 'held')
+    wake(base .. 'slot')
+  end
+end
+
+-- On demand: the helpers below serve jobs with flags, queues with limits
+-- and jobs' ends passed on to others. Defining a function costs every call
+-- of a script about as much as a Redis command, so scripts.go puts those a
+-- script uses into one function, lazy, which the script calls before the
+-- first of them: a plain job does not pay for them.
 
 -- check_deps checks the keys of the queue at base (`<prefix>:{<queue>}:`)
 -- that passing on a job's end may write.
@@ -321,17 +349,6 @@ local function unslot(base, id, lk)
       redis.call('ZREM', base .. 'parkkeys', lk)
     end
     wake(base .. 'wake')
-  end
-end
-
--- freed tells a worker of the queue at base that a job left its active
--- set, when some wait for a slot of the queue's Concurrency (dequeue.lua
--- sets the flow hash's held field): one token in the slot list wakes one of
--- them, and its fetch passes the token on while slots remain.
-local function freed(base)
-  if redis.pcall('HGET', base .. 'flow', 'held') == '1' then
-    redis.call('HDEL', base .. 'flow', 'held')
-    wake(base .. 'slot')
   end
 end
 

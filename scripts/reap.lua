@@ -41,6 +41,7 @@
 -- Each pass looks at the next ARGV[2] entries of each registry after where
 -- the last pass stopped, wrapping around, so jobs kept forever at the head
 -- of a registry never hide the expired ones behind them.
+lazy() -- the helpers defined on demand (prelude.lua)
 local lock = redis.call('TYPE', KEYS[4]).ok
 if lock == 'string' then
   local active = redis.pcall('ZCARD', KEYS[1])

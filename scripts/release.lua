@@ -17,6 +17,7 @@
 --
 -- Returns 1, or 0 when the token is stale (nothing written). A key of the
 -- wrong type answers an error naming it, and nothing is written.
+lazy() -- the helpers defined on demand (prelude.lua)
 local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'list')
 if err then
   return err

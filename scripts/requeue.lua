@@ -14,6 +14,7 @@
 -- prelude.lua), its id and the holder's. Ids that are not failed or
 -- canceled are left alone; ids whose hash expired leave the registries. A key of the
 -- wrong type answers an error naming it, and nothing is written.
+lazy() -- the helpers defined on demand (prelude.lua)
 local err = check(KEYS[1], 'list', KEYS[2], 'zset', KEYS[3], 'zset')
 if err then
   return err

@@ -40,6 +40,7 @@
 --       the tick is recorded as done with no job (last_job_id stays as it
 --       was; last_held_tick and last_held_by name the tick and the holder).
 -- A key of the wrong type answers an error naming it, and nothing is written.
+lazy() -- the helpers defined on demand (prelude.lua)
 local err = check(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'list', KEYS[4], 'zset')
 if not err and KEYS[6] then
   err = check(KEYS[6], 'string')

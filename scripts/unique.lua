@@ -27,6 +27,7 @@
 -- scheduled (this job holds the key now), 0 = a job with this id exists,
 -- 5 = another job holds the key (nothing written), 4 = the holder, which
 -- had not started, took these args and its new ready time (debounce).
+lazy() -- the helpers defined on demand (prelude.lua)
 local err = check(KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[5], 'string')
 if err then
   return err

@@ -9,6 +9,7 @@
 -- ends the job then
 -- publishes its id on the channel <prefix>:{<queue>}:ended. A waiter
 -- subscribes before it calls this, so no end falls between the two.
+lazy() -- the helpers defined on demand (prelude.lua)
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then
   return {0}
