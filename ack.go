@@ -78,6 +78,27 @@ func (w *Worker) slotsWatched(queue string) string {
 	return "1"
 }
 
+// fetchWithAcks returns the dequeue.lua call that fetches from the worker's
+// first queue as many jobs as it has free slots for, and the queue's goes
+// count it is sent with, or nil when it should not fetch: it is stopping, or
+// has no free slot. The caller holds fetchMu.
+func (w *Worker) fetchWithAcks() (*scriptCall, int64) {
+	if w.fetchDone || w.fetchCtx == nil || w.fetchCtx.Err() != nil {
+		return nil, 0
+	}
+	w.mu.Lock()
+	free := w.opts.Concurrency - int(w.inflight.Load()) - len(w.held)
+	stopping := w.stopping
+	w.mu.Unlock()
+	if free <= 0 || stopping {
+		return nil, 0
+	}
+	q, st := &w.queues[0], w.qstate[0]
+	st.dirty.Store(false) // a wake-up while it travels marks the queue again
+	return &scriptCall{s: dequeueScript, keys: q.dequeueKeys,
+		args: []any{free, w.opts.Lease.Milliseconds(), w.id, w.nonce, free}}, st.goes.Load()
+}
+
 // settle records outcomes in one round trip: the successes of each queue
 // with one ack_many.lua call, each failure with fail.lua. It returns the
 // outcomes that could not be written (Redis unreachable).
@@ -110,7 +131,7 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 	if len(acks)+len(fails) == 0 {
 		return nil
 	}
-	calls = make([]*scriptCall, 0, len(acks)+len(fails))
+	calls = make([]*scriptCall, 0, len(acks)+len(fails)+1)
 	fill := false
 	for i := range acks {
 		keys := acks[i].q.ackKeys
@@ -122,6 +143,16 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 		}
 		calls = append(calls, &scriptCall{s: ackManyScript, keys: keys, args: acks[i].args})
 	}
+	// That next fetch goes in the same round trip when the fetch loop is not
+	// fetching: sent after the acks, it finds their slots free, where one sent
+	// by the fetch loop while they travel would find the queue full.
+	var fetchCall *scriptCall
+	var goes int64
+	if fill && w.fetchMu.TryLock() {
+		if fetchCall, goes = w.fetchWithAcks(); fetchCall == nil {
+			w.fetchMu.Unlock()
+		}
+	}
 	for _, o := range fails {
 		j, k := o.r.job, o.r.q.k
 		msg := o.err.Error()
@@ -132,8 +163,28 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 			keys: []string{k.job(j.ID), k.active(), k.scheduled(), k.failed(), k.pending(), k.wake()},
 			args: []any{j.ID, j.token, msg, o.delay, ttlMillis(w.opts.FailureTTL), snoozed(o.snooze)}})
 	}
+	if fetchCall != nil {
+		calls = append(calls, fetchCall)
+	}
 	runScripts(ctx, w.rdb, calls)
-	if fill {
+	switch {
+	case fetchCall != nil:
+		res, err := fetchCall.cmd.Slice()
+		got, _, err := w.taken(w.fetchCtx, 0, res, err, goes)
+		full := len(got) == 0 && w.qstate[0].hold.Load() == holdFull
+		w.fetchMu.Unlock()
+		if err != nil {
+			w.log.Warn("fetching jobs with their acks failed", "err", err)
+		}
+		if err != nil || full {
+			// An ack that Redis had to be sent again (NOSCRIPT) ran after
+			// the fetch, which then found the queue full (or the acks were
+			// stale and other workers hold every slot): ask again.
+			w.lookAgain(0)
+		} else {
+			w.signalWake() // the fetch loop sees what remains
+		}
+	case fill:
 		w.lookAgain(0) // once the slots are free
 	}
 	debug := w.log.Enabled(ctx, slog.LevelDebug)
@@ -269,6 +320,9 @@ func (w *Worker) finish(r *run) {
 	delete(w.running, r)
 	w.mu.Unlock()
 	w.settling.Add(-1)
+	if r.q.name == w.queues[0].name {
+		w.firstSettling.Add(-1)
+	}
 	w.signalFreed()
 }
 

@@ -76,6 +76,9 @@ func (w *Worker) execute(r *run) {
 		// The run stays in w.running, its lease renewed, until its outcome
 		// is recorded (finish).
 		w.settling.Add(1)
+		if r.q.name == w.queues[0].name {
+			w.firstSettling.Add(1)
+		}
 		r = w.passSlot()
 		w.signalFreed()
 		w.outcomes <- o

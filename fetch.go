@@ -38,11 +38,11 @@ type queueState struct {
 	// put the next reap off past it.
 	reapAsked atomic.Bool
 	// broken: a fetch was refused (a damaged key); not fetched from until
-	// brokenUntil, Unix ms (fetch loop only).
-	brokenUntil int64
+	// brokenUntil, Unix ms (broken under the worker's fetchMu).
+	brokenUntil atomic.Int64
 	broken      int
 	// reclaim: a dequeue failed, and may have leased jobs this worker never
-	// got (fetch loop only).
+	// got (under the worker's fetchMu).
 	reclaim bool
 	// heldUntil: the queue has work the worker must not ask for before this
 	// Unix ms (0 = none): it is paused, its Concurrency is full or its Rate
@@ -67,7 +67,7 @@ type queueState struct {
 }
 
 func (s *queueState) ready(nowMs int64) bool {
-	if s.brokenUntil > nowMs || s.heldUntil.Load() > nowMs {
+	if s.brokenUntil.Load() > nowMs || s.heldUntil.Load() > nowMs {
 		return false
 	}
 	due := s.due.Load()
@@ -99,12 +99,18 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	failures := 0
 	ahead, lastQuick := 0, int64(0) // jobs to take beyond the free slots
 	lastSweep := time.Now()
+	defer func() {
+		w.fetchMu.Lock()
+		w.fetchDone = true // the ack loop fetches no more (see settle)
+		w.fetchMu.Unlock()
+	}()
 	for ctx.Err() == nil {
 		want, held := w.want(ahead)
 		if want <= 0 {
 			w.waitFreed(ctx)
 			continue
 		}
+		w.fetchMu.Lock()
 		w.reclaimLost(ctx)
 		if w.opts.Burst {
 			// A burst worker waits for no wake-up: it looks at every queue.
@@ -124,6 +130,8 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		ahead = min(w.opts.Prefetch, int(quick-lastQuick))
 		lastQuick = quick
 		jobs, more, asked, err := w.fetch(ctx, want)
+		ready := w.anyReady()
+		w.fetchMu.Unlock()
 		if asked {
 			w.roundTrip.Store(int64(time.Since(fetched)))
 		}
@@ -154,7 +162,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			w.waitBurst(ctx, w.nextDue())
 			continue
 		}
-		if !w.anyReady() {
+		if !ready {
 			w.block(ctx, lastSweep.Add(w.maxBlock))
 		}
 	}
@@ -262,7 +270,7 @@ func (w *Worker) anyReady() bool {
 func (w *Worker) nextDue() time.Time {
 	var next int64
 	for _, st := range w.qstate {
-		for _, t := range []int64{st.due.Load(), st.brokenUntil, st.heldUntil.Load()} {
+		for _, t := range []int64{st.due.Load(), st.brokenUntil.Load(), st.heldUntil.Load()} {
 			if t > 0 && (next == 0 || t < next) {
 				next = t
 			}
@@ -411,6 +419,13 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		if !st.ready(nowMs) {
 			continue
 		}
+		if i == 0 && st.capped.Load() && w.firstSettling.Load() > 0 {
+			// Under a Concurrency, the outcomes on their way hold slots: the
+			// ack loop fetches from this queue with their acks (settle), and
+			// the fetch loop waits for them (more), asking no later queue
+			// before this one.
+			return nil, true, false, nil
+		}
 		ask := n - len(jobs)
 		if i > 0 {
 			if ask = min(ask, free-len(jobs)); ask <= 0 {
@@ -422,54 +437,73 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		asked = true
 		goes := st.goes.Load()
 		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id, w.nonce, max(free-len(jobs), 0)).Slice()
+		got, refused, err := w.taken(ctx, i, res, err, goes)
+		jobs = append(jobs, got...)
+		if refused {
+			continue
+		}
 		if err != nil {
-			st.dirty.Store(true)
-			if isScriptRefusal(err) {
-				st.broken++
-				d := min(time.Second<<min(st.broken-1, 6), time.Minute)
-				st.brokenUntil = time.Now().Add(d).UnixMilli()
-				w.log.Error("queue refused: a key of it is damaged; serving the other queues and trying it again later",
-					"queue", q.name, "err", err, "in", d)
-				continue
-			}
-			// The call may have run with its reply lost: its jobs are leased
-			// to this worker, which never got them.
-			st.reclaim = true
-			return jobs, false, asked, fmt.Errorf("dequeue from %q: %w", q.name, err)
-		}
-		st.broken, st.brokenUntil = 0, 0
-		if len(res) < dequeuedHead || (len(res)-dequeuedHead)%dequeuedLen != 0 {
-			return jobs, false, asked, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
-		}
-		nextMs, _ := res[0].(int64)
-		st.due.Store(nextMs)
-		now, _ := res[1].(int64)
-		hold, _ := res[4].(int64)
-		w.holdBack(st, hold, res[5], goes)
-		parked, _ := res[6].(int64) // -1: no flow hash
-		st.noFlow.Store(parked < 0)
-		st.parked.Store(max(parked, 0))
-		if left, _ := res[2].(int64); left > 0 && hold == 0 {
-			st.dirty.Store(true)
-		}
-		if active, _ := res[3].(int64); active > 0 {
-			w.reapSoon(i)
-		}
-		if ctx.Err() != nil {
-			// A fetch that ends after ctx does starts nothing: its jobs are
-			// held, and the shutdown gives them back.
-			w.stop()
-		}
-		for r := res[dequeuedHead:]; len(r) > 0; r = r[dequeuedLen:] {
-			j, derr := w.dequeued(q, now, r[:dequeuedLen])
-			w.admit(*q, j, derr)
-			jobs = append(jobs, j)
+			return jobs, false, asked, err
 		}
 		if len(jobs) >= n {
 			break
 		}
 	}
 	return jobs, false, asked, nil
+}
+
+// taken handles the reply of a dequeue.lua call for the worker's queue i
+// (res, or the call's error err), sent when the queue's goes count was
+// goes: it records what the reply says of the queue and admits its jobs.
+// refused says the queue's keys are damaged, so it is left alone for a
+// while; err is an error the fetch reports.
+func (w *Worker) taken(ctx context.Context, i int, res []any, err error, goes int64) (jobs []*Job, refused bool, _ error) {
+	q, st := &w.queues[i], w.qstate[i]
+	if err != nil {
+		st.dirty.Store(true)
+		if isScriptRefusal(err) {
+			st.broken++
+			d := min(time.Second<<min(st.broken-1, 6), time.Minute)
+			st.brokenUntil.Store(time.Now().Add(d).UnixMilli())
+			w.log.Error("queue refused: a key of it is damaged; serving the other queues and trying it again later",
+				"queue", q.name, "err", err, "in", d)
+			return nil, true, nil
+		}
+		// The call may have run with its reply lost: its jobs are leased
+		// to this worker, which never got them.
+		st.reclaim = true
+		return nil, false, fmt.Errorf("dequeue from %q: %w", q.name, err)
+	}
+	st.broken = 0
+	st.brokenUntil.Store(0)
+	if len(res) < dequeuedHead || (len(res)-dequeuedHead)%dequeuedLen != 0 {
+		return nil, false, fmt.Errorf("dequeue from %q: unexpected reply of %d elements", q.name, len(res))
+	}
+	nextMs, _ := res[0].(int64)
+	st.due.Store(nextMs)
+	now, _ := res[1].(int64)
+	hold, _ := res[4].(int64)
+	w.holdBack(st, hold, res[5], goes)
+	parked, _ := res[6].(int64) // -1: no flow hash
+	st.noFlow.Store(parked < 0)
+	st.parked.Store(max(parked, 0))
+	if left, _ := res[2].(int64); left > 0 && hold == 0 {
+		st.dirty.Store(true)
+	}
+	if active, _ := res[3].(int64); active > 0 {
+		w.reapSoon(i)
+	}
+	if ctx.Err() != nil {
+		// A fetch that ends after ctx does starts nothing: its jobs are
+		// held, and the shutdown gives them back.
+		w.stop()
+	}
+	for r := res[dequeuedHead:]; len(r) > 0; r = r[dequeuedLen:] {
+		j, derr := w.dequeued(q, now, r[:dequeuedLen])
+		w.admit(*q, j, derr)
+		jobs = append(jobs, j)
+	}
+	return jobs, false, nil
 }
 
 // isScriptRefusal says whether err is a script's refusal to run on a

@@ -47,6 +47,9 @@ func (s *script) Hash() string {
 // Load puts the script in the server's script cache, in the form it takes,
 // for tests that must see EVALSHA succeed.
 func (s *script) Load(ctx context.Context, rdb redis.UniversalClient) error {
+	if rejectsFlags.Load() {
+		return rdb.ScriptLoad(ctx, s.bare.src).Err()
+	}
 	err := rdb.ScriptLoad(ctx, s.full.src).Err()
 	if err != nil && s.full.sha != s.bare.sha && strings.Contains(err.Error(), "near '#'") {
 		rejectsFlags.Store(true)

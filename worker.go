@@ -130,7 +130,16 @@ type Worker struct {
 	reapEvery time.Duration
 	started   atomic.Bool
 	qstate    []*queueState // per queue, as w.queues
-	wake      chan struct{} // a wake-up came (subscribed workers)
+	// fetchMu is held by whoever fetches: the fetch loop, or the ack loop
+	// when it sends a fetch with its acks (see settle). fetchDone: the fetch
+	// loop has returned. fetchCtx is Run's context. Guarded by fetchMu.
+	fetchMu   sync.Mutex
+	fetchDone bool
+	fetchCtx  context.Context
+	// firstSettling: the returned handlers whose outcome is not recorded
+	// yet (settling) that ran jobs of the first queue.
+	firstSettling atomic.Int64
+	wake          chan struct{} // a wake-up came (subscribed workers)
 	// subscribed: the worker waits for messages on the wake channels rather
 	// than in a BLPOP over blockKeys (see block).
 	subscribed  bool
@@ -421,6 +430,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	beatDone := make(chan struct{})
 	go func() { defer close(beatDone); w.heartbeatLoop(beatCtx) }()
 
+	w.fetchMu.Lock()
+	w.fetchCtx = ctx
+	w.fetchMu.Unlock()
 	w.fetchLoop(ctx)
 
 	w.drain(bg, stopHandlers)

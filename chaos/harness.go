@@ -364,6 +364,11 @@ func (h *harness) spawn(slot int) error {
 		return err
 	}
 	queues := slices.Concat(h.slotQueues(slot), h.capQueues(), []string{cancelQueueName})
+	if slot%2 == 1 {
+		// The capped queue first: these workers fetch from it in the round
+		// trip of their acks (see the root package's settle).
+		queues = slices.Concat(h.capQueues(), h.slotQueues(slot), []string{cancelQueueName})
+	}
 	cmd := exec.Command(h.cfg.Exe)
 	cmd.Env = append(os.Environ(),
 		roleEnv+"=worker",

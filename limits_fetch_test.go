@@ -1,0 +1,136 @@
+package rqgo
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rqgo/rqgo/internal/redistest"
+)
+
+// ackFetchHook watches the pipelines that carry acks (ack_many.lua) and a
+// fetch (dequeue.lua) together, and loses the reply of the first such fetch
+// that leased jobs: Redis ran it, the worker gets an error.
+type ackFetchHook struct {
+	together atomic.Int64 // fetches sent with acks
+	lostJobs atomic.Int64 // jobs leased by the fetch whose reply was lost
+	lose     atomic.Bool
+}
+
+func (h *ackFetchHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *ackFetchHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *ackFetchHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		acks := false
+		for _, c := range cmds {
+			acks = acks || isScript(c, ackManyScript)
+		}
+		for _, c := range cmds {
+			if !acks || !isScript(c, dequeueScript) || c.Err() != nil {
+				continue
+			}
+			h.together.Add(1)
+			res, _ := c.(interface{ Slice() ([]any, error) }).Slice()
+			if n := (len(res) - dequeuedHead) / dequeuedLen; n > 0 && h.lose.CompareAndSwap(true, false) {
+				h.lostJobs.Store(int64(n))
+				c.SetErr(errors.New("i/o timeout (reply lost by the test)"))
+			}
+		}
+		return err
+	}
+}
+
+// Under a Concurrency, a worker sends its next fetch of the capped queue in
+// the same round trip as the acks that free its slots, rather than a fetch
+// that the acks still on their way would leave with the queue full. The
+// cap holds, and when the reply of such a fetch is lost, the jobs it leased
+// are given back without counting the attempt and run once.
+func TestCappedQueueFetchesWithAcks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) { cappedFetchesWithAcks(t, e, "capped") })
+}
+
+func TestClusterCappedQueueFetchesWithAcks(t *testing.T) {
+	skipShort(t)
+	c := redistest.StartCluster(t, 3, 0)
+	e := clusterEnv(t, c)
+	names, _ := queuesOnShards(t, c, e.prefix, 1)
+	cappedFetchesWithAcks(t, e, names[0])
+}
+
+func cappedFetchesWithAcks(t *testing.T, e *testEnv, name string) {
+	ctx := t.Context()
+	q := e.queue(name)
+	if err := q.SetLimits(ctx, Limits{Concurrency: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// Loaded first: a pipelined call that finds its script missing runs
+	// again after the others, out of order.
+	for _, s := range []*script{dequeueScript, ackManyScript} {
+		if err := s.Load(ctx, e.rdb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const jobs = 40
+	ids := make([]string, jobs)
+	for i := range ids {
+		j, err := q.EnqueueContext(ctx, "work", i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = j.ID
+	}
+	hook := &ackFetchHook{}
+	hook.lose.Store(true)
+	e.rdb.AddHook(hook)
+	logs, logger := newLogBuffer(t)
+	w := e.worker(t, WorkerOptions{Queues: []string{name}, Concurrency: 4, Lease: 5 * time.Second, Logger: logger})
+	var (
+		mu            sync.Mutex
+		runs          = map[string]int{}
+		running, peak atomic.Int64
+	)
+	w.Register("work", func(ctx context.Context, j *Job) (any, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		mu.Lock()
+		runs[j.ID]++
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		return nil, nil
+	})
+	start(t, w)
+	for _, id := range ids {
+		if j := waitJob(t, q, id, StatusFinished); j.Attempt != 1 {
+			t.Errorf("job %s finished on attempt %d, want 1: a fetch whose reply was lost counts no attempt", id, j.Attempt)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		if runs[id] != 1 {
+			t.Errorf("job %s ran %d times, want once", id, runs[id])
+		}
+	}
+	if p := peak.Load(); p > 2 {
+		t.Errorf("%d jobs ran at once under Concurrency 2", p)
+	}
+	t.Logf("%d fetches went with acks; the lost reply leased %d jobs", hook.together.Load(), hook.lostJobs.Load())
+	if hook.together.Load() == 0 {
+		t.Fatal("no fetch went in the same round trip as acks")
+	}
+	if hook.lostJobs.Load() == 0 {
+		t.Fatal("no reply of a fetch sent with acks was lost")
+	}
+	if !logs.contains("gave back jobs leased by a fetch whose reply was lost") {
+		t.Error("worker log does not say that it gave back the jobs of the lost reply")
+	}
+}
