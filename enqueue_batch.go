@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -387,15 +388,31 @@ func enqueueScriptFor(argv []any) *script {
 	return enqueueChosenScript
 }
 
+// sendable is prepare's enqueue.lua ARGV as sent: without the flags field
+// of a plain job (see manyFields).
+func sendable(argv []any) []any {
+	if argv[4] != fFlags || argv[5] != "" {
+		return argv
+	}
+	return append(slices.Clip(argv[:4]), argv[6:]...)
+}
+
 // manyFields is the hash fields of prepare's enqueue.lua ARGV that
 // enqueue_many.lua does not set itself: all but id, queue and attempt.
 // Sending those too would make every job's HSET write them twice.
+//
+// An empty flags field (a plain job) is left out too: the scripts read a
+// missing one as empty, and writing it costs every plain job's HSET.
 func manyFields(argv []any) []any {
 	out := make([]any, 0, len(argv)-4)
 	for i := 4; i+1 < len(argv); i += 2 {
 		switch argv[i] {
 		case fID, fQueue, fAttempt:
 			continue
+		case fFlags:
+			if argv[i+1] == "" {
+				continue
+			}
 		}
 		out = append(out, argv[i], argv[i+1])
 	}
@@ -408,7 +425,7 @@ func manyFields(argv []any) []any {
 func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 	if len(calls) == 1 {
 		c := calls[0]
-		res, err := enqueueScriptFor(c.argv).Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID, c.argv[3] != "1"), c.argv...).Int64Slice()
+		res, err := enqueueScriptFor(c.argv).Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID, c.argv[3] != "1"), sendable(c.argv)...).Int64Slice()
 		if err != nil {
 			reloadTopology(q.rdb)
 			c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)

@@ -471,7 +471,8 @@ func inLine(q *Queue) int {
 }
 
 // A batched job's fields go to enqueue_many.lua without the id, queue and
-// attempt the script writes itself, so its HSET writes each field once.
+// attempt the script writes itself, so its HSET writes each field once, and
+// without a flags field when it has no flags.
 func TestManyFieldsLeavesOutTheScriptsOwn(t *testing.T) {
 	q := NewQueue("fields", redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})) // never dialled
 	for _, opts := range [][]EnqueueOption{nil, {JobID("mine")}, {In(time.Hour), LimitKey("t1")}} {
@@ -494,8 +495,37 @@ func TestManyFieldsLeavesOutTheScriptsOwn(t *testing.T) {
 				t.Errorf("manyFields(%v) sends %v %d times", opts, name, n)
 			}
 		}
-		if seen[fFunc] != 1 || seen[fArgs] != 1 || seen[fFlags] != 1 {
-			t.Errorf("manyFields(%v) = %v, want func, args and flags among them", opts, fields)
+		if seen[fFunc] != 1 || seen[fArgs] != 1 {
+			t.Errorf("manyFields(%v) = %v, want func and args among them", opts, fields)
+		}
+		if want := argv[5] != ""; (seen[fFlags] == 1) != want {
+			t.Errorf("manyFields(%v) = %v: flags sent %v, want %v (only a job with flags has the field)", opts, fields, seen[fFlags] == 1, want)
 		}
 	}
+}
+
+// A plain job's hash has no flags field, by Enqueue or EnqueueMany: the
+// scripts read a missing one as empty. A job with a limit key has it.
+func TestPlainJobHasNoFlagsField(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("plain")
+		one, err := q.EnqueueContext(ctx, "f", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		many, err := q.EnqueueMany(ctx, []EnqueueRequest{{Func: "f", Args: 2}, {Func: "f", Args: 3, Options: []EnqueueOption{LimitKey("t1")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			id   string
+			want string
+		}{{one.ID, ""}, {many[0].ID, ""}, {many[1].ID, "k"}} {
+			h := e.rdb.HGetAll(ctx, q.k.job(c.id)).Val()
+			if f, ok := h[fFlags]; ok != (c.want != "") || f != c.want {
+				t.Errorf("job %s: flags %q (present %v), want %q", c.id, f, ok, c.want)
+			}
+		}
+	})
 }

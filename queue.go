@@ -271,8 +271,8 @@ func (q *Queue) prepare(fn string, args any, opts []EnqueueOption) (*Job, []any,
 		at = o.at.UnixMilli()
 		j.ScheduledAt = o.at
 	}
-	// The flags field first, so that the scripts find it at once (see flag
-	// in scripts/prelude.lua); it is filled in below.
+	// The flags field (see flag in scripts/prelude.lua) is filled in below,
+	// and left out of a plain job's hash when it is sent (send).
 	argv := []any{o.id, at, o.delay.Milliseconds(), own, fFlags, "",
 		fID, o.id, fQueue, q.name, fFunc, fn, fArgs, string(raw), fAttempt, 0, fMaxRetries, o.maxRetries}
 	if o.timeout > 0 {

@@ -490,7 +490,7 @@ func (s *Scheduler) fire(ctx context.Context, e *schedEntry, now time.Time) erro
 		if err != nil {
 			return fmt.Errorf("rqgo: schedule %q: %w", e.Name, err)
 		}
-		argv = append(argv, jobArgv...)
+		argv = append(argv, sendable(jobArgv)...)
 		uniqueKey = j.UniqueKey
 	}
 	k := e.q.k

@@ -103,10 +103,11 @@ end
 -- flag adds letter f to job hash k's flags field, which tells the scripts
 -- that start or end a job what more to do for it: p it has parents, d
 -- dependents, w someone waits for it, u it holds a unique key, S until it
--- starts, s it must start within a time. A plain job has the field, empty,
--- near the start of its hash (rqgo writes it first), so those scripts find
--- it at once: reading a field a small hash lacks costs a scan of the whole
--- hash, which one per feature would add to every plain job.
+-- starts, s it must start within a time. One field for every feature, so
+-- that those scripts read one field, not one per feature, of each job. A
+-- plain job lacks it (a missing field reads as empty): writing it would
+-- cost every plain job's enqueue more than looking for it costs its fetch
+-- and ack.
 local function flag(k, f)
   local cur = redis.call('HGET', k, 'flags') or ''
   if not string.find(cur, f, 1, true) then
