@@ -29,6 +29,7 @@ func main() {
 	n := flag.Int("n", 2000, "")
 	tag := flag.String("tag", "x", "")
 	conc := flag.Int("c", 1, "worker concurrency (above 1, how many jobs a fetch or ack carries depends on timing)")
+	prefetch := flag.Int("prefetch", -1, "the worker's Prefetch (-1: none, 0: its default)")
 	flag.Parse()
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: *addr})
@@ -73,7 +74,7 @@ func main() {
 		}
 	})
 	phase("process", func() {
-		w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{Queues: []string{"plain"}, Prefix: "ic", Concurrency: *conc, Prefetch: -1, Burst: true,
+		w := rqgo.NewWorker(rdb, rqgo.WorkerOptions{Queues: []string{"plain"}, Prefix: "ic", Concurrency: *conc, Prefetch: *prefetch, Burst: true,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		w.Register("f", func(ctx context.Context, j *rqgo.Job) (any, error) { return nil, nil })
 		if err := w.Run(ctx); err != nil {

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Usage: bench/callgrind/run.sh [JOBS [CONCURRENCY]]  (defaults 1000 and 1; needs valgrind)
+# Usage: [PREFETCH=N] bench/callgrind/run.sh [JOBS [CONCURRENCY]]  (defaults 1000 and 1;
+# PREFETCH is the worker's Prefetch, default -1: none; needs valgrind)
 # Starts redis-server under callgrind on port 6398, runs the workload of
 # main.go against it and prints Redis's instructions per job for each phase.
 set -euo pipefail
@@ -11,7 +12,7 @@ valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
   redis-server --port $port --save "" --appendonly no >"$dir/valgrind.log" 2>&1 &
 vpid=$!
 for _ in $(seq 100); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.2; done
-"$dir/driver" -addr 127.0.0.1:$port -pid $vpid -n "$n" -c "$c" -tag run >"$dir/driver.log"
+"$dir/driver" -addr 127.0.0.1:$port -pid $vpid -n "$n" -c "$c" -prefetch "${PREFETCH:--1}" -tag run >"$dir/driver.log"
 redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
 wait $vpid || true
 # serverCron's share is left out: it runs ten times a second whatever the
