@@ -410,62 +410,73 @@ func TestLostWakeUpFoundByLook(t *testing.T) {
 // reaped all the same: the announcement that arrives meanwhile is not undone
 // by the reply, which saw no leases and would put the next reap off forever.
 func TestLeaseTakenDuringAReapIsReaped(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, e *testEnv) {
-		ctx := t.Context()
-		const lease = 300 * time.Millisecond
-		w := e.worker(t, WorkerOptions{Queues: []string{"a", "b"}, Lease: lease})
-		w.maxBlock = time.Hour
-		q := e.queue("b")
-		j, argv, err := q.prepare("f", nil, nil)
-		if err != nil {
+	forEachBackend(t, func(t *testing.T, e *testEnv) { leaseTakenDuringAReap(t, e, []string{"a", "b"}) })
+}
+
+// The same on a Cluster, the worker's two queues on two masters.
+func TestClusterLeaseTakenDuringAReapIsReaped(t *testing.T) {
+	skipShort(t)
+	c := redistest.StartCluster(t, 3, 0)
+	e := clusterEnv(t, c)
+	names, _ := queuesOnShards(t, c, e.prefix, 1)
+	leaseTakenDuringAReap(t, e, names[:2])
+}
+
+func leaseTakenDuringAReap(t *testing.T, e *testEnv, names []string) {
+	ctx := t.Context()
+	const lease = 300 * time.Millisecond
+	w := e.worker(t, WorkerOptions{Queues: names, Lease: lease})
+	w.maxBlock = time.Hour
+	q := e.queue(names[1])
+	j, argv, err := q.prepare("f", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newWorkerQueue(e.prefix, q.name)
+	if e.mr == nil {
+		flagsTaken(t)
+	}
+	for _, s := range []*script{enqueueScript, dequeueScript} {
+		if err := s.Load(ctx, e.rdb); err != nil {
 			t.Fatal(err)
 		}
-		k := newWorkerQueue(e.prefix, q.name)
-		if e.mr == nil {
-			flagsTaken(t)
-		}
-		for _, s := range []*script{enqueueScript, dequeueScript} {
-			if err := s.Load(ctx, e.rdb); err != nil {
-				t.Fatal(err)
-			}
-		}
-		hooked := make(chan error, 1)
-		var once sync.Once
-		w.reapReplied = func() {
-			once.Do(func() {
-				// The worker's first reap has run reap.lua on the empty queues.
-				_, err := e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID, false), argv)
-					dequeueScript.evalSha(ctx, p, k.dequeueKeys, []any{1, lease.Milliseconds(), "dead", "n"})
-					return nil
-				})
-				// Hold the reply until the announcement of the lease is in.
-				for err == nil && !w.qstate[1].reapAsked.Load() {
-					select {
-					case <-ctx.Done():
-						err = ctx.Err()
-					case <-time.After(time.Millisecond):
-					}
-				}
-				hooked <- err
+	}
+	hooked := make(chan error, 1)
+	var once sync.Once
+	w.reapReplied = func() {
+		once.Do(func() {
+			// The worker's first reap has run reap.lua on the empty queues.
+			_, err := e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID, false), argv)
+				dequeueScript.evalSha(ctx, p, k.dequeueKeys, []any{1, lease.Milliseconds(), "dead", "n"})
+				return nil
 			})
-		}
-		ran := make(chan string, 1)
-		w.Register("f", func(ctx context.Context, j *Job) (any, error) {
-			ran <- j.ID
-			return nil, nil
-		})
-		start(t, w)
-		if err := <-hooked; err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case id := <-ran:
-			if id != j.ID {
-				t.Fatalf("ran %s, want %s", id, j.ID)
+			// Hold the reply until the announcement of the lease is in.
+			for err == nil && !w.qstate[1].reapAsked.Load() {
+				select {
+				case <-ctx.Done():
+					err = ctx.Err()
+				case <-time.After(time.Millisecond):
+				}
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the dead worker's job never ran again: the reap's reply undid the announcement of its lease")
-		}
+			hooked <- err
+		})
+	}
+	ran := make(chan string, 1)
+	w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+		ran <- j.ID
+		return nil, nil
 	})
+	start(t, w)
+	if err := <-hooked; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-ran:
+		if id != j.ID {
+			t.Fatalf("ran %s, want %s", id, j.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dead worker's job never ran again: the reap's reply undid the announcement of its lease")
+	}
 }
