@@ -134,3 +134,76 @@ func cappedFetchesWithAcks(t *testing.T, e *testEnv, name string) {
 		t.Error("worker log does not say that it gave back the jobs of the lost reply")
 	}
 }
+
+// A Concurrency first set while a job runs: that job's ack, made by a
+// worker whose last fetch found no limits, wakes nobody, and a worker held
+// by the new cap still starts the next job once its hold ends (the
+// earliest lease's expiry), so the job waits a lease at most.
+func TestConcurrencySetWhileJobsRun(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("late")
+		const lease = time.Second
+		started := make(chan string, 2)
+		release := make(chan struct{})
+		handler := func(ctx context.Context, j *Job) (any, error) {
+			started <- j.ID
+			if string(j.Args) == "1" {
+				<-release
+			}
+			return nil, nil
+		}
+		first, err := q.EnqueueContext(ctx, "f", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := e.worker(t, WorkerOptions{Queues: []string{"late"}, Concurrency: 1, Lease: lease})
+		a.Register("f", handler)
+		stopA := start(t, a)
+		if id := <-started; id != first.ID {
+			t.Fatalf("started %s, want %s", id, first.ID)
+		}
+		if err := q.SetLimits(ctx, Limits{Concurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+		next, err := q.EnqueueContext(ctx, "f", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := e.worker(t, WorkerOptions{Queues: []string{"late"}, Concurrency: 1, Lease: lease})
+		b.Register("f", handler)
+		held := make(chan struct{}, 1)
+		b.waiting = func() {
+			if b.qstate[0].hold.Load() == holdFull {
+				select {
+				case held <- struct{}{}:
+				default:
+				}
+			}
+		}
+		start(t, b)
+		select {
+		case <-held:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the second worker was never held by the Concurrency")
+		}
+		// The first worker stops once its job returns: the ack it makes on
+		// the way out is the one made without the flow hash, and it fetches
+		// nothing more.
+		stopped := make(chan struct{})
+		go func() { stopA(); close(stopped) }()
+		close(release)
+		<-stopped
+		select {
+		case id := <-started:
+			if id != next.ID {
+				t.Fatalf("started %s, want %s", id, next.ID)
+			}
+		case <-time.After(lease + 5*time.Second):
+			t.Fatal("the held worker never started the next job after the slot freed")
+		}
+		if j := waitJob(t, q, next.ID, StatusFinished); j.Worker != b.ID() {
+			t.Errorf("next job ran on %s, want the held worker %s", j.Worker, b.ID())
+		}
+	})
+}
