@@ -49,7 +49,8 @@ func dueNow(t *testing.T, e *testEnv, queue string) {
 			t.Fatal(err)
 		}
 		for _, id := range ids {
-			e.rdb.ZAdd(ctx, z, redis.Z{Score: 0, Member: id})
+			// XX: an entry its job's end took out since stays out.
+			e.rdb.ZAddXX(ctx, z, redis.Z{Score: 0, Member: id})
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // order records the order in which handlers ran.
@@ -359,6 +361,36 @@ func TestParentEndsEveryWay(t *testing.T) {
 		ps, err := j.FetchParents(ctx)
 		if err != nil || len(ps) != 1 || ps[0] != nil {
 			t.Fatalf("FetchParents = %v, %v; want one nil for the deleted parent", ps, err)
+		}
+	})
+}
+
+// An entry of the deferred set whose job no longer waits (here written back
+// by hand after the job was canceled) goes at the job's next link check,
+// and the job stays canceled.
+func TestStrayDeferredEntryGoes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		a, b := e.queue("a"), e.queue("b")
+		parent, err := a.Enqueue("step", "parent", In(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		child, err := b.Enqueue("step", "child", DependsOn(parent))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Cancel(ctx, child.ID); err != nil {
+			t.Fatal(err)
+		}
+		e.rdb.ZAdd(ctx, b.k.deferred(), redis.Z{Score: 0, Member: child.ID}) // due at once
+		start(t, stepWorker(t, e, &order{}, "b"))
+		waitFor(t, 10*time.Second, "the stray entry to go", func() bool {
+			n, err := e.rdb.ZCard(ctx, b.k.deferred()).Result()
+			return err == nil && n == 0
+		})
+		if j, err := b.FetchJob(ctx, child.ID); err != nil || j.Status != StatusCanceled {
+			t.Errorf("child = %+v, %v; want it still canceled", j, err)
 		}
 	})
 }

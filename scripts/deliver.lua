@@ -38,12 +38,18 @@ for i = 2, #ARGV, 3 do
   if failed(cur) or not cur then
     cur = ''
   end
-  if cur == 'deferred' and tonumber(ARGV[1]) > 0 then
-    redis.call('ZADD', base .. 'deferred', 'XX', now + tonumber(ARGV[1]), cid)
-  elseif cur == '' then
-    -- Deleted by hand: nothing waits any more.
+  if cur == 'deferred' then
+    if tonumber(ARGV[1]) > 0 then
+      redis.call('ZADD', base .. 'deferred', 'XX', now + tonumber(ARGV[1]), cid)
+    end
+  else
+    -- It waits no more, and the deferred set still names it (an entry
+    -- written back by hand, say): the entry goes.
     redis.call('ZREM', base .. 'deferred', cid)
-    redis.call('DEL', base .. 'parents:' .. cid)
+    if cur == '' then
+      -- Deleted by hand: nothing waits any more.
+      redis.call('DEL', base .. 'parents:' .. cid)
+    end
   end
   out[#out + 1] = cur
 end
