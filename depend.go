@@ -96,10 +96,10 @@ func (j *Job) FetchParents(ctx context.Context) ([]*Job, error) {
 	if len(j.Parents) == 0 {
 		return nil, nil
 	}
-	if j.from == nil {
+	if j.src == nil {
 		return nil, fmt.Errorf("%w: job %s was not read from Redis", ErrInvalid, j.ID)
 	}
-	ps, err := FetchJobs(ctx, j.from, j.pfx, j.Parents)
+	ps, err := FetchJobs(ctx, j.src.rdb, j.src.prefix, j.Parents)
 	if err != nil {
 		return ps, fmt.Errorf("rqgo: fetch parents of job %s: %w", j.ID, err)
 	}
@@ -122,6 +122,7 @@ func FetchJobs(ctx context.Context, rdb redis.UniversalClient, prefix string, re
 		return nil, fmt.Errorf("rqgo: fetch jobs: %w", err)
 	}
 	out := make([]*Job, len(cmds))
+	src := &jobSource{rdb: rdb, prefix: prefix}
 	var bad error
 	for i, c := range cmds {
 		if h := c.Val(); len(h) > 0 {
@@ -129,7 +130,7 @@ func FetchJobs(ctx context.Context, rdb redis.UniversalClient, prefix string, re
 			if err != nil && bad == nil {
 				bad = err
 			}
-			j.from, j.pfx = rdb, prefix
+			j.src = src
 			out[i] = j
 		}
 	}

@@ -605,7 +605,7 @@ func (w *Worker) dequeued(q *workerQueue, now int64, r []any) (*Job, error) {
 	j.Attempt = int(attempt)
 	j.StartedAt = msTime(now)
 	j.Worker = w.id
-	j.from, j.pfx, j.leased, j.rep, j.repDone = w.rdb, w.opts.Prefix, true, w.reports, w.reportsDone
+	j.src, j.leased = w.src, true
 	return j, err
 }
 

@@ -37,11 +37,11 @@ func TestFetchedJobMatchesItsHash(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Only a fetched job is a running attempt that may report.
-			if !got.leased || got.rep == nil {
+			if !got.leased || got.src == nil || got.src.rep == nil {
 				t.Errorf("fetched job %s cannot report progress", got.ID)
 			}
 			cmp := *got
-			cmp.leased, cmp.rep, cmp.repDone = false, nil, nil
+			cmp.leased, cmp.src = false, stored.src
 			if !reflect.DeepEqual(&cmp, stored) {
 				t.Errorf("fetched job\n%+v\nwant as stored\n%+v", got, stored)
 			}

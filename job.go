@@ -79,12 +79,20 @@ type Job struct {
 	token         string
 	// debounce and debounceMax: the options of an enqueue on its way.
 	debounce, debounceMax time.Duration
-	// from is where the job was read, for FetchParents.
-	from redis.UniversalClient
-	pfx  string
+	// src is where the job was read, shared with the jobs read with it.
+	src *jobSource
 	// leased: a worker fetched it for the attempt its token names, which
-	// may report progress, through rep (the worker's reportLoop).
-	leased  bool
+	// may report progress, through src.rep (the worker's reportLoop).
+	leased bool
+}
+
+// jobSource is where jobs were read: the client and prefix FetchParents
+// reads their parents with and, for a worker's jobs, its reportLoop. One is
+// shared by a Queue's, a Worker's or a FetchJobs call's jobs, which keeps a
+// fetched Job small.
+type jobSource struct {
+	rdb     redis.UniversalClient
+	prefix  string
 	rep     chan<- *report
 	repDone <-chan struct{} // closed when the reportLoop has stopped
 }

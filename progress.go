@@ -44,7 +44,7 @@ func (j *Job) SetMeta(ctx context.Context, name string, v any) error {
 }
 
 func (j *Job) report(ctx context.Context, what, field string, v any) error {
-	if !j.leased || j.rep == nil || j.token == "" {
+	if !j.leased || j.src == nil || j.src.rep == nil || j.token == "" {
 		return fmt.Errorf("rqgo: set %s of %s: %w: not a running attempt (only the Job a handler was given can report)", what, j.ID, ErrInvalid)
 	}
 	raw, err := progressJSON(v)
@@ -53,15 +53,15 @@ func (j *Job) report(ctx context.Context, what, field string, v any) error {
 	}
 	r := &report{j: j, field: field, raw: raw, done: make(chan error, 1)}
 	select {
-	case j.rep <- r:
-	case <-j.repDone:
+	case j.src.rep <- r:
+	case <-j.src.repDone:
 		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, errWorkerStopped)
 	case <-ctx.Done():
 		return fmt.Errorf("rqgo: set %s of %s: %w", what, j.ID, context.Cause(ctx))
 	}
 	select {
 	case err = <-r.done:
-	case <-j.repDone:
+	case <-j.src.repDone:
 		// The worker stopped: it may or may not have written this one.
 		select {
 		case err = <-r.done:

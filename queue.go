@@ -29,6 +29,7 @@ type Queue struct {
 	name        string
 	rdb         redis.UniversalClient
 	prefix      string
+	src         *jobSource // of the jobs it reads
 	k           keys
 	maxArgsSize int
 	err         error         // invalid name or option: every call returns it
@@ -86,6 +87,7 @@ func NewQueue(name string, rdb redis.UniversalClient, opts ...QueueOption) *Queu
 		q.err = errors.Join(q.err, fmt.Errorf("%w: WithWait(%d, %s): negative", ErrInvalid, q.waitN, q.waitTimeout))
 	}
 	q.k = newKeys(q.prefix, name)
+	q.src = &jobSource{rdb: rdb, prefix: q.prefix}
 	return q
 }
 
@@ -348,7 +350,7 @@ func (q *Queue) FetchJob(ctx context.Context, id string) (*Job, error) {
 		return nil, fmt.Errorf("%w: %q in queue %q", ErrJobNotFound, id, q.name)
 	}
 	j, err := decodeJob(h)
-	j.from, j.pfx = q.rdb, q.prefix
+	j.src = q.src
 	return j, err
 }
 
@@ -453,7 +455,7 @@ func (q *Queue) Jobs(ctx context.Context, status Status, offset, limit int) ([]*
 	for _, c := range cmds {
 		if h := c.Val(); len(h) > 0 {
 			j, _ := decodeJob(h) // a malformed job is still listed, as far as it reads
-			j.from, j.pfx = q.rdb, q.prefix
+			j.src = q.src
 			jobs = append(jobs, j)
 		}
 	}

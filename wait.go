@@ -275,7 +275,7 @@ func (q *Queue) endedReply(id string, cmd *redis.Cmd) (*Job, error) {
 			h[f] = v
 		}
 		j, err := decodeJob(h)
-		j.from, j.pfx = q.rdb, q.prefix
+		j.src = q.src
 		return j, err
 	}
 	return nil, nil

@@ -130,6 +130,7 @@ type Worker struct {
 	reapEvery time.Duration
 	started   atomic.Bool
 	qstate    []*queueState // per queue, as w.queues
+	src       *jobSource    // of the jobs it fetches
 	// fetchMu is held by whoever fetches: the fetch loop, or the ack loop
 	// when it sends a fetch with its acks (see settle). fetchDone: the fetch
 	// loop has returned. fetchCtx is Run's context. Guarded by fetchMu.
@@ -242,6 +243,7 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) *Worker {
 		slotKeys:    map[string]int{},
 		channels:    map[string]int{},
 	}
+	w.src = &jobSource{rdb: rdb, prefix: o.Prefix, rep: w.reports, repDone: w.reportsDone}
 	for i, name := range o.Queues {
 		q := newWorkerQueue(o.Prefix, name)
 		w.queues = append(w.queues, q)
