@@ -116,10 +116,18 @@ func (j *Job) DecodeResult(v any) error {
 	return nil
 }
 
+// nullJSON is the encoding of a nil value. Never written to: the slices
+// marshalJSON returns of it have no room to append in place.
+var nullJSON = []byte("null")
+
 // marshalJSON is [json.Marshal] without its HTML escaping, for values
 // stored in a job's hash: a result such as "https://x/?img=dog.jpg&w=64" or
 // "<b>" is stored as written, not with \u0026 and \u003c in it.
 func marshalJSON(v any) ([]byte, error) {
+	if v == nil {
+		// Most handlers return no result: no encoder for them.
+		return nullJSON[:len(nullJSON):len(nullJSON)], nil
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)

@@ -16,7 +16,9 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +50,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:6399", "Redis address (its database 0 is flushed)")
 	n := flag.Int("n", 20000, "jobs")
 	c := flag.Int("c", 50, "worker concurrency")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the worker's run to this file")
 	flag.Parse()
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: *addr, PoolSize: 100})
@@ -69,10 +72,21 @@ func main() {
 	rdb.ConfigResetStat(ctx)
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+	}
 	c0, r0, t0 := cpu(), redisCPU(ctx, rdb), time.Now()
 	if err := w.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
+	pprof.StopCPUProfile()
 	c1, r1, el := cpu(), redisCPU(ctx, rdb), time.Since(t0)
 	runtime.ReadMemStats(&m1)
 	st, _ := rdb.Info(ctx, "commandstats").Result()
