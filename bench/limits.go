@@ -330,7 +330,9 @@ func (e *env) flowProcess(ctx context.Context, spec flowSpec, n int) (flowResult
 				badKey.Store(j.LimitKey)
 			}
 		}
-		// A no-op job: nothing to do.
+		if e.cfg.jobTime > 0 {
+			time.Sleep(e.cfg.jobTime) // a call to some service
+		}
 		if k != nil {
 			k.Add(-1)
 		}
@@ -546,8 +548,12 @@ func runLimits(ctx context.Context, e *env) error {
 	cfg := e.cfg
 	began := time.Now()
 	fmt.Printf("rqgo alone, default WorkerOptions; go-redis pool %d per worker\n", cfg.pool)
-	fmt.Printf("sizes: %d runs; %d preloaded no-op jobs per processing run; %d limit keys; Rate %d/%s for %s on %d preloaded jobs\n\n",
-		cfg.runs, cfg.jobs, cfg.limitKeys, cfg.rate, ratePer, cfg.rateFor, cfg.rateJobs)
+	kind := "no-op jobs"
+	if cfg.jobTime > 0 {
+		kind = fmt.Sprintf("jobs of %s (the handler sleeps)", cfg.jobTime)
+	}
+	fmt.Printf("sizes: %d runs; %d preloaded %s per processing run; %d limit keys; Rate %d/%s for %s on %d preloaded jobs\n\n",
+		cfg.runs, cfg.jobs, kind, cfg.limitKeys, cfg.rate, ratePer, cfg.rateFor, cfg.rateJobs)
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
 	specs := []flowSpec{

@@ -50,6 +50,7 @@ type config struct {
 	rate               int
 	rateFor            time.Duration
 	rateJobs           int
+	jobTime            time.Duration
 }
 
 func main() {
@@ -87,6 +88,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&cfg.limitKeys, "limit-keys", 1000, "with -limits: limit keys the KeyConcurrency run spreads its jobs over, round-robin")
 	flag.IntVar(&cfg.rate, "rate", 1000, "with -limits: the queue's Rate, per second, in the rate runs")
 	flag.DurationVar(&cfg.rateFor, "rate-for", 30*time.Second, "with -limits: how long the rate runs count starts (the window the Rate must bind over)")
+	flag.DurationVar(&cfg.jobTime, "job-time", 0, "with -limits: how long each processing run's handler takes (it sleeps); 0: no-op jobs, where a slot's life is round trips only")
 	flag.IntVar(&cfg.rateJobs, "rate-jobs", 0, "with -limits: jobs preloaded for each rate run (0: -rate × the longer of 4/3 × -rate-for and -rate-for + 2s, so the Rate binds throughout)")
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: smaller sizes and one run per figure, unless set by flags")
 	flag.Parse()
@@ -134,6 +136,9 @@ func parseFlags() (config, error) {
 	}
 	if cfg.rateFor < time.Second {
 		return cfg, fmt.Errorf("-rate-for %s: want at least 1s, the window the sliding count uses", cfg.rateFor)
+	}
+	if cfg.jobTime < 0 {
+		return cfg, fmt.Errorf("-job-time %s: want 0 (no-op jobs) or more", cfg.jobTime)
 	}
 	if cfg.rateJobs < 0 {
 		return cfg, fmt.Errorf("-rate-jobs %d: want a positive number, or 0 for the default", cfg.rateJobs)
