@@ -5,7 +5,8 @@
 # order alternates), each run on a fresh redis-server on port 6399, and
 # prints the median of the per-pair ratios B÷A of worker CPU, Redis CPU and
 # rate, of Redis's time in scripts (commandstats) and of the worker's Go
-# allocations per job, with their ranges.
+# allocations per job, and of the rate of plain Enqueue calls, with their
+# ranges.
 set -euo pipefail
 a=$1; b=$2; pairs=${3:-12}; n=${4:-20000}; c=${5:-50}; port=6399
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,11 +36,12 @@ import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
     f = line.split()
-    runs[(f[0], f[1])] = f
+    if len(f) >= 16:
+        runs[(f[0], f[1])] = f
 a, b = sys.argv[2], sys.argv[3]
 pairs = sorted({k[0] for k in runs}, key=int)
 for name, i in (("worker CPU per job", 3), ("Redis CPU per job", 5), ("jobs/s", 7), ("Redis time in scripts per job", 9),
-                ("Go allocations per job", 11), ("Go bytes allocated per job", 13)):
+                ("Go allocations per job", 11), ("Go bytes allocated per job", 13), ("Enqueue calls/s, 8 producers", 15)):
     r = [float(runs[(p, b)][i]) / float(runs[(p, a)][i]) for p in pairs]
     print(f"{name}: {b} ÷ {a} median {statistics.median(r):.3f} over {len(r)} pairs (range {min(r):.2f}–{max(r):.2f})")
 PY

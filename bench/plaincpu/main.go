@@ -1,12 +1,13 @@
-// Command plaincpu processes N plain no-op jobs (enqueued with EnqueueMany
-// first, not timed) with a burst worker of concurrency C against the Redis
-// at -addr, and prints its own CPU time per job (user+sys, getrusage),
-// Redis's (INFO cpu), the rate, Redis's time in scripts, the worker's Go
-// allocations per job, and Redis's commands per job. It uses
-// rqgo's public API only, so it builds against any revision: ab.sh runs two
-// revisions' builds in interleaved pairs on fresh servers, which is how a
-// change's cost to plain jobs is told apart from this machine's noise.
-// It flushes the database it is given.
+// Command plaincpu times plain Enqueue calls from 8 producers (into a
+// queue it then deletes), then processes N plain no-op jobs (enqueued with
+// EnqueueMany first, not timed) with a burst worker of concurrency C against
+// the Redis at -addr, and prints its own CPU time per job (user+sys,
+// getrusage), Redis's (INFO cpu), the rate, Redis's time in scripts, the
+// worker's Go allocations per job, the enqueue rate, and Redis's commands
+// per job. It uses rqgo's public API only, so it builds against any
+// revision: ab.sh runs two revisions' builds in interleaved pairs on fresh
+// servers, which is how a change's cost to plain jobs is told apart from
+// this machine's noise. It flushes the database it is given.
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,10 +52,28 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:6399", "Redis address (its database 0 is flushed)")
 	n := flag.Int("n", 20000, "jobs")
 	c := flag.Int("c", 50, "worker concurrency")
+	enq := flag.Int("enqueue", 10000, "plain jobs enqueued one Enqueue call each by 8 producers, timed, before the processing run (into another queue, deleted after)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the worker's run to this file")
 	flag.Parse()
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: *addr, PoolSize: 100})
+	rdb.FlushDB(ctx)
+	eq := rqgo.NewQueue("enq", rdb, rqgo.WithPrefix("gc"))
+	var wg sync.WaitGroup
+	e0 := time.Now()
+	for p := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := p; i < *enq; i += 8 {
+				if _, err := eq.Enqueue("f", map[string]int{"n": i}); err != nil {
+					log.Fatal(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	enqRate := float64(*enq) / time.Since(e0).Seconds()
 	rdb.FlushDB(ctx)
 	q := rqgo.NewQueue("plain", rdb, rqgo.WithPrefix("gc"))
 	var reqs []rqgo.EnqueueRequest
@@ -101,9 +121,9 @@ func main() {
 			}
 		}
 	}
-	fmt.Printf("worker_cpu_us_per_job %.2f redis_cpu_us_per_job %.2f jobs_per_s %.0f script_us_per_job %.2f allocs_per_job %.1f bytes_per_job %.0f\n",
+	fmt.Printf("worker_cpu_us_per_job %.2f redis_cpu_us_per_job %.2f jobs_per_s %.0f script_us_per_job %.2f allocs_per_job %.1f bytes_per_job %.0f enqueues_per_s %.0f\n",
 		float64((c1-c0).Microseconds())/float64(*n), (r1-r0)*1e6/float64(*n), float64(*n)/el.Seconds(), scripts/float64(*n),
-		float64(m1.Mallocs-m0.Mallocs)/float64(*n), float64(m1.TotalAlloc-m0.TotalAlloc)/float64(*n))
+		float64(m1.Mallocs-m0.Mallocs)/float64(*n), float64(m1.TotalAlloc-m0.TotalAlloc)/float64(*n), enqRate)
 	for _, l := range strings.Split(st, "\r\n") {
 		if k, v, ok := strings.Cut(l, ":"); ok && strings.HasPrefix(k, "cmdstat_") {
 			calls, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(v, ",")[0], "calls="))
