@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -389,12 +388,15 @@ func enqueueScriptFor(argv []any) *script {
 }
 
 // sendable is prepare's enqueue.lua ARGV as sent: without the flags field
-// of a plain job (see manyFields).
+// of a plain job (see manyFields). It moves the fields after it down in
+// argv's own array, so argv is not to be used after.
 func sendable(argv []any) []any {
 	if argv[4] != fFlags || argv[5] != "" {
 		return argv
 	}
-	return append(slices.Clip(argv[:4]), argv[6:]...)
+	n := copy(argv[4:], argv[6:])
+	clear(argv[4+n:])
+	return argv[:4+n]
 }
 
 // manyFields is the hash fields of prepare's enqueue.lua ARGV that
@@ -425,7 +427,8 @@ func manyFields(argv []any) []any {
 func (q *Queue) send(ctx context.Context, calls []*enqueueCall) {
 	if len(calls) == 1 {
 		c := calls[0]
-		res, err := enqueueScriptFor(c.argv).Run(ctx, q.rdb, q.k.enqueueKeys(c.j.ID, c.argv[3] != "1"), sendable(c.argv)...).Int64Slice()
+		s, keys := enqueueScriptFor(c.argv), q.k.enqueueKeys(c.j.ID, c.argv[3] != "1")
+		res, err := s.Run(ctx, q.rdb, keys, sendable(c.argv)...).Int64Slice()
 		if err != nil {
 			reloadTopology(q.rdb)
 			c.err = fmt.Errorf("rqgo: enqueue %q: %w", c.j.Func, err)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Usage: bench/plaincpu/ab.sh REV_A REV_B [PAIRS [JOBS [CONCURRENCY]]]
+# Usage: bench/plaincpu/ab.sh REV_A REV_B [PAIRS [JOBS [CONCURRENCY [PLAINCPU_FLAGS...]]]]
 # Builds plaincpu against two revisions of rqgo (git worktrees under a temp
 # directory), then runs them in PAIRS interleaved pairs (default 12; the
 # order alternates), each run on a fresh redis-server on port 6399, and
@@ -9,6 +9,7 @@
 # ranges.
 set -euo pipefail
 a=$1; b=$2; pairs=${3:-12}; n=${4:-20000}; c=${5:-50}; port=6399
+shift $(($# < 5 ? $# : 5)); more=("$@")
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 dir=$(mktemp -d)
@@ -26,7 +27,7 @@ for i in $(seq "$pairs"); do
     sleep 0.3
     redis-server --port $port --save "" --appendonly no --daemonize yes >/dev/null
     for _ in $(seq 50); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.1; done
-    echo "$i $r $("$dir/bin-$r" -addr 127.0.0.1:$port -n "$n" -c "$c" | head -1)" | tee -a "$dir/runs.txt"
+    echo "$i $r $("$dir/bin-$r" -addr 127.0.0.1:$port -n "$n" -c "$c" ${more[@]+"${more[@]}"} | head -1)" | tee -a "$dir/runs.txt"
   done
 done
 redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
