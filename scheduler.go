@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/robfig/cron/v3"
 )
 
 // DefaultScheduleGrace is how late a tick may be enqueued and still count as
@@ -279,94 +278,6 @@ func (e *schedEntry) jobOptions(tick time.Time) []EnqueueOption {
 	return append(e.Options, JobID(e.jobID(tick)))
 }
 
-// parseSpec parses a cron spec with robfig/cron's standard parser and
-// returns it with the name of its time zone.
-func parseSpec(spec, tz string, loc *time.Location) (tickSchedule, string, error) {
-	s := strings.TrimSpace(spec)
-	if s == "" {
-		return nil, "", errors.New("cron spec is empty")
-	}
-	body, hasTZ := s, strings.HasPrefix(s, "TZ=") || strings.HasPrefix(s, "CRON_TZ=")
-	if hasTZ {
-		_, body, _ = strings.Cut(s, " ")
-		body = strings.TrimSpace(body)
-		if tz != "" {
-			return nil, "", fmt.Errorf("cron spec %q has a time zone and so has the entry (%q): give one", spec, tz)
-		}
-	}
-	if tz != "" {
-		l, err := time.LoadLocation(tz)
-		if err != nil {
-			return nil, "", fmt.Errorf("unknown time zone %q", tz)
-		}
-		loc = l
-	}
-	if d, ok := strings.CutPrefix(body, "@every "); ok {
-		every, err := time.ParseDuration(strings.TrimSpace(d))
-		if err != nil || every < time.Second || every%time.Second != 0 {
-			return nil, "", fmt.Errorf("cron spec %q: @every needs a whole number of seconds, at least 1s", spec)
-		}
-		return everySchedule(every), "", nil
-	}
-	parsed, err := cron.ParseStandard(s)
-	if err != nil {
-		return nil, "", fmt.Errorf("bad cron spec %q: %v", spec, err)
-	}
-	ss, ok := parsed.(*cron.SpecSchedule)
-	if !ok {
-		return nil, "", fmt.Errorf("bad cron spec %q: unsupported form", spec)
-	}
-	if !hasTZ {
-		ss.Location = loc
-	}
-	if ss.Next(time.Now()).IsZero() {
-		return nil, "", fmt.Errorf("cron spec %q never fires", spec)
-	}
-	return cronSchedule{ss}, ss.Location.String(), nil
-}
-
-// tickSchedule is an entry's sequence of ticks.
-type tickSchedule interface {
-	next(t time.Time) time.Time // the first tick after t; zero if none
-	prev(t time.Time) time.Time // the last tick at or before t; zero if none
-}
-
-// everySchedule ticks at every multiple of its period since the Unix epoch,
-// so schedulers started at different times agree on the ticks.
-type everySchedule time.Duration
-
-func (e everySchedule) prev(t time.Time) time.Time {
-	p := time.Duration(e).Milliseconds()
-	ms := t.UnixMilli()
-	return time.UnixMilli(ms - ((ms%p)+p)%p)
-}
-
-func (e everySchedule) next(t time.Time) time.Time { return e.prev(t).Add(time.Duration(e)) }
-
-// cronSchedule is a cron spec; its ticks follow robfig/cron exactly.
-type cronSchedule struct{ s cron.Schedule }
-
-func (c cronSchedule) next(t time.Time) time.Time { return c.s.Next(t) }
-
-func (c cronSchedule) prev(t time.Time) time.Time {
-	// Widen a window back from t until a tick falls in it, then walk forward
-	// to the last tick at or before t.
-	for w := time.Minute; w <= prevLookback; w *= 2 {
-		n := c.s.Next(t.Add(-w))
-		if n.IsZero() || n.After(t) {
-			continue
-		}
-		for {
-			m := c.s.Next(n)
-			if m.IsZero() || m.After(t) {
-				return n
-			}
-			n = m
-		}
-	}
-	return time.Time{}
-}
-
 // Run enqueues the jobs of every entry's ticks until ctx is done, then
 // returns nil. Between ticks it sleeps until the next tick of any entry (at
 // most a minute, so a step of the wall clock is noticed). Redis errors are
@@ -554,73 +465,4 @@ func flag(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// ScheduleInfo is the state of one periodic entry, as stored in its hash
-// <prefix>:{<queue>}:schedule:<name>.
-type ScheduleInfo struct {
-	Name     string `json:"name"`
-	Queue    string `json:"queue"`
-	Func     string `json:"func"`
-	Spec     string `json:"spec"`
-	Timezone string `json:"timezone,omitempty"` // empty for @every
-	// NextRun is the next tick, by the clock of the scheduler that last
-	// wrote it.
-	NextRun time.Time `json:"next_run,omitzero"`
-	// LastTick is the tick whose job was enqueued last; LastRun is when, by
-	// Redis's clock; LastJobID is that job's id.
-	LastTick  time.Time `json:"last_tick,omitzero"`
-	LastRun   time.Time `json:"last_run,omitzero"`
-	LastJobID string    `json:"last_job_id,omitempty"`
-	// LastHeldTick is the last tick that enqueued no job because job
-	// LastHeldBy held the unique key of the entry's jobs (see [Unique]).
-	// They stay as they are when a later tick enqueues a job; that tick's
-	// LastTick is then after LastHeldTick.
-	LastHeldTick time.Time `json:"last_held_tick,omitzero"`
-	LastHeldBy   string    `json:"last_held_by,omitempty"`
-	CreatedAt    time.Time `json:"created_at,omitzero"`
-}
-
-// Schedules lists the periodic entries known under prefix, sorted by queue
-// and name. Entries no scheduler has run for 30 days (or three periods, if
-// longer) have expired and are not listed.
-func Schedules(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]ScheduleInfo, error) {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	members, err := rdb.SMembers(ctx, schedulesKey(prefix)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("rqgo: list schedules: %w", err)
-	}
-	slices.Sort(members)
-	cmds := make([]*redis.MapStringStringCmd, 0, len(members))
-	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, m := range members {
-			queue, name, _ := strings.Cut(m, ":")
-			cmds = append(cmds, p.HGetAll(ctx, newKeys(prefix, queue).schedule(name)))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("rqgo: list schedules: %w", err)
-	}
-	infos := make([]ScheduleInfo, 0, len(cmds))
-	for i, c := range cmds {
-		h := c.Val()
-		if len(h) == 0 {
-			continue
-		}
-		queue, name, _ := strings.Cut(members[i], ":")
-		ms := func(f string) time.Time {
-			n, _ := strconv.ParseInt(h[f], 10, 64)
-			return msTime(n)
-		}
-		infos = append(infos, ScheduleInfo{
-			Name: name, Queue: queue, Func: h["func"], Spec: h["spec"], Timezone: h["timezone"],
-			NextRun: ms("next_run"), LastTick: ms("last_tick"), LastRun: ms("last_run"),
-			LastJobID: h["last_job_id"], LastHeldTick: ms("last_held_tick"), LastHeldBy: h["last_held_by"],
-			CreatedAt: ms("created_at"),
-		})
-	}
-	return infos, nil
 }
