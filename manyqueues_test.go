@@ -105,14 +105,7 @@ func TestWakeUpFetchesOnlyThatQueue(t *testing.T) {
 		if _, err := e.queue("q217").EnqueueContext(ctx, "f", nil); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case q := <-ran:
-			if q != "q217" {
-				t.Fatalf("ran a job of %s, want q217", q)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the job never started: no wake-up")
-		}
+		expectRan(t, ran, "q217", "the job never started: no wake-up")
 		<-waits // idle again
 		if n := counter.n.Load() - before; n != 1 {
 			counter.mu.Lock()
@@ -335,14 +328,7 @@ func idleWorkerReapsLeasesTakenMeanwhile(t *testing.T, e *testEnv, names []strin
 	if got, _ := q.FetchJob(ctx, j.ID); got == nil || got.Status != StatusStarted || got.Worker != "dead" {
 		t.Fatalf("job = %+v, want started by the dead worker", got)
 	}
-	select {
-	case id := <-ran:
-		if id != j.ID {
-			t.Fatalf("ran %s, want %s", id, j.ID)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the dead worker's job never ran again: the idle worker did not reap its queue")
-	}
+	expectRan(t, ran, j.ID, "the dead worker's job never ran again: the idle worker did not reap its queue")
 	got := waitJob(t, q, j.ID, StatusFinished)
 	if got.Attempt != 2 || got.Error != "lease expired" {
 		t.Errorf("recovered job attempt %d, error %q; want attempt 2, \"lease expired\"", got.Attempt, got.Error)
@@ -395,14 +381,7 @@ func TestLostWakeUpFoundByLook(t *testing.T) {
 			enqueueScript.evalSha(ctx, p, q.k.enqueueKeys(j.ID, false), argv)
 			p.Del(ctx, q.k.wake())
 		})
-		select {
-		case id := <-ran:
-			if id != j.ID {
-				t.Fatalf("ran %s, want %s", id, j.ID)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("a job whose wake-up was lost never ran: the worker did not look at its queue")
-		}
+		expectRan(t, ran, j.ID, "a job whose wake-up was lost never ran: the worker did not look at its queue")
 	})
 }
 
@@ -471,12 +450,19 @@ func leaseTakenDuringAReap(t *testing.T, e *testEnv, names []string) {
 	if err := <-hooked; err != nil {
 		t.Fatal(err)
 	}
+	expectRan(t, ran, j.ID, "the dead worker's job never ran again: the reap's reply undid the announcement of its lease")
+}
+
+// expectRan waits for the handler to report it ran want, failing with why
+// when nothing runs within 10 s.
+func expectRan(t *testing.T, ran <-chan string, want, why string) {
+	t.Helper()
 	select {
-	case id := <-ran:
-		if id != j.ID {
-			t.Fatalf("ran %s, want %s", id, j.ID)
+	case got := <-ran:
+		if got != want {
+			t.Fatalf("ran %s, want %s", got, want)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the dead worker's job never ran again: the reap's reply undid the announcement of its lease")
+		t.Fatal(why)
 	}
 }
