@@ -188,6 +188,12 @@ func (w *Worker) look(ctx context.Context) {
 		n, lerr := lens[i].Result()
 		first, ferr := firsts[i].Result()
 		park, perr := parks[i].Result()
+		if perr == nil && len(park) == 1 && int64(park[0].Score) <= time.Now().UnixMilli() {
+			// A parked key whose time has come is taken up by the next
+			// fetch, unless the queue lost its flow hash: then the reap
+			// sends its jobs back (reap.lua).
+			w.reapSoon(i)
+		}
 		switch {
 		case err != nil || lerr != nil || ferr != nil || perr != nil:
 			st.dirty.Store(true)

@@ -74,3 +74,10 @@ func TestClusterLimits(t *testing.T) {
 		t.Errorf("slot errors logged: %q", lines)
 	}
 }
+
+// The reap's look at parked jobs of a queue without a flow hash stays in
+// the queue's slot on a Cluster.
+func TestClusterReapUnparks(t *testing.T) {
+	skipShort(t)
+	reapUnparks(t, clusterEnv(t, redistest.StartCluster(t, 3, 0)))
+}

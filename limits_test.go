@@ -804,3 +804,104 @@ func TestBurstSkipsAPausedQueue(t *testing.T) {
 		}
 	})
 }
+
+// A queue whose flow hash was deleted by hand has no key limits, and no
+// fetch looks at its parked jobs: the next reap sends them back to the head
+// of the queue, so none is stranded.
+func TestReapUnparksWhenTheFlowHashIsGone(t *testing.T) {
+	forEachBackend(t, reapUnparks)
+}
+
+func reapUnparks(t *testing.T, e *testEnv) {
+	ctx := t.Context()
+	q := e.queue("tenants")
+	if err := q.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := q.EnqueueContext(ctx, "f", i, LimitKey("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids, _, _ := dequeueRaw(t, e, q, 10); len(ids) != 1 {
+		t.Fatalf("first dequeue handed out %d jobs, want 1 (KeyConcurrency 1)", len(ids))
+	}
+	if c, err := q.Counts(ctx); err != nil || c.Parked != 2 {
+		t.Fatalf("counts %+v, %v; want 2 parked", c, err)
+	}
+	if err := e.rdb.Del(ctx, q.k.flow()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := reapScript.Run(ctx, e.rdb, newWorkerQueue(e.prefix, q.Name()).reapKeys, 1000, 1000, -1, 60000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := q.Counts(ctx)
+	if err != nil || c.Parked != 0 || c.Queued != 2 {
+		t.Fatalf("after the reap: counts %+v, %v; want 2 queued, none parked", c, err)
+	}
+	if n, err := e.rdb.Exists(ctx, q.k.parked(), q.k.parkKeys(), q.k.park("a")).Result(); err != nil || n != 0 {
+		t.Fatalf("%d park keys left (%v), want none", n, err)
+	}
+	if ids, hold, _ := dequeueRaw(t, e, q, 10); len(ids) != 2 || hold != 0 {
+		t.Fatalf("then a dequeue handed out %d jobs (hold %d), want the 2 unparked", len(ids), hold)
+	}
+}
+
+// The same through a running worker: it keeps reaping a queue with leases,
+// so the jobs parked behind a slot another worker holds run soon after the
+// flow hash is deleted, though no slot frees.
+func TestWorkerRunsJobsParkedWhenTheFlowHashGoes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("tenants")
+		if err := q.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if _, err := q.EnqueueContext(ctx, "f", i, LimitKey("a")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Another worker (this test) holds the key's one slot, for 30 s.
+		held, _, _ := dequeueRaw(t, e, q, 10)
+		if len(held) != 1 {
+			t.Fatalf("dequeue handed out %d jobs, want 1", len(held))
+		}
+		ran := make(chan string, 3)
+		w := e.worker(t, WorkerOptions{Queues: []string{"tenants"}, Lease: 3 * time.Second})
+		w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+			ran <- j.ID
+			return nil, nil
+		})
+		idle := make(chan struct{}, 1)
+		w.waiting = func() {
+			select {
+			case idle <- struct{}{}:
+			default:
+			}
+		}
+		start(t, w)
+		<-idle // its first fetch is over
+		// Its start-up reap too (it takes the queue's reaper lock): the
+		// jobs are parked, and the worker's next reap has to find them.
+		waitFor(t, 10*time.Second, "the start-up reap", func() bool {
+			return e.rdb.Exists(ctx, q.k.reaper()).Val() == 1
+		})
+		if c, err := q.Counts(ctx); err != nil || c.Parked != 2 {
+			t.Fatalf("counts %+v, %v; want 2 parked", c, err)
+		}
+		if err := e.rdb.Del(ctx, q.k.flow()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			select {
+			case id := <-ran:
+				if id == held[0] {
+					t.Fatalf("ran %s, the job whose lease another worker holds", id)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a job parked when the flow hash was deleted did not run")
+			}
+		}
+	})
+}

@@ -35,7 +35,7 @@
 -- parent's end, for deliver.lua and delivered.lua; due is the deferred jobs
 -- whose links are due for a check, each as {id, open parent...}, for
 -- link.lua; next is in how many ms the next entry of either is due (-1 =
--- none). Both are handed out again 5 s (owed) or ARGV[4] ms (due) later
+-- none; 0 too when parked jobs of a queue without a flow hash remain). Both are handed out again 5 s (owed) or ARGV[4] ms (due) later
 -- when the caller does not finish them.
 --
 -- Each pass looks at the next ARGV[2] entries of each registry after where
@@ -118,7 +118,35 @@ for _, id in ipairs(expired) do
     end
   end
 end
-if requeued > 0 then
+-- A queue whose flow hash is gone (deleted by hand; SetLimits keeps it)
+-- has no key limits, and no fetch looks at its parked jobs any more: they
+-- go back to the head of the queue, as when SetLimits drops key limits, up
+-- to 100 keys a pass. A damaged park list is left alone.
+local unparked, more_parked = 0, false
+if redis.call('EXISTS', base .. 'flow') == 0 then
+  local lks = redis.pcall('ZRANGE', base .. 'parkkeys', 0, 99)
+  if not failed(lks) then
+    local back = {}
+    for _, lk in ipairs(lks) do
+      local pk = base .. 'park:' .. lk
+      local ids = redis.pcall('LRANGE', pk, 0, -1)
+      if not failed(ids) then
+        for _, id in ipairs(ids) do
+          back[#back + 1] = id
+          redis.pcall('ZREM', base .. 'parked', id)
+        end
+        redis.call('DEL', pk)
+        redis.call('ZREM', base .. 'parkkeys', lk)
+      end
+    end
+    for b = #back, 1, -1 do
+      redis.call('LPUSH', KEYS[2], back[b])
+    end
+    unparked = #back
+    more_parked = #lks == 100
+  end
+end
+if requeued > 0 or unparked > 0 then
   wake(KEYS[5])
 end
 if #expired > 0 then
@@ -194,5 +222,8 @@ for _, z in ipairs({KEYS[10], KEYS[11]}) do
       nxt = d
     end
   end
+end
+if more_parked then
+  nxt = 0 -- more keys' parked jobs to send back: reap again soon
 end
 return {requeued, failedn, cleaned, redis.call('ZCARD', KEYS[1]), registered, nxt, owed, due}
