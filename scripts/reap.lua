@@ -35,8 +35,9 @@
 -- parent's end, for deliver.lua and delivered.lua; due is the deferred jobs
 -- whose links are due for a check, each as {id, open parent...}, for
 -- link.lua; next is in how many ms the next entry of either is due (-1 =
--- none; 0 too when parked jobs of a queue without a flow hash remain). Both are handed out again 5 s (owed) or ARGV[4] ms (due) later
--- when the caller does not finish them.
+-- none; 0 when parked jobs of a queue without a flow hash remain). Both
+-- are handed out again 5 s (owed) or ARGV[4] ms (due) later when the
+-- caller does not finish them.
 --
 -- Each pass looks at the next ARGV[2] entries of each registry after where
 -- the last pass stopped, wrapping around, so jobs kept forever at the head
@@ -118,10 +119,11 @@ for _, id in ipairs(expired) do
     end
   end
 end
--- A queue whose flow hash is gone (deleted by hand; SetLimits keeps it)
--- has no key limits, and no fetch looks at its parked jobs any more: they
--- go back to the head of the queue, as when SetLimits drops key limits, up
--- to 100 keys a pass. A damaged park list is left alone.
+-- A queue whose flow hash is gone with jobs still parked (deleted by hand:
+-- limits.lua sends parked jobs back before it drops the hash) has no key
+-- limits, and no fetch looks at its parked jobs any more: they go back to
+-- the head of the queue, as when SetLimits drops key limits, up to 100
+-- keys a pass. A damaged park list is left alone.
 local unparked, more_parked = 0, false
 if redis.call('EXISTS', base .. 'flow') == 0 then
   local lks = redis.pcall('ZRANGE', base .. 'parkkeys', 0, 99)
