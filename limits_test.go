@@ -812,7 +812,11 @@ func TestReapUnparksWhenTheFlowHashIsGone(t *testing.T) {
 	forEachBackend(t, reapUnparks)
 }
 
-func reapUnparks(t *testing.T, e *testEnv) {
+// parkTwo enqueues 3 jobs of limit key "a" on a queue of KeyConcurrency 1
+// and leases one to a worker that is not there (for 30 s): the other two
+// are parked. It returns the queue and the leased job's id.
+func parkTwo(t *testing.T, e *testEnv) (*Queue, string) {
+	t.Helper()
 	ctx := t.Context()
 	q := e.queue("tenants")
 	if err := q.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
@@ -823,12 +827,19 @@ func reapUnparks(t *testing.T, e *testEnv) {
 			t.Fatal(err)
 		}
 	}
-	if ids, _, _ := dequeueRaw(t, e, q, 10); len(ids) != 1 {
-		t.Fatalf("first dequeue handed out %d jobs, want 1 (KeyConcurrency 1)", len(ids))
+	ids, _, _ := dequeueRaw(t, e, q, 10)
+	if len(ids) != 1 {
+		t.Fatalf("dequeue handed out %d jobs, want 1 (KeyConcurrency 1)", len(ids))
 	}
 	if c, err := q.Counts(ctx); err != nil || c.Parked != 2 {
 		t.Fatalf("counts %+v, %v; want 2 parked", c, err)
 	}
+	return q, ids[0]
+}
+
+func reapUnparks(t *testing.T, e *testEnv) {
+	ctx := t.Context()
+	q, _ := parkTwo(t, e)
 	if err := e.rdb.Del(ctx, q.k.flow()).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -847,61 +858,98 @@ func reapUnparks(t *testing.T, e *testEnv) {
 	}
 }
 
+// idleWorker starts a worker of queue "tenants" whose handler of "f" sends
+// the job's id on the returned channel, and returns once the worker is idle
+// after its start-up fetch and reap (the reap takes the queue's reaper
+// lock, for a reap period).
+func idleWorker(t *testing.T, e *testEnv, setup func(*Worker)) <-chan string {
+	t.Helper()
+	ran := make(chan string, 3)
+	w := e.worker(t, WorkerOptions{Queues: []string{"tenants"}, Lease: 3 * time.Second})
+	w.Register("f", func(ctx context.Context, j *Job) (any, error) {
+		ran <- j.ID
+		return nil, nil
+	})
+	idle, reaped := make(chan struct{}, 1), make(chan struct{}, 1)
+	signal := func(c chan struct{}) func() {
+		return func() {
+			select {
+			case c <- struct{}{}:
+			default:
+			}
+		}
+	}
+	w.waiting, w.reapReplied = signal(idle), signal(reaped)
+	if setup != nil {
+		setup(w)
+	}
+	start(t, w)
+	<-idle
+	<-reaped
+	return ran
+}
+
+// expectRuns waits for n jobs to run, none of them not.
+func expectRuns(t *testing.T, ran <-chan string, n int, not, why string) {
+	t.Helper()
+	for range n {
+		select {
+		case id := <-ran:
+			if id == not {
+				t.Fatalf("ran %s, the job whose lease another worker holds", id)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal(why)
+		}
+	}
+}
+
 // The same through a running worker: it keeps reaping a queue with leases,
 // so the jobs parked behind a slot another worker holds run soon after the
 // flow hash is deleted, though no slot frees.
 func TestWorkerRunsJobsParkedWhenTheFlowHashGoes(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *testEnv) {
-		ctx := t.Context()
-		q := e.queue("tenants")
-		if err := q.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
+		q, held := parkTwo(t, e)
+		ran := idleWorker(t, e, nil) // the jobs are parked: its next reap has to find them
+		if err := e.rdb.Del(t.Context(), q.k.flow()).Err(); err != nil {
 			t.Fatal(err)
 		}
-		for i := range 3 {
-			if _, err := q.EnqueueContext(ctx, "f", i, LimitKey("a")); err != nil {
+		expectRuns(t, ran, 2, held, "a job parked when the flow hash was deleted did not run")
+	})
+}
+
+// A queue with no leases and no registry entries is not reaped on a
+// schedule; a worker's sweep that sees a parked key past its time asks for
+// a reap, which sends back the jobs parked in a queue without a flow hash.
+func TestSweepAsksForAReapOfStrandedParkedJobs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		ran := idleWorker(t, e, func(w *Worker) { w.maxBlock = 50 * time.Millisecond })
+		// The state a hand-deleted flow hash leaves: two jobs parked for key
+		// "a", whose time has come, and no limits. The queue has no leases.
+		// (Enqueued for later, so that the worker leaves them alone.)
+		q := e.queue("tenants")
+		k := q.k
+		var ids []string
+		for i := range 2 {
+			j, err := q.EnqueueContext(ctx, "f", i, In(time.Hour))
+			if err != nil {
 				t.Fatal(err)
 			}
+			ids = append(ids, j.ID)
 		}
-		// Another worker (this test) holds the key's one slot, for 30 s.
-		held, _, _ := dequeueRaw(t, e, q, 10)
-		if len(held) != 1 {
-			t.Fatalf("dequeue handed out %d jobs, want 1", len(held))
-		}
-		ran := make(chan string, 3)
-		w := e.worker(t, WorkerOptions{Queues: []string{"tenants"}, Lease: 3 * time.Second})
-		w.Register("f", func(ctx context.Context, j *Job) (any, error) {
-			ran <- j.ID
-			return nil, nil
-		})
-		idle := make(chan struct{}, 1)
-		w.waiting = func() {
-			select {
-			case idle <- struct{}{}:
-			default:
+		if _, err := e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZRem(ctx, k.scheduled(), ids[0], ids[1])
+			for _, id := range ids {
+				p.HSet(ctx, k.job(id), fStatus, string(StatusQueued))
 			}
-		}
-		start(t, w)
-		<-idle // its first fetch is over
-		// Its start-up reap too (it takes the queue's reaper lock): the
-		// jobs are parked, and the worker's next reap has to find them.
-		waitFor(t, 10*time.Second, "the start-up reap", func() bool {
-			return e.rdb.Exists(ctx, q.k.reaper()).Val() == 1
-		})
-		if c, err := q.Counts(ctx); err != nil || c.Parked != 2 {
-			t.Fatalf("counts %+v, %v; want 2 parked", c, err)
-		}
-		if err := e.rdb.Del(ctx, q.k.flow()).Err(); err != nil {
+			p.RPush(ctx, k.park("a"), ids[0], ids[1])
+			p.ZAdd(ctx, k.parked(), redis.Z{Score: 1, Member: ids[0]}, redis.Z{Score: 1, Member: ids[1]})
+			p.ZAdd(ctx, k.parkKeys(), redis.Z{Score: 1, Member: "a"})
+			return nil
+		}); err != nil {
 			t.Fatal(err)
 		}
-		for range 2 {
-			select {
-			case id := <-ran:
-				if id == held[0] {
-					t.Fatalf("ran %s, the job whose lease another worker holds", id)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("a job parked when the flow hash was deleted did not run")
-			}
-		}
+		expectRuns(t, ran, 2, "", "jobs parked in a queue without a flow hash and without leases did not run")
 	})
 }
