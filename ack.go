@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 )
 
@@ -38,6 +39,9 @@ func (w *Worker) ackLoop(ctx context.Context, stop <-chan struct{}) {
 			return
 		}
 		batch = w.drainOutcomes(batch)
+		if w.qstate[0].capped.Load() {
+			batch = w.gatherQuick(batch)
+		}
 		c, cancel := context.WithTimeout(ctx, w.opts.Lease)
 		// Outcomes on their way no longer hold back the fetch loop (want).
 		w.acking.Store(int64(len(batch)))
@@ -52,6 +56,28 @@ func (w *Worker) ackLoop(ctx context.Context, stop <-chan struct{}) {
 		failures++
 		timer.Reset(backoff.Ceiling(failures))
 	}
+}
+
+// gatherQuick adds to batch the outcomes of handlers that return within a
+// few turns of the scheduler, for a worker whose first queue is capped by a
+// Concurrency. There the cap counts leases, so the fetch that goes with an
+// ack (settle) can take only the slots that ack frees: quick jobs fetched
+// together but acked as each returns would come back a few at a time, and
+// every job would pay for more round trips. It stops at the first turn that
+// brings no outcome, when no handler runs, or after 8 turns (each a few
+// microseconds), so a slower job's ack is not held back.
+func (w *Worker) gatherQuick(batch []*outcome) []*outcome {
+	for range 8 {
+		if w.inflight.Load() == 0 {
+			break
+		}
+		n := len(batch)
+		runtime.Gosched()
+		if batch = w.drainOutcomes(batch); len(batch) == n {
+			break
+		}
+	}
+	return batch
 }
 
 func (w *Worker) drainOutcomes(batch []*outcome) []*outcome {

@@ -78,6 +78,7 @@ type flowWork struct {
 	heldRate   float64 // dequeue.lua calls that answered hold 3 (Rate spent)
 	redisCalls float64 // commands Redis ran (commandstats, scripts' inner calls too)
 	redisUsec  float64 // Redis server CPU time (INFO cpu), µs
+	workerUsec float64 // this process's CPU time (the workers, the handlers and the bench), µs
 	publishes  float64 // PUBLISH calls (commandstats; the "go" messages among them)
 	byCmd      map[string]cmdStat
 }
@@ -264,6 +265,7 @@ func storeMax(m *atomic.Int64, v int64) {
 type snapshot struct {
 	stats map[string]cmdStat
 	cpu   float64
+	local time.Duration // processCPU
 }
 
 func takeSnapshot(ctx context.Context, rdb redis.UniversalClient) (snapshot, error) {
@@ -272,20 +274,21 @@ func takeSnapshot(ctx context.Context, rdb redis.UniversalClient) (snapshot, err
 		return snapshot{}, err
 	}
 	cpu, err := redisCPU(ctx, rdb)
-	return snapshot{stats, cpu}, err
+	return snapshot{stats, cpu, processCPU()}, err
 }
 
 // work is what the workers asked of Redis between s0 and s1, per job of n.
 func work(s0, s1 snapshot, c *scriptCounter, n int) flowWork {
 	fn := float64(n)
 	w := flowWork{
-		trips:     float64(c.trips.Load()) / fn,
-		dequeues:  float64(c.dequeues.Load()) / fn,
-		empty:     float64(c.empty.Load()) / fn,
-		heldFull:  float64(c.holds[2].Load()) / fn,
-		heldRate:  float64(c.holds[3].Load()) / fn,
-		redisUsec: (s1.cpu - s0.cpu) * 1e6 / fn,
-		byCmd:     diffStats(s0.stats, s1.stats),
+		trips:      float64(c.trips.Load()) / fn,
+		dequeues:   float64(c.dequeues.Load()) / fn,
+		empty:      float64(c.empty.Load()) / fn,
+		heldFull:   float64(c.holds[2].Load()) / fn,
+		heldRate:   float64(c.holds[3].Load()) / fn,
+		redisUsec:  (s1.cpu - s0.cpu) * 1e6 / fn,
+		workerUsec: float64((s1.local - s0.local).Microseconds()) / fn,
+		byCmd:      diffStats(s0.stats, s1.stats),
 	}
 	if d := c.dequeues.Load(); d > 0 {
 		w.perDequeue = float64(c.dequeued.Load()) / float64(d)
@@ -585,8 +588,8 @@ func runLimits(ctx context.Context, e *env) error {
 				progress("%s, run %d: TIMED OUT, %d of %d jobs processed after %s", spec.name, r+1, res.done, cfg.jobs, cfg.timeout)
 				stalled = append(stalled, fmt.Sprintf("%s, run %d: %d of %d jobs processed after %s", spec.name, r+1, res.done, cfg.jobs, cfg.timeout))
 			}
-			progress("%s, run %d: %.0f jobs/s, longest wait between starts %s, %d running at once (%d of one key), %.3f dequeues/job, %.1f jobs/dequeue, %.3f held full/job, %.1f Redis calls/job, %.1f µs Redis CPU/job",
-				spec.name, r+1, res.rate, res.gap.Round(time.Millisecond), res.peak, res.keyPeak, res.work.dequeues, res.work.perDequeue, res.work.heldFull, res.work.redisCalls, res.work.redisUsec)
+			progress("%s, run %d: %.0f jobs/s, longest wait between starts %s, %d running at once (%d of one key), %.3f dequeues/job, %.1f jobs/dequeue, %.3f held full/job, %.1f Redis calls/job, %.1f µs Redis CPU/job, %.1f µs worker CPU/job",
+				spec.name, r+1, res.rate, res.gap.Round(time.Millisecond), res.peak, res.keyPeak, res.work.dequeues, res.work.perDequeue, res.work.heldFull, res.work.redisCalls, res.work.redisUsec, res.work.workerUsec)
 			results[i] = append(results[i], res)
 		}
 		res, err := e.flowRate(ctx)
@@ -766,6 +769,7 @@ func workTable(cols []string, works [][]flowWork) string {
 		{"PUBLISH calls (commandstats)", "%.3f", func(w flowWork) float64 { return w.publishes }},
 		{"Redis calls (commandstats)", "%.2f", func(w flowWork) float64 { return w.redisCalls }},
 		{"Redis CPU (µs, INFO cpu)", "%.1f", func(w flowWork) float64 { return w.redisUsec }},
+		{"worker process CPU (µs, getrusage)", "%.1f", func(w flowWork) float64 { return w.workerUsec }},
 	}
 	var out [][]string
 	for _, r := range rows {

@@ -37,22 +37,31 @@ local now, nows = clock()
 local default = tonumber(ARGV[1])
 local base = string.sub(KEYS[3], 1, -5)
 -- Every job's fields are read first, once: the keys passing a job's end on
--- may write (check_deps) are checked only when some job of the batch has
--- flags, so a batch of plain jobs pays for no check it does not need, and a
--- damaged key still fails the call before anything is written.
+-- to its dependents may write (check_deps) are checked only when some job
+-- of the batch has dependents (flag d), so a batch without pays for no
+-- check it does not need, and a damaged key still fails the call before
+-- anything is written.
 -- pcall: a key that is not a hash must not stop the batch (Redis does not
 -- roll a script back); it is refused like a stale token.
 local hs = {}
-local flagged = false
+local flagged, deps, keyed = false, false, false
 for i = 3, #ARGV, 3 do
   local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'flags')
   if type(h) == 'table' and h[3] and h[3] ~= '' then
     flagged = true
+    deps = deps or string.find(h[3], 'd', 1, true) ~= nil
+    keyed = keyed or string.find(h[3], 'k', 1, true) ~= nil
   end
   hs[i] = h
 end
+-- A queue with no key's jobs parked (none in parkkeys) has none for the
+-- slots its limit keys' jobs free here to move on (unslot): one look for the
+-- batch rather than one per job. (Acks park nothing.)
+local parkless = keyed and redis.call('EXISTS', base .. 'parkkeys') == 0
 if flagged then
   lazy() -- the helpers flags need (prelude.lua)
+end
+if deps then
   err = check_deps(base)
   if err then
     return err
@@ -83,7 +92,7 @@ for i = 3, #ARGV, 3 do
     local d, w, u, uf, c
     if h[3] then
       d, w, u, uf, c = extras(k, h[3])
-      unslot_job(base, k, id, h[3])
+      unslot_job(base, k, id, h[3], parkless)
     end
     local ttl = tonumber(h[2]) or default
     if ttl == 0 then
@@ -99,7 +108,9 @@ for i = 3, #ARGV, 3 do
         redis.call('PERSIST', k)
       end
     end
-    if h[3] and ended(base, id, 'finished', d, w, now, nil, u, uf, c) then
+    -- Only a job with dependents, waiters or a unique key has an end to
+    -- pass on.
+    if (d or w or u) and ended(base, id, 'finished', d, w, now, nil, u, uf, c) then
       code = 2
     end
   end

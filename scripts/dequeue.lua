@@ -110,7 +110,6 @@ local ask = tonumber(ARGV[1])
 local lim, keyed, hold = nil, false, 0
 local qgap, qt0, qa, qfree
 if #flow > 0 then
-  lazy() -- the helpers limits need (prelude.lua)
   lim = {}
   for f = 1, #flow, 2 do
     local v = tonumber(flow[f + 1])
@@ -124,6 +123,9 @@ if #flow > 0 then
     return redis.error_reply('rqgo: key ' .. base .. 'flow holds a rate without its period; nothing was changed: set the limits again')
   end
   keyed = (lim.key_concurrency or 0) > 0 or (lim.key_rate or 0) > 0
+  if keyed or (lim.rate or 0) > 0 then
+    lazy() -- the helpers rates and limit keys need (prelude.lua)
+  end
   if lim.paused == 1 then
     hold, ask = 1, 0
   end
@@ -151,13 +153,22 @@ end
 -- and when to look at a key's parked jobs again: when its rate allows the
 -- next start, or, when its slots are full, when the earliest of their
 -- leases expires (a job that ends before moves them on: unslot).
+-- Without key limits a queue has no parked jobs (SetLimits sent them back),
+-- unless its flow hash was edited by hand: the parked keys are looked at
+-- only when some remain.
 local ks, keystate, when = {}, nil, nil
+local nparked, parking = 0, false
 if lim then
+  local counts = {}
   for _, z in ipairs({base .. 'parked', base .. 'parkkeys'}) do
-    if failed(redis.pcall('ZCARD', z)) then
+    counts[#counts + 1] = redis.pcall('ZCARD', z)
+    if failed(counts[#counts]) then
       return bad(z, 'zset')
     end
   end
+  nparked, parking = counts[1], keyed or counts[2] > 0
+end
+if parking then
   keystate = function(lk)
     local s = ks[lk]
     if s then
@@ -197,10 +208,10 @@ if lim then
   end
 end
 local touched = {}
-if lim and ask > 0 then
+if parking and ask > 0 then
   -- Parked keys whose time came: their jobs go back to the head of the
   -- queue, as many as the key lets start.
-  for _, lk in ipairs(redis.call('ZRANGEBYSCORE', base .. 'parkkeys', '-inf', now, 'LIMIT', 0, 100)) do
+  for _, lk in ipairs(redis.call('ZRANGEBYSCORE', base .. 'parkkeys', '-inf', nows, 'LIMIT', '0', '100')) do
     local s = keyed and keystate(lk) or {free = math.huge, used = 0}
     ks[lk] = s
     s.parks = true
@@ -280,7 +291,7 @@ while left > 0 and n < ask and scanned < 1000 do
         redis.call('HSET', k, 'status', 'canceled', 'ended_at', nows,
           'error', 'expired: not started by ' .. startBy .. ' (Unix ms), ' .. (startBy - (tonumber(h[9]) or 0)) ..
           ' ms after it was enqueued (StartWithin)')
-        redis.pcall('ZADD', base .. 'canceled', now, id)
+        redis.pcall('ZADD', base .. 'canceled', nows, id)
         if ttl > 0 then
           redis.call('PEXPIRE', k, ttl)
         end
@@ -290,7 +301,7 @@ while left > 0 and n < ask and scanned < 1000 do
       -- Over its key's limit: parked until the key lets it start. (A
       -- damaged park list makes it run instead: a job is never dropped.)
       found = false
-      redis.call('ZADD', base .. 'parked', now, id)
+      redis.call('ZADD', base .. 'parked', nows, id)
       ks[lk].parks = true
       if not ks[lk].seen then
         ks[lk].seen = true
@@ -308,7 +319,7 @@ while left > 0 and n < ask and scanned < 1000 do
         local s = ks[lk]
         s.free, s.used = s.free - 1, s.used + 1
         if (lim.key_concurrency or 0) > 0 then
-          redis.pcall('ZADD', base .. 'slots:' .. lk, now, id)
+          redis.pcall('ZADD', base .. 'slots:' .. lk, nows, id)
         end
         if not s.seen then
           s.seen = true
@@ -392,12 +403,14 @@ if lim then
     wake(base .. 'slot')
   end
   if hold == 2 then
-    redis.call('HSET', base .. 'flow', 'held', '1')
-    local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. nows, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if lim.held ~= 1 then -- (set already: no write)
+      redis.call('HSET', base .. 'flow', 'held', '1')
+    end
+    local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. nows, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
     out[6] = first[2] and math.max(tonumber(first[2]) - now, 1) or 1
   end
   out[5] = hold
-  out[7] = redis.call('ZCARD', base .. 'parked')
+  out[7] = parking and redis.call('ZCARD', base .. 'parked') or nparked
 end
 out[3] = left
 if hold > 0 then
@@ -414,8 +427,8 @@ local nxt = redis.call('ZRANGE', KEYS[3], '0', '0', 'WITHSCORES')
 if nxt[2] then
   out[1] = tonumber(nxt[2])
 end
-if lim then
-  local pk = redis.call('ZRANGE', base .. 'parkkeys', 0, 0, 'WITHSCORES')
+if parking then
+  local pk = redis.call('ZRANGE', base .. 'parkkeys', '0', '0', 'WITHSCORES')
   if pk[2] and (out[1] == 0 or tonumber(pk[2]) < out[1]) then
     out[1] = math.max(tonumber(pk[2]), 1)
   end

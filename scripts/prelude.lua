@@ -303,7 +303,7 @@ end
 local function slots(base, lk, now)
   local sk = base .. 'slots:' .. lk
   local n, first = 0, nil
-  local ids = redis.pcall('ZRANGE', sk, 0, -1)
+  local ids = redis.pcall('ZRANGE', sk, '0', '-1')
   if failed(ids) then
     return 0, nil -- damaged: the key's jobs run unlimited until it is repaired
   end
@@ -324,9 +324,11 @@ end
 -- unslot frees the slot that job id held under its limit key lk, in the
 -- queue at base, and moves the first job parked for that key (see
 -- dequeue.lua) to the head of the queue. A job that held no slot (its key
--- has no KeyConcurrency) frees none.
-local function unslot(base, id, lk)
-  if redis.pcall('ZREM', base .. 'slots:' .. lk, id) ~= 1 then
+-- has no KeyConcurrency) frees none. parkless says the caller found no key
+-- of the queue with parked jobs (its parkkeys zset is empty): there is none
+-- to move.
+local function unslot(base, id, lk, parkless)
+  if redis.pcall('ZREM', base .. 'slots:' .. lk, id) ~= 1 or parkless then
     return
   end
   local pk = base .. 'park:' .. lk
@@ -366,11 +368,12 @@ end
 -- unslot_job frees the slot of its limit key that job id, of hash k with
 -- flags fl, held while it was active in the queue at base (flag k). Call it
 -- once the job left the active set, before its hash may be deleted.
-local function unslot_job(base, k, id, fl)
+-- parkless is unslot's.
+local function unslot_job(base, k, id, fl, parkless)
   if fl and string.find(fl, 'k', 1, true) then
     local lk = redis.call('HGET', k, 'limit_key')
     if lk then
-      unslot(base, id, lk)
+      unslot(base, id, lk, parkless)
     end
   end
 end

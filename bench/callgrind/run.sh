@@ -21,7 +21,7 @@ for f in "$dir"/cg.out.*; do
   phase=$(sed -n 's/^desc: Trigger: dump run-//p' "$f")
   total=$(sed -n 's/^summary: //p' "$f")
   cron=$(callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null |
-    awk '/[?]:serverCron /{gsub(",", "", $1); print $1; exit}')
+    awk '/[?]:serverCron /{gsub(",", "", $1); print $1; exit}' || true) # awk's exit may end the pipe early
   jobs=$n; [ "$phase" = process ] && jobs=$((2 * n))
   echo "$phase: $total instructions, $((total / jobs)) per job; without serverCron $(((total - ${cron:-0}) / jobs)) per job"
 done
