@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,12 +25,12 @@ import (
 // setting, passwords included; without it the worker only skips its check
 // of maxmemory-policy.
 const aclRules = "on ~rqgo:* resetchannels &rqgo:* -@all " +
-	"+ping +evalsha +eval +publish +subscribe " +
-	"+get +set +del +exists +type +pexpire +persist +incrby " +
-	"+hget +hmget +hset +hsetnx +hdel +hexists +hgetall " +
+	"+ping +evalsha +eval +publish +subscribe +watch +unwatch +multi +exec " +
+	"+get +set +del +exists +type +pexpire +pexpireat +pttl +persist +incrby " +
+	"+hget +hmget +hset +hsetnx +hdel +hexists +hgetall +hincrby " +
 	"+lpush +rpush +lpop +blpop +llen +lrange +lrem +ltrim " +
 	"+sadd +srem +smembers " +
-	"+zadd +zrem +zscore +zcard +zrange +zrevrange +zrangebyscore " +
+	"+zadd +zrem +zscore +zcard +zcount +zrange +zrevrange +zrangebyscore " +
 	"+time"
 
 // aclScenario uses every part of rqgo's API that touches Redis, on queues
@@ -124,6 +125,9 @@ func aclScenario(t *testing.T, rdb redis.UniversalClient) error {
 		return errors.New("the waiting worker never ran the job")
 	}
 	stop()
+	if err := aclNextLayer(t, rdb); err != nil {
+		return err
+	}
 	if _, err := Queues(ctx, rdb, ""); err != nil {
 		return err
 	}
@@ -141,6 +145,78 @@ func aclScenario(t *testing.T, rdb redis.UniversalClient) error {
 		return err
 	}
 	return rdb.Ping(ctx).Err() // the rqgo command's first call
+}
+
+// aclNextLayer uses flow control (limits, limit keys, pause, snooze),
+// workflows across queues, unique and debounced jobs, progress and waiting
+// for a job, on queues "acl-c" and "acl-d", and returns the first error.
+func aclNextLayer(t *testing.T, rdb redis.UniversalClient) error {
+	ctx := t.Context()
+	qc, qd := NewQueue("acl-c", rdb), NewQueue("acl-d", rdb)
+	if err := qc.SetLimits(ctx, Limits{Concurrency: 2, KeyConcurrency: 1, Rate: 1000, Per: time.Second}); err != nil {
+		return err
+	}
+	if err := qc.UpdateLimits(ctx, func(l *Limits) { l.KeyRate, l.KeyPer = 1000, time.Second }); err != nil {
+		return err
+	}
+	if _, err := qc.Limits(ctx); err != nil {
+		return err
+	}
+	if err := qc.Pause(ctx); err != nil {
+		return err
+	}
+	if _, err := qc.Paused(ctx); err != nil {
+		return err
+	}
+	if err := qc.Resume(ctx); err != nil {
+		return err
+	}
+	var jobs []*Job
+	for i := range 3 { // the second and third park behind the first
+		j, err := qc.EnqueueContext(ctx, "step", i, LimitKey("tenant"))
+		if err != nil {
+			return err
+		}
+		jobs = append(jobs, j)
+	}
+	parent, err := qd.EnqueueContext(ctx, "step", "parent")
+	if err != nil {
+		return err
+	}
+	child, err := qc.EnqueueContext(ctx, "step", "child", DependsOn(parent, jobs[0]))
+	if err != nil {
+		return err
+	}
+	if _, err := qd.EnqueueContext(ctx, "step", "once", Unique(UniqueOpts{Key: "once", For: time.Minute})); err != nil {
+		return err
+	}
+	if _, err := qd.EnqueueContext(ctx, "step", "later", Debounce(10*time.Millisecond, time.Second)); err != nil {
+		return err
+	}
+	snoozed := false
+	w := NewWorker(rdb, WorkerOptions{Queues: []string{"acl-c", "acl-d"}, Lease: time.Second, Burst: true, Logger: testLogger(t)})
+	var mu sync.Mutex
+	w.Register("step", func(ctx context.Context, j *Job) (any, error) {
+		if err := j.SetProgress(ctx, 50); err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !snoozed {
+			snoozed = true
+			return nil, Snooze(time.Millisecond)
+		}
+		return "done", nil
+	})
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := w.Run(rctx); err != nil {
+		return err
+	}
+	if j, err := qc.Wait(ctx, child.ID); err != nil || j.Status != StatusFinished {
+		return fmt.Errorf("Wait for the dependent %s: %v, %v; want finished", child.ID, j, err)
+	}
+	return nil
 }
 
 // aclUser starts a Redis, creates the user "rqgo" with rules and returns a

@@ -111,6 +111,60 @@ func (q *Queue) SetLimits(ctx context.Context, l Limits) error {
 		l.KeyConcurrency, l.KeyRate, l.KeyPer.Milliseconds())
 }
 
+// UpdateLimits changes some of the queue's limits: f gets the current ones
+// and changes the fields it means to, and the others keep their values even
+// when another SetLimits or UpdateLimits of the queue lands at the same
+// moment (f then runs again, on the newer limits, so it must only set
+// fields). Limits that f leaves invalid are an error wrapping [ErrInvalid],
+// and nothing is written. The rest is as for [Queue.SetLimits].
+//
+//	err := q.UpdateLimits(ctx, func(l *rqgo.Limits) { l.Rate, l.Per = 100, time.Second })
+func (q *Queue) UpdateLimits(ctx context.Context, f func(*Limits)) error {
+	if q.err != nil {
+		return q.err
+	}
+	if f == nil {
+		return fmt.Errorf("rqgo: update limits of %q: %w: the function is nil", q.name, ErrInvalid)
+	}
+	// Optimistic: the flow hash is watched from its read to the write, and a
+	// change in between (Redis answers the transaction with nil) starts over.
+	for tries := 1; ; tries++ {
+		err := q.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			h, err := tx.HGetAll(ctx, q.k.flow()).Result()
+			if err != nil {
+				return err
+			}
+			l := parseLimits(h)
+			f(&l)
+			if err := l.validate(); err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				// The source, not its SHA: a script missing from Redis's cache
+				// cannot be sent again inside the transaction.
+				p.Eval(ctx, limitsScript.full.src, q.flowKeys(), "set", l.Concurrency, l.Rate, l.Per.Milliseconds(),
+					l.KeyConcurrency, l.KeyRate, l.KeyPer.Milliseconds())
+				return nil
+			})
+			return err
+		}, q.k.flow())
+		if errors.Is(err, redis.TxFailedErr) && tries < maxUpdateTries {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rqgo: update limits of %q: %w", q.name, err)
+		}
+		if err := q.remember(ctx); err != nil {
+			return fmt.Errorf("rqgo: update limits of %q: %w", q.name, err)
+		}
+		return nil
+	}
+}
+
+// maxUpdateTries bounds UpdateLimits's tries against changes that keep
+// landing between its read and its write.
+const maxUpdateTries = 100
+
 // Limits returns the queue's limits, the zero Limits when it has none.
 func (q *Queue) Limits(ctx context.Context) (Limits, error) {
 	if q.err != nil {
@@ -172,14 +226,18 @@ func (q *Queue) Paused(ctx context.Context) (bool, error) {
 // flow runs limits.lua with op and its arguments; what names the call in
 // an error.
 func (q *Queue) flow(ctx context.Context, what, op string, args ...any) error {
-	keys := []string{q.k.flow(), q.k.active(), q.k.wake(), q.k.parkKeys(), q.k.pending()}
-	if err := limitsScript.Run(ctx, q.rdb, keys, append([]any{op}, args...)...).Err(); err != nil {
+	if err := limitsScript.Run(ctx, q.rdb, q.flowKeys(), append([]any{op}, args...)...).Err(); err != nil {
 		return fmt.Errorf("rqgo: %s %q: %w", what, q.name, err)
 	}
 	if err := q.remember(ctx); err != nil {
 		return fmt.Errorf("rqgo: %s %q: %w", what, q.name, err)
 	}
 	return nil
+}
+
+// flowKeys are limits.lua's keys.
+func (q *Queue) flowKeys() []string {
+	return []string{q.k.flow(), q.k.active(), q.k.wake(), q.k.parkKeys(), q.k.pending()}
 }
 
 // maxLimitKeyLen is the longest limit key [LimitKey] takes, in bytes.

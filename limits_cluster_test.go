@@ -23,7 +23,8 @@ func TestClusterLimits(t *testing.T) {
 	if err := capped.SetLimits(ctx, Limits{Concurrency: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := keyed.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
+	// UpdateLimits's transaction runs on the queue's master too.
+	if err := keyed.UpdateLimits(ctx, func(l *Limits) { l.KeyConcurrency = 1 }); err != nil {
 		t.Fatal(err)
 	}
 	if err := paused.Pause(ctx); err != nil {

@@ -184,6 +184,58 @@ func TestSetLimitsRoundTrip(t *testing.T) {
 	})
 }
 
+// UpdateLimits changes the fields its function sets and keeps the others,
+// also those another client changed between its read and its write: the
+// function runs again on the newer limits. Limits it leaves invalid are
+// refused, with nothing written.
+func TestUpdateLimits(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("default")
+		if err := q.SetLimits(ctx, Limits{Concurrency: 5, Rate: 100, Per: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		other := NewQueue("default", e.rdb, WithPrefix(e.prefix))
+		calls := 0
+		err := q.UpdateLimits(ctx, func(l *Limits) {
+			calls++
+			if calls == 1 {
+				// Another operator's change lands between the read and the write.
+				if err := other.SetLimits(ctx, Limits{Concurrency: 7, Rate: 100, Per: time.Second}); err != nil {
+					t.Error(err)
+				}
+			}
+			l.KeyConcurrency = 2
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Limits{Concurrency: 7, Rate: 100, Per: time.Second, KeyConcurrency: 2}
+		if got, err := q.Limits(ctx); err != nil || got != want {
+			t.Fatalf("Limits after a concurrent SetLimits = %+v, %v; want %+v (both changes)", got, err, want)
+		}
+		if calls != 2 {
+			t.Errorf("the function ran %d times, want 2 (again after the concurrent change)", calls)
+		}
+		err = q.UpdateLimits(ctx, func(l *Limits) { l.KeyRate = 10 })
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "Limits.KeyRate is set without Limits.KeyPer") {
+			t.Errorf("UpdateLimits leaving KeyRate without KeyPer = %v, want ErrInvalid naming the field", err)
+		}
+		if err := q.UpdateLimits(ctx, nil); !errors.Is(err, ErrInvalid) {
+			t.Errorf("UpdateLimits(nil) = %v, want ErrInvalid", err)
+		}
+		if got, _ := q.Limits(ctx); got != want {
+			t.Errorf("refused updates changed the limits to %+v", got)
+		}
+		if err := q.UpdateLimits(ctx, func(l *Limits) { *l = Limits{} }); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.rdb.Exists(ctx, q.k.flow()).Val(); n != 0 {
+			t.Errorf("flow hash kept after UpdateLimits cleared the limits: %v", e.rdb.HGetAll(ctx, q.k.flow()).Val())
+		}
+	})
+}
+
 // Concurrency caps the jobs running over every worker of the fleet, and the
 // workers over the cap wait without asking Redis again.
 func TestConcurrencyCapAcrossWorkers(t *testing.T) {

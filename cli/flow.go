@@ -170,27 +170,28 @@ func limitsSetup(fs *flag.FlagSet, e *env) func(context.Context, []string) error
 		if err != nil {
 			return err
 		}
-		if *clearAll || len(changed) > 0 {
-			l, err := q.Limits(ctx)
-			if err != nil {
+		if *clearAll {
+			if err := q.SetLimits(ctx, rqgo.Limits{}); err != nil {
 				return err
 			}
-			if *clearAll {
-				l = rqgo.Limits{}
-			}
-			if set["concurrency"] {
-				l.Concurrency = c.concurrency
-			}
-			if set["key-concurrency"] {
-				l.KeyConcurrency = c.keyConcurrency
-			}
-			if set["rate"] {
-				l.Rate, l.Per = c.rate.n, c.rate.per
-			}
-			if set["key-rate"] {
-				l.KeyRate, l.KeyPer = c.keyRate.n, c.keyRate.per
-			}
-			if err := q.SetLimits(ctx, l); err != nil {
+		} else if len(changed) > 0 {
+			// Only the limits given change, even against another change at
+			// the same moment.
+			err := q.UpdateLimits(ctx, func(l *rqgo.Limits) {
+				if set["concurrency"] {
+					l.Concurrency = c.concurrency
+				}
+				if set["key-concurrency"] {
+					l.KeyConcurrency = c.keyConcurrency
+				}
+				if set["rate"] {
+					l.Rate, l.Per = c.rate.n, c.rate.per
+				}
+				if set["key-rate"] {
+					l.KeyRate, l.KeyPer = c.keyRate.n, c.keyRate.per
+				}
+			})
+			if err != nil {
 				return err
 			}
 		}
