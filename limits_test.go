@@ -236,6 +236,53 @@ func TestUpdateLimits(t *testing.T) {
 	})
 }
 
+// Under a Concurrency, a worker gathers the outcomes of handlers returning
+// together before it acks them, but a job that ends while another still
+// runs is acked without waiting for it: here the running job waits for the
+// other's end to be recorded.
+func TestCappedAckDoesNotWaitForRunningJobs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("capped")
+		if err := q.SetLimits(ctx, Limits{Concurrency: 2}); err != nil {
+			t.Fatal(err)
+		}
+		quick, err := q.EnqueueContext(ctx, "quick", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, err := q.EnqueueContext(ctx, "slow", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A third job: the first fetch leaves it, so the queue answers that
+		// its Concurrency is full, and the worker knows the queue is capped.
+		if _, err := q.EnqueueContext(ctx, "quick", nil); err != nil {
+			t.Fatal(err)
+		}
+		w := e.worker(t, WorkerOptions{Queues: []string{"capped"}, Concurrency: 2})
+		w.Register("quick", func(ctx context.Context, j *Job) (any, error) { return "quick", nil })
+		w.Register("slow", func(ctx context.Context, j *Job) (any, error) {
+			c, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return q.Wait(c, quick.ID) // the quick job's end, recorded while this one runs
+		})
+		start(t, w)
+		c, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		j, err := q.Wait(c, slow.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Status != StatusFinished || j.Attempt != 1 {
+			t.Fatalf("the running job ended %s after %d attempts (%s): the quick job's ack waited for it", j.Status, j.Attempt, j.Error)
+		}
+		if !w.qstate[0].capped.Load() {
+			t.Fatal("the worker never learned that its queue is capped: the test proves nothing")
+		}
+	})
+}
+
 // Concurrency caps the jobs running over every worker of the fleet, and the
 // workers over the cap wait without asking Redis again.
 func TestConcurrencyCapAcrossWorkers(t *testing.T) {
