@@ -184,6 +184,43 @@ func TestSetLimitsRoundTrip(t *testing.T) {
 	})
 }
 
+// A job of a limit key that was running when its queue's KeyConcurrency was
+// first set holds a slot of its key from then on: the next job of the key
+// is parked until it ends.
+func TestKeyConcurrencySetWhileJobsRun(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *testEnv) {
+		ctx := t.Context()
+		q := e.queue("keyed")
+		g := newGauge()
+		w := e.worker(t, WorkerOptions{Queues: []string{"keyed"}, Concurrency: 4})
+		w.Register("work", g.handler)
+		start(t, w)
+		if _, err := q.EnqueueContext(ctx, "work", 1, LimitKey("tenant")); err != nil {
+			t.Fatal(err)
+		}
+		g.await(t, "the first job running", func() bool { return g.get(g.now, "tenant") == 1 })
+		if err := q.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+		second, err := q.EnqueueContext(ctx, "work", 2, LimitKey("tenant"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.await(t, "the second job parked", func() bool {
+			return e.rdb.ZScore(ctx, q.k.parked(), second.ID).Err() == nil
+		})
+		if n := g.get(g.started, "tenant"); n != 1 {
+			t.Fatalf("%d jobs of the key started with KeyConcurrency 1 and the first still running", n)
+		}
+		g.let(1)
+		g.await(t, "the second job running", func() bool { return g.get(g.started, "tenant") == 2 })
+		if p := g.get(g.peak, "tenant"); p != 1 {
+			t.Errorf("%d jobs of the key ran at once, want 1", p)
+		}
+		g.let(1)
+	})
+}
+
 // UpdateLimits changes the fields its function sets and keeps the others,
 // also those another client changed between its read and its write: the
 // function runs again on the newer limits. Limits it leaves invalid are

@@ -18,11 +18,14 @@
 --           key_per_ms (0 = none)
 --
 -- Without key limits, the jobs parked for their keys go back to the head
--- of the queue (all of them, in this one call).
+-- of the queue (all of them, in this one call). With a KeyConcurrency, the
+-- running jobs of each limit key (leases not expired) hold a slot of their
+-- key from this call on, those started before it too (each running job is
+-- read once).
 --
 -- Returns 1. A key of the wrong type answers an error naming it, and
 -- nothing is written.
-local err = check(KEYS[1], 'hash', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'list')
+local err = check(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'list')
 if err then
   return err
 end
@@ -41,6 +44,17 @@ if op == 'set' then
   -- (each tagged with the generation it was written in) no longer count.
   redis.call('HDEL', KEYS[1], 'tat')
   redis.call('HINCRBY', KEYS[1], 'gen', 1)
+  if tonumber(ARGV[5]) > 0 then
+    -- Jobs leased while the queue had no KeyConcurrency hold no slot yet.
+    local base = string.sub(KEYS[1], 1, -5)
+    local _, nows = clock()
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. nows, '+inf')) do
+      local h = redis.pcall('HMGET', base .. 'job:' .. id, 'flags', 'limit_key')
+      if type(h) == 'table' and h[1] and h[2] and string.find(h[1], 'k', 1, true) then
+        redis.pcall('ZADD', base .. 'slots:' .. h[2], 'NX', nows, id) -- a damaged set is left alone
+      end
+    end
+  end
   local keys = redis.call('ZRANGE', KEYS[4], 0, -1)
   if tonumber(ARGV[5]) == 0 and tonumber(ARGV[6]) == 0 then
     -- No key limits any more: every parked job goes back to the head of
