@@ -107,8 +107,12 @@ func (q *Queue) SetLimits(ctx context.Context, l Limits) error {
 	if err := l.validate(); err != nil {
 		return fmt.Errorf("rqgo: set limits of %q: %w", q.name, err)
 	}
-	return q.flow(ctx, "set limits of", "set", l.Concurrency, l.Rate, l.Per.Milliseconds(),
-		l.KeyConcurrency, l.KeyRate, l.KeyPer.Milliseconds())
+	return q.flow(ctx, "set limits of", l.setArgs()...)
+}
+
+// setArgs are limits.lua's arguments that set l.
+func (l Limits) setArgs() []any {
+	return []any{"set", l.Concurrency, l.Rate, l.Per.Milliseconds(), l.KeyConcurrency, l.KeyRate, l.KeyPer.Milliseconds()}
 }
 
 // UpdateLimits changes some of the queue's limits: f gets the current ones
@@ -142,8 +146,7 @@ func (q *Queue) UpdateLimits(ctx context.Context, f func(*Limits)) error {
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				// The source, not its SHA: a script missing from Redis's cache
 				// cannot be sent again inside the transaction.
-				p.Eval(ctx, limitsScript.full.src, q.flowKeys(), "set", l.Concurrency, l.Rate, l.Per.Milliseconds(),
-					l.KeyConcurrency, l.KeyRate, l.KeyPer.Milliseconds())
+				p.Eval(ctx, limitsScript.full.src, q.flowKeys(), l.setArgs()...)
 				return nil
 			})
 			return err
@@ -223,10 +226,10 @@ func (q *Queue) Paused(ctx context.Context) (bool, error) {
 	return v == "1", nil
 }
 
-// flow runs limits.lua with op and its arguments; what names the call in
-// an error.
-func (q *Queue) flow(ctx context.Context, what, op string, args ...any) error {
-	if err := limitsScript.Run(ctx, q.rdb, q.flowKeys(), append([]any{op}, args...)...).Err(); err != nil {
+// flow runs limits.lua with args (its operation first); what names the call
+// in an error.
+func (q *Queue) flow(ctx context.Context, what string, args ...any) error {
+	if err := limitsScript.Run(ctx, q.rdb, q.flowKeys(), args...).Err(); err != nil {
 		return fmt.Errorf("rqgo: %s %q: %w", what, q.name, err)
 	}
 	if err := q.remember(ctx); err != nil {
