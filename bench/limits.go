@@ -51,7 +51,8 @@ type flowSpec struct {
 	name          string
 	workers, conc int
 	limits        rqgo.Limits
-	keys          int // jobs spread round-robin over this many limit keys; 0: none
+	keys          int    // jobs spread round-robin over this many limit keys; 0: none
+	tag           string // names its CPU profile (-cpuprofile)
 }
 
 // flowResult is one processing run of a flowSpec.
@@ -305,7 +306,9 @@ func work(s0, s1 snapshot, c *scriptCounter, n int) flowWork {
 // flowProcess preloads n jobs for spec (not timed), then times its workers
 // from their start until the handler has run n times. The handler counts
 // how many handlers run at once, overall and per limit key.
-func (e *env) flowProcess(ctx context.Context, spec flowSpec, n int) (flowResult, error) {
+// With profile and -cpuprofile, it writes a CPU profile of the run to
+// -cpuprofile's file with spec.tag before its extension.
+func (e *env) flowProcess(ctx context.Context, spec flowSpec, n int, profile bool) (flowResult, error) {
 	var res flowResult
 	rdb, _ := e.client()
 	defer rdb.Close()
@@ -349,6 +352,14 @@ func (e *env) flowProcess(ctx context.Context, spec flowSpec, n int) (flowResult
 		return res, err
 	}
 	sc := &scriptCounter{}
+	file := ""
+	if profile {
+		file = profileName(e.cfg.cpuprofile, spec.tag)
+	}
+	endProfile, err := startProfile(file)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	last.Store(start.UnixNano())
 	stop := e.startFleet(spec.workers, spec.conc, sc, handle)
@@ -359,6 +370,7 @@ func (e *env) flowProcess(ctx context.Context, spec flowSpec, n int) (flowResult
 	case <-timeout.C:
 	}
 	elapsed := time.Since(start)
+	endProfile()
 	if err := stop(); err != nil {
 		return res, err
 	}
@@ -560,14 +572,14 @@ func runLimits(ctx context.Context, e *env) error {
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
 	specs := []flowSpec{
-		{name: fmt.Sprintf("1 worker × c=%d, no limits", queueConcurrency), workers: 1, conc: queueConcurrency},
+		{name: fmt.Sprintf("1 worker × c=%d, no limits", queueConcurrency), workers: 1, conc: queueConcurrency, tag: "one"},
 		// The same fleet without limits: what the fleet itself costs, apart
 		// from the limit.
-		{name: fmt.Sprintf("%d workers × c=%d, no limits", fleetWorkers, fleetConcurrency), workers: fleetWorkers, conc: fleetConcurrency},
+		{name: fmt.Sprintf("%d workers × c=%d, no limits", fleetWorkers, fleetConcurrency), workers: fleetWorkers, conc: fleetConcurrency, tag: "fleet"},
 		{name: fmt.Sprintf("%d workers × c=%d, Concurrency %d", fleetWorkers, fleetConcurrency, queueConcurrency),
-			workers: fleetWorkers, conc: fleetConcurrency, limits: rqgo.Limits{Concurrency: queueConcurrency}},
+			workers: fleetWorkers, conc: fleetConcurrency, limits: rqgo.Limits{Concurrency: queueConcurrency}, tag: "capped"},
 		{name: fmt.Sprintf("1 worker × c=%d, KeyConcurrency %d over %d keys", queueConcurrency, keyConcurrency, cfg.limitKeys),
-			workers: 1, conc: queueConcurrency, limits: rqgo.Limits{KeyConcurrency: keyConcurrency}, keys: cfg.limitKeys},
+			workers: 1, conc: queueConcurrency, limits: rqgo.Limits{KeyConcurrency: keyConcurrency}, keys: cfg.limitKeys, tag: "keyed"},
 	}
 	const (
 		base = iota
@@ -580,7 +592,7 @@ func runLimits(ctx context.Context, e *env) error {
 	var rates []rateResult
 	for r := range cfg.runs {
 		for i, spec := range specs {
-			res, err := e.flowProcess(ctx, spec, cfg.jobs)
+			res, err := e.flowProcess(ctx, spec, cfg.jobs, r == 0)
 			if err != nil {
 				return err
 			}

@@ -81,7 +81,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&cfg.latencyConcurrency, "latency-concurrency", 10, "worker concurrency in the latency runs")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "give up on a run after this long")
 	flag.DurationVar(&cfg.asynqTaskCheck, "asynq-task-check", 0, "asynq's TaskCheckInterval, how long its idle workers sleep between polls (0: asynq's default, 1s)")
-	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write CPU profiles of rqgo's first timed run of enqueue with -producers (FILE gets .enqueue before its extension) and of processing at each concurrency N (.cN)")
+	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write CPU profiles of rqgo's first timed run of enqueue with -producers (FILE gets .enqueue before its extension) and of processing at each concurrency N (.cN); with -limits, of each processing figure's first run (.one, .fleet, .capped, .keyed)")
 	flag.StringVar(&cfg.memprofile, "memprofile", "", "write allocation profiles around rqgo's first timed processing run at each concurrency N: FILE.cN and FILE.cN.base (compare with go tool pprof -base)")
 	flag.BoolVar(&cfg.senders, "senders", false, "instead of the comparison, measure the enqueue rate with -producers for several ways of sending the same jobs: rqgo, asynq, and rqgo's enqueue.lua once per job through a plain client and through go-redis's auto-pipeliners")
 	flag.BoolVar(&cfg.limits, "limits", false, "instead of the comparison, measure rqgo's flow control (Limits): Concurrency 20 over 4 workers and KeyConcurrency 2 over -limit-keys keys against an unlimited worker on -jobs jobs, and Rate -rate/s held for -rate-for")
