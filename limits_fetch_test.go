@@ -3,6 +3,8 @@ package rqgo
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -206,4 +208,68 @@ func TestConcurrencySetWhileJobsRun(t *testing.T) {
 			t.Errorf("next job ran on %s, want the held worker %s", j.Worker, b.ID())
 		}
 	})
+}
+
+// Parked jobs are listed in the order they were parked, apart from the
+// queued ones; a listed job that started meanwhile is left out of
+// ParkedJobs.
+func TestParkedJobs(t *testing.T) { forEachBackend(t, listParked) }
+
+// The same on a Cluster: the listing reads the queue's slot only.
+func TestClusterParkedJobs(t *testing.T) {
+	skipShort(t)
+	listParked(t, clusterEnv(t, redistest.StartCluster(t, 3, 0)))
+}
+
+func listParked(t *testing.T, e *testEnv) {
+	ctx := t.Context()
+	q := e.queue("tenants")
+	if err := q.SetLimits(ctx, Limits{KeyConcurrency: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 4 {
+		j, err := q.EnqueueContext(ctx, "f", i, LimitKey("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	plain, err := q.EnqueueContext(ctx, "f", "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := dequeueRaw(t, e, q, 2); !slices.Equal(got, []string{ids[0], plain.ID}) {
+		t.Fatalf("dequeue handed out %v, want %v", got, []string{ids[0], plain.ID})
+	}
+	// Parked in one call, so at one ms: listed in id order.
+	want := slices.Sorted(slices.Values(ids[1:]))
+	parked, err := q.ParkedJobIDs(ctx, 0, 10)
+	if err != nil || !slices.Equal(parked, want) {
+		t.Fatalf("ParkedJobIDs = %v, %v; want %v", parked, err, want)
+	}
+	if page, err := q.ParkedJobIDs(ctx, 1, 1); err != nil || !slices.Equal(page, want[1:2]) {
+		t.Fatalf("ParkedJobIDs(1, 1) = %v, %v; want %v", page, err, want[1:2])
+	}
+	if queued, err := q.JobIDs(ctx, StatusQueued, 0, 10); err != nil || len(queued) != 0 {
+		t.Fatalf("queued jobs %v, %v; want none (the parked ones are not in the queue)", queued, err)
+	}
+	// A parked job taken between the two reads of ParkedJobs.
+	if err := e.rdb.HSet(ctx, q.k.job(want[0]), "status", "started").Err(); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := q.ParkedJobs(ctx, 0, 10)
+	if err != nil || len(jobs) != 2 {
+		t.Fatalf("ParkedJobs = %d jobs, %v; want the 2 still queued", len(jobs), err)
+	}
+	for i, j := range jobs {
+		if j.ID != want[i+1] || j.LimitKey != "a" || j.Status != StatusQueued || j.Queue != "tenants" {
+			t.Errorf("parked job %d: %s, key %q, %s in %q; want %s, key a, queued in tenants", i, j.ID, j.LimitKey, j.Status, j.Queue, want[i+1])
+		}
+	}
+	for _, bad := range [][2]int{{-1, 10}, {0, 0}} {
+		if _, err := q.ParkedJobIDs(ctx, bad[0], bad[1]); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "offset") {
+			t.Errorf("ParkedJobIDs(%d, %d) = %v; want ErrInvalid naming the offset and limit", bad[0], bad[1], err)
+		}
+	}
 }

@@ -118,15 +118,52 @@ func (q *Queue) Jobs(ctx context.Context, status Status, offset, limit int) ([]*
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
+	return q.readJobs(ctx, string(status), ids)
+}
+
+// ParkedJobIDs lists up to limit ids of the queue's parked jobs, skipping
+// the first offset, by when they were parked (to the ms; jobs parked in the
+// same ms in id order). A parked job is queued
+// (its status is [StatusQueued]) but held back over its limit key's
+// [Limits], so [Queue.JobIDs] with StatusQueued does not list it;
+// [Counts].Parked counts them.
+func (q *Queue) ParkedJobIDs(ctx context.Context, offset, limit int) ([]string, error) {
+	if q.err != nil {
+		return nil, q.err
+	}
+	if offset < 0 || limit <= 0 {
+		return nil, fmt.Errorf("%w: offset %d and limit %d", ErrInvalid, offset, limit)
+	}
+	ids, err := q.rdb.ZRange(ctx, q.k.parked(), int64(offset), int64(offset+limit-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("rqgo: list parked jobs in %q: %w", q.name, err)
+	}
+	return ids, nil
+}
+
+// ParkedJobs is [Queue.ParkedJobIDs] with each job read, in one more round
+// trip. Jobs that started, ended or were deleted meanwhile are left out.
+func (q *Queue) ParkedJobs(ctx context.Context, offset, limit int) ([]*Job, error) {
+	ids, err := q.ParkedJobIDs(ctx, offset, limit)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	jobs, err := q.readJobs(ctx, "parked", ids)
+	return slices.DeleteFunc(jobs, func(j *Job) bool { return j.Status != StatusQueued }), err
+}
+
+// readJobs reads the jobs ids of the queue, in one round trip, leaving out
+// those whose hash is gone; what names them in an error.
+func (q *Queue) readJobs(ctx context.Context, what string, ids []string) ([]*Job, error) {
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
-	_, err = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
 			cmds[i] = p.HGetAll(ctx, q.k.job(id))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("rqgo: read %s jobs in %q: %w", status, q.name, err)
+		return nil, fmt.Errorf("rqgo: read %s jobs in %q: %w", what, q.name, err)
 	}
 	jobs := make([]*Job, 0, len(ids))
 	for _, c := range cmds {

@@ -150,7 +150,7 @@ func (s *server) queue(w http.ResponseWriter, r *http.Request) {
 	}
 	var jobs []*rqgo.Job
 	if status == statusParked {
-		jobs, err = parkedJobs(r.Context(), s.rdb, s.opts.Prefix, q, (page-1)*PageSize, PageSize)
+		jobs, err = q.ParkedJobs(r.Context(), (page-1)*PageSize, PageSize)
 	} else {
 		jobs, err = q.Jobs(r.Context(), status, (page-1)*PageSize, PageSize)
 	}

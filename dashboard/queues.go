@@ -89,26 +89,6 @@ func readQueue(ctx context.Context, q *rqgo.Queue) (queueInfo, error) {
 	return info, nil
 }
 
-// parkedJobs reads up to limit of the queue's parked jobs, skipping the
-// first offset, in the order they were parked: a page of the parked tab.
-func parkedJobs(ctx context.Context, rdb redis.UniversalClient, prefix string, q *rqgo.Queue, offset, limit int) ([]*rqgo.Job, error) {
-	ids, err := rdb.ZRange(ctx, parkedKey(prefix, q.Name()), int64(offset), int64(offset+limit-1)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("dashboard: read the parked jobs of %q: %w", q.Name(), err)
-	}
-	refs := make([]rqgo.JobRef, len(ids))
-	for i, id := range ids {
-		refs[i] = rqgo.JobRef{Queue: q.Name(), ID: id}
-	}
-	jobs, err := rqgo.FetchJobs(ctx, rdb, prefix, refs)
-	if err != nil && !errors.Is(err, rqgo.ErrMalformedJob) {
-		return nil, fmt.Errorf("dashboard: read the parked jobs of %q: %w", q.Name(), err)
-	}
-	// A job that ended or was deleted since the ZRANGE is left out; a
-	// malformed one is listed as far as it reads.
-	return slices.DeleteFunc(jobs, func(j *rqgo.Job) bool { return j == nil }), nil
-}
-
 // parkedSince says when job j was parked over its limit key's limits, the
 // zero time when it is not parked.
 func parkedSince(ctx context.Context, rdb redis.UniversalClient, prefix string, j *rqgo.Job) (time.Time, error) {
