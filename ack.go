@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -121,8 +122,17 @@ func (w *Worker) fetchWithAcks() (*scriptCall, int64) {
 	}
 	q, st := &w.queues[0], w.qstate[0]
 	st.dirty.Store(false) // a wake-up while it travels marks the queue again
+	// Jobs ahead, to start in the slots of its jobs as they end: as many as
+	// handlers returned within a round trip since the last such fetch (as
+	// the fetch loop takes jobs ahead), so a worker whose handlers take
+	// longer takes none.
+	quick := w.quick.Load()
+	w.mu.Lock()
+	ahead := max(min(w.opts.Prefetch-len(w.held), int(quick-w.ackedQuick)), 0)
+	w.mu.Unlock()
+	w.ackedQuick = quick
 	return &scriptCall{s: dequeueScript, keys: q.dequeueKeys,
-		args: []any{free, w.opts.Lease.Milliseconds(), w.id, w.nonce, free}}, st.goes.Load()
+		args: []any{free, w.opts.Lease.Milliseconds(), w.id, w.nonce, free, ahead, w.inflight.Load()}}, st.goes.Load()
 }
 
 // settle records outcomes in one round trip: the successes of each queue
@@ -153,6 +163,14 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 		j := o.r.job
 		acks[i].args = append(acks[i].args, j.ID, j.token, []byte(o.result))
 		acks[i].outs = append(acks[i].outs, o)
+		if o.next != nil {
+			acks[i].next = append(acks[i].next, o.next.job.ID)
+		}
+	}
+	for i := range acks {
+		if len(acks[i].next) > 0 {
+			acks[i].args = append(append(acks[i].args, ""), acks[i].next...)
+		}
 	}
 	if len(acks)+len(fails) == 0 {
 		return nil
@@ -192,12 +210,14 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 	if fetchCall != nil {
 		calls = append(calls, fetchCall)
 	}
+	sent := time.Now()
 	runScripts(ctx, w.rdb, calls)
 	switch {
 	case fetchCall != nil:
 		res, err := fetchCall.cmd.Slice()
-		got, _, err := w.taken(w.fetchCtx, 0, res, err, goes)
-		full := len(got) == 0 && w.qstate[0].hold.Load() == holdFull
+		got, _, err := w.taken(w.fetchCtx, 0, res, err, goes, sent)
+		// Full, with no job in a slot (only jobs ahead, if any).
+		full := len(got) == aheadIn(res) && w.qstate[0].hold.Load() == holdFull
 		w.fetchMu.Unlock()
 		if err != nil {
 			w.log.Warn("fetching jobs with their acks failed", "err", err)
@@ -213,6 +233,7 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 	case fill:
 		w.lookAgain(0) // once the slots are free
 	}
+	w.releaseStranded(ctx)
 	debug := w.log.Enabled(ctx, slog.LevelDebug)
 	var owing map[string][]string // by queue: jobs whose end is owed to other queues
 	owes := func(o *outcome) {
@@ -281,6 +302,38 @@ func (w *Worker) settle(ctx context.Context, batch []*outcome) (retry []*outcome
 	return retry
 }
 
+// releaseStranded gives back the jobs held ahead of their queue's
+// Concurrency when no handler runs: no job of theirs will end to hand them
+// a slot.
+func (w *Worker) releaseStranded(ctx context.Context) {
+	var runs []*run
+	w.mu.Lock()
+	if w.inflight.Load() == 0 {
+		w.held = slices.DeleteFunc(w.held, func(r *run) bool {
+			if !r.ahead {
+				return false
+			}
+			delete(w.running, r)
+			if !r.lost {
+				r.lost = true
+				runs = append(runs, r)
+			}
+			return true
+		})
+	}
+	w.mu.Unlock()
+	if len(runs) == 0 {
+		return
+	}
+	slices.Reverse(runs) // release.lua pushes to the head: keep their order
+	for _, r := range runs {
+		r.cancel(errShutdown)
+	}
+	if n := w.release(ctx, runs); n < len(runs) {
+		w.log.Warn("could not return some jobs held ahead to their queue; they run again once their leases expire", "returned", n, "held", len(runs))
+	}
+}
+
 // passOn delivers the ends that jobs of the worker's queues owe their
 // dependents in other queues (see depend.go). What it cannot deliver, a
 // reaper of the job's queue delivers a few seconds later.
@@ -316,6 +369,7 @@ type ackGroup struct {
 	q    *workerQueue
 	args []any // ack_many.lua's ARGV
 	outs []*outcome
+	next []any // the ids of the jobs started ahead in their slots
 }
 
 // jobLog is the worker's logger with the job's fields, built only when
@@ -344,6 +398,7 @@ func (w *Worker) isLost(r *run) bool {
 func (w *Worker) finish(r *run) {
 	w.mu.Lock()
 	delete(w.running, r)
+	r.handedTo = nil // its ack handed the slot over
 	w.mu.Unlock()
 	w.settling.Add(-1)
 	if r.q.name == w.queues[0].name {

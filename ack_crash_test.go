@@ -61,7 +61,24 @@ func ackJobs(cmd redis.Cmder) int {
 		return 0
 	}
 	keys, _ := strconv.Atoi(fmt.Sprint(args[2]))
-	return (len(args) - 3 - keys - 2) / 3 // evalsha sha numkeys, the keys, ttl, slots watched, triples
+	// evalsha sha numkeys, the keys, ttl, slots watched, triples, then ""
+	// and the jobs handed a slot, if any
+	n := 0
+	for i := 3 + keys + 2; i < len(args) && fmt.Sprint(args[i]) != ""; i += 3 {
+		n++
+	}
+	return n
+}
+
+// handOvers is the number of jobs started ahead that an ack_many.lua call
+// hands a slot, else 0.
+func handOvers(cmd redis.Cmder) int {
+	if ackJobs(cmd) == 0 {
+		return 0
+	}
+	args := cmd.Args()
+	keys, _ := strconv.Atoi(fmt.Sprint(args[2]))
+	return max(len(args)-(3+keys+2+3*ackJobs(cmd)+1), 0)
 }
 
 // childAcker runs a worker whose handler "quick" prints "ran <id> <attempt>"

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"time"
 )
 
@@ -22,6 +23,14 @@ type run struct {
 	renewed time.Time // last successful lease renewal (worker clock)
 	lost    bool      // lease lost or released: write nothing for this run
 	done    bool      // the handler returned
+	// ahead: fetched beyond its queue's Concurrency (dequeue.lua's ARGV[6]),
+	// it holds no slot: it starts only in the slot of a job of its queue
+	// that ended (passSlot), which its outcome's ack hands over.
+	ahead bool
+	// handedTo: the job ahead started in this run's slot, until this run's
+	// outcome is recorded with the hand-over (finish). Meanwhile this run's
+	// lease is the slot's: if it is lost, so is that job's (loseLocked).
+	handedTo *run
 }
 
 // outcome is a finished handler's verdict, waiting to be written.
@@ -31,6 +40,9 @@ type outcome struct {
 	err    error
 	delay  int64 // fail.lua's ARGV[4]: retry delay ms, -1 = fail now
 	snooze bool  // the handler returned [Snooze]: the attempt does not count
+	// next: a job fetched ahead that started in this run's slot, handed
+	// over with the ack (ack_many.lua).
+	next *run
 	// resent: an earlier try to record it failed, and may have been
 	// recorded with its reply lost.
 	resent bool
@@ -41,15 +53,18 @@ var errTimeout = errors.New("rqgo: job timeout")
 // admit takes on a fetched job: its handler starts at once when a slot is
 // free, no job is held before it and the worker is not stopping; otherwise
 // the job is held, its lease renewed like a running job's, until a returning
-// handler passes on its slot or the job is given back. bad is a reason the
-// job cannot run at all (a malformed hash).
-func (w *Worker) admit(q workerQueue, j *Job, bad error) {
+// handler passes on its slot or the job is given back. A job ahead of its
+// queue's Concurrency is always held: it starts only in the slot of a job
+// of its queue that succeeded (passSlot). bad is a reason the job cannot
+// run at all (a malformed hash); sent is when its fetch was sent.
+func (w *Worker) admit(q workerQueue, j *Job, bad error, sent time.Time, ahead bool) {
 	ctx, cancel := context.WithCancelCause(w.handlerBase)
-	now := time.Now()
-	r := &run{job: j, q: q, bad: bad, ctx: ctx, cancel: cancel, fetched: now, renewed: now}
+	// Its lease began after the fetch was sent: renewed counts from then.
+	r := &run{job: j, q: q, bad: bad, ctx: ctx, cancel: cancel, fetched: time.Now(), renewed: sent, ahead: ahead}
 	w.mu.Lock()
 	w.running[r] = struct{}{}
-	slot := !w.stopping && len(w.held) == 0 && w.inflight.Load() < int64(w.opts.Concurrency)
+	slot := !ahead && !w.stopping && !slices.ContainsFunc(w.held, func(h *run) bool { return !h.ahead }) &&
+		w.inflight.Load() < int64(w.opts.Concurrency)
 	if slot {
 		w.inflight.Add(1)
 	} else {
@@ -79,7 +94,7 @@ func (w *Worker) execute(r *run) {
 		if r.q.name == w.queues[0].name {
 			w.firstSettling.Add(1)
 		}
-		r = w.passSlot()
+		r = w.passSlot(r, o)
 		w.signalFreed()
 		w.outcomes <- o
 	}
@@ -95,14 +110,25 @@ func (w *Worker) stop() {
 
 // passSlot returns the next held job to run in a slot that just freed, or
 // frees the slot when none is held (or the worker is stopping).
-func (w *Worker) passSlot() *run {
+func (w *Worker) passSlot(ended *run, o *outcome) *run {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for len(w.held) > 0 && !w.stopping {
-		r := w.held[0]
-		w.held[0] = nil
-		w.held = w.held[1:]
+	// A job held ahead takes the queue slot of a job of its queue that
+	// succeeded and still holds its lease, which the worker renews until
+	// the ack hands the slot over.
+	handing := o.err == nil && !ended.ahead && !ended.lost && time.Since(ended.renewed) < w.opts.Lease
+	for i := 0; i < len(w.held) && !w.stopping; {
+		r := w.held[i]
+		if r.ahead && !r.lost && (!handing || r.q.name != ended.q.name) {
+			i++ // no slot for it here
+			continue
+		}
+		w.held = slices.Delete(w.held, i, i+1)
 		if !r.lost && time.Since(r.renewed) < w.opts.Lease {
+			if r.ahead {
+				r.ahead = false
+				o.next, ended.handedTo = r, r
+			}
 			return r
 		}
 		// Its lease was lost while it was held, or may have expired: a

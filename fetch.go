@@ -161,7 +161,11 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			w.waitBurst(ctx, w.nextDue())
 			continue
 		}
-		if !ready {
+		switch {
+		case ready:
+		case held > 0 || w.holding():
+			w.waitFreed(ctx) // a held job goes back after maxHold
+		default:
 			w.block(ctx, lastSweep.Add(w.maxBlock))
 		}
 	}
@@ -312,6 +316,13 @@ func (w *Worker) want(ahead int) (want, held int) {
 	return want, held
 }
 
+// holding says whether the worker holds fetched jobs waiting for a slot.
+func (w *Worker) holding() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.held) > 0
+}
+
 // releaseHeld gives held jobs fetched at or before t (every held job when t is
 // zero) back to the head of their queues with release.lua, which does not
 // count the attempt. A job whose release fails runs again once its lease
@@ -396,8 +407,9 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 		st.dirty.Store(false)
 		asked = true
 		goes := st.goes.Load()
+		sent := time.Now()
 		res, err := dequeueScript.Run(ctx, w.rdb, q.dequeueKeys, ask, lease, w.id, w.nonce, max(free-len(jobs), 0)).Slice()
-		got, refused, err := w.taken(ctx, i, res, err, goes)
+		got, refused, err := w.taken(ctx, i, res, err, goes, sent)
 		jobs = append(jobs, got...)
 		if refused {
 			continue
@@ -413,11 +425,11 @@ func (w *Worker) fetch(ctx context.Context, n int) (jobs []*Job, more, asked boo
 }
 
 // taken handles the reply of a dequeue.lua call for the worker's queue i
-// (res, or the call's error err), sent when the queue's goes count was
-// goes: it records what the reply says of the queue and admits its jobs.
+// (res, or the call's error err), sent at sent when the queue's goes count
+// was goes: it records what the reply says of the queue and admits its jobs.
 // refused says the queue's keys are damaged, so it is left alone for a
 // while; err is an error the fetch reports.
-func (w *Worker) taken(ctx context.Context, i int, res []any, err error, goes int64) (jobs []*Job, refused bool, _ error) {
+func (w *Worker) taken(ctx context.Context, i int, res []any, err error, goes int64, sent time.Time) (jobs []*Job, refused bool, _ error) {
 	q, st := &w.queues[i], w.qstate[i]
 	if err != nil {
 		st.dirty.Store(true)
@@ -458,9 +470,10 @@ func (w *Worker) taken(ctx context.Context, i int, res []any, err error, goes in
 		// held, and the shutdown gives them back.
 		w.stop()
 	}
-	for r := res[dequeuedHead:]; len(r) > 0; r = r[dequeuedLen:] {
+	ahead := int64(aheadIn(res)) // the last ones
+	for r, n := res[dequeuedHead:], int64(len(res)-dequeuedHead)/dequeuedLen; len(r) > 0; r, n = r[dequeuedLen:], n-1 {
 		j, derr := w.dequeued(q, now, r[:dequeuedLen])
-		w.admit(*q, j, derr)
+		w.admit(*q, j, derr, sent, n <= ahead)
 		jobs = append(jobs, j)
 	}
 	return jobs, false, nil
@@ -473,9 +486,19 @@ func isScriptRefusal(err error) bool {
 	return errors.As(err, &re) && strings.HasPrefix(err.Error(), "rqgo: key ")
 }
 
+// aheadIn is how many of the jobs of dequeue.lua's reply res, the last
+// ones, are handed out ahead of the queue's Concurrency.
+func aheadIn(res []any) int {
+	if len(res) < dequeuedHead {
+		return 0
+	}
+	n, _ := res[7].(int64)
+	return int(n)
+}
+
 // dequeuedHead is the number of elements before the jobs in dequeue.lua's
-// reply: next_ms, now_ms, left, active, hold, hold_ms, parked.
-const dequeuedHead = 7
+// reply: next_ms, now_ms, left, active, hold, hold_ms, parked, ahead.
+const dequeuedHead = 8
 
 // dequeuedLen is the number of elements per job in dequeue.lua's reply:
 // id, token, attempt, the fetched fields but the queue's name, and the

@@ -113,6 +113,10 @@ func (w *Worker) renew(ctx context.Context) {
 				r.renewed = start
 			case !r.done:
 				w.loseLocked(r)
+			case r.handedTo != nil:
+				// Its slot went with its lease before the hand-over was
+				// recorded: the job started in it holds none.
+				w.loseLocked(r.handedTo)
 			}
 			// A run whose handler returned and whose lease is gone was most
 			// likely recorded between the snapshot and extend.lua; if not,
@@ -128,6 +132,9 @@ func (w *Worker) loseLocked(r *run) {
 	r.lost = true
 	r.cancel(ErrLeaseLost)
 	w.log.Warn("lease lost; handler canceled", "queue", r.q.name, "job_id", r.job.ID, "func", r.job.Func)
+	if r.handedTo != nil {
+		w.loseLocked(r.handedTo) // it ran in this run's slot
+	}
 }
 
 // cancelRunning ends, with the cause [ErrCanceled], the handler of every

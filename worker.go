@@ -116,21 +116,24 @@ type Worker struct {
 	regErr     error
 	running    map[*run]struct{}
 
-	queues    []workerQueue
-	held      []*run        // fetched jobs waiting for a slot, oldest first; guarded by mu
-	stopping  bool          // shutting down: held jobs start no more; guarded by mu
-	inflight  atomic.Int64  // handlers running
-	settling  atomic.Int64  // returned handlers whose outcome is not recorded yet
-	acking    atomic.Int64  // outcomes in the batch the ack loop is writing now
-	quick     atomic.Int64  // handlers that returned within roundTrip of starting
-	roundTrip atomic.Int64  // duration of the last fetch, ns
-	freed     chan struct{} // a slot came free
-	outcomes  chan *outcome
-	retryDue  atomic.Int64 // Unix ms of the latest retry this worker scheduled
-	reapEvery time.Duration
-	started   atomic.Bool
-	qstate    []*queueState // per queue, as w.queues
-	src       *jobSource    // of the jobs it fetches
+	queues   []workerQueue
+	held     []*run       // fetched jobs waiting for a slot, oldest first; guarded by mu
+	stopping bool         // shutting down: held jobs start no more; guarded by mu
+	inflight atomic.Int64 // handlers running
+	settling atomic.Int64 // returned handlers whose outcome is not recorded yet
+	acking   atomic.Int64 // outcomes in the batch the ack loop is writing now
+	quick    atomic.Int64 // handlers that returned within roundTrip of starting
+	// ackedQuick is quick when the ack loop last fetched with acks
+	// (fetchWithAcks, under fetchMu).
+	ackedQuick int64
+	roundTrip  atomic.Int64  // duration of the last fetch, ns
+	freed      chan struct{} // a slot came free
+	outcomes   chan *outcome
+	retryDue   atomic.Int64 // Unix ms of the latest retry this worker scheduled
+	reapEvery  time.Duration
+	started    atomic.Bool
+	qstate     []*queueState // per queue, as w.queues
+	src        *jobSource    // of the jobs it fetches
 	// fetchMu is held by whoever fetches: the fetch loop, or the ack loop
 	// when it sends a fetch with its acks (see settle). fetchDone: the fetch
 	// loop has returned. fetchCtx is Run's context. Guarded by fetchMu.

@@ -590,8 +590,12 @@ func runLimits(ctx context.Context, e *env) error {
 	results := make([][]flowResult, len(specs))
 	var stalled []string
 	var rates []rateResult
+	some := cfg.figures != ""
 	for r := range cfg.runs {
 		for i, spec := range specs {
+			if some && !slices.Contains(strings.Split(cfg.figures, ","), spec.tag) {
+				continue
+			}
 			res, err := e.flowProcess(ctx, spec, cfg.jobs, r == 0)
 			if err != nil {
 				return err
@@ -604,6 +608,9 @@ func runLimits(ctx context.Context, e *env) error {
 				spec.name, r+1, res.rate, res.gap.Round(time.Millisecond), res.peak, res.keyPeak, res.work.dequeues, res.work.perDequeue, res.work.heldFull, res.work.redisCalls, res.work.redisUsec, res.work.workerUsec)
 			results[i] = append(results[i], res)
 		}
+		if some {
+			continue // the figures asked for only: their lines above, no table
+		}
 		res, err := e.flowRate(ctx)
 		if err != nil {
 			return err
@@ -613,6 +620,9 @@ func runLimits(ctx context.Context, e *env) error {
 		rates = append(rates, res)
 	}
 
+	if some {
+		return nil
+	}
 	rateOf := func(i int) float64 {
 		var xs []float64
 		for _, r := range results[i] {

@@ -47,6 +47,7 @@ type config struct {
 	senders            bool
 	limits             bool
 	limitKeys          int
+	figures            string
 	rate               int
 	rateFor            time.Duration
 	rateJobs           int
@@ -85,6 +86,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&cfg.memprofile, "memprofile", "", "write allocation profiles around rqgo's first timed processing run at each concurrency N: FILE.cN and FILE.cN.base (compare with go tool pprof -base)")
 	flag.BoolVar(&cfg.senders, "senders", false, "instead of the comparison, measure the enqueue rate with -producers for several ways of sending the same jobs: rqgo, asynq, and rqgo's enqueue.lua once per job through a plain client and through go-redis's auto-pipeliners")
 	flag.BoolVar(&cfg.limits, "limits", false, "instead of the comparison, measure rqgo's flow control (Limits): Concurrency 20 over 4 workers and KeyConcurrency 2 over -limit-keys keys against an unlimited worker on -jobs jobs, and Rate -rate/s held for -rate-for")
+	flag.StringVar(&cfg.figures, "figures", "", "with -limits: only these processing figures, comma-separated (one, fleet, capped, keyed), each run's line without the table or the Rate; empty: all, and the table")
 	flag.IntVar(&cfg.limitKeys, "limit-keys", 1000, "with -limits: limit keys the KeyConcurrency run spreads its jobs over, round-robin")
 	flag.IntVar(&cfg.rate, "rate", 1000, "with -limits: the queue's Rate, per second, in the rate runs")
 	flag.DurationVar(&cfg.rateFor, "rate-for", 30*time.Second, "with -limits: how long the rate runs count starts (the window the Rate must bind over)")

@@ -81,9 +81,9 @@ func TestChaosShort(t *testing.T) {
 			rep.UniqueKeys, rep.UniqueMinPerKey, rep.UniqueMaxPerKey, rep.UniqueDups, rep.UniqueRetries, cfg.UniqueKeys)
 	}
 	if rep.CapJobs == 0 || rep.KeyJobs == 0 || rep.CapSamples < 500 || rep.PeakRunning != cfg.CapConcurrency ||
-		rep.PeakKeyRunning != cfg.KeyConcurrency || rep.PeakParked == 0 || rep.CapRetries == 0 {
-		t.Errorf("flow control: %d capped and %d keyed jobs, %d cap samples, peaks %d running (cap %d) and %d of a key (cap %d), %d parked, %d planned retries; want some jobs, 500 samples, the caps reached, some parked and retried",
-			rep.CapJobs, rep.KeyJobs, rep.CapSamples, rep.PeakRunning, cfg.CapConcurrency, rep.PeakKeyRunning, cfg.KeyConcurrency, rep.PeakParked, rep.CapRetries)
+		rep.PeakKeyRunning != cfg.KeyConcurrency || rep.PeakParked == 0 || rep.PeakAhead == 0 || rep.CapRetries == 0 {
+		t.Errorf("flow control: %d capped and %d keyed jobs, %d cap samples, peaks %d running (cap %d) and %d of a key (cap %d), %d parked, %d ahead, %d planned retries; want some jobs, 500 samples, the caps reached, some parked, ahead and retried",
+			rep.CapJobs, rep.KeyJobs, rep.CapSamples, rep.PeakRunning, cfg.CapConcurrency, rep.PeakKeyRunning, cfg.KeyConcurrency, rep.PeakParked, rep.PeakAhead, rep.CapRetries)
 	}
 	if rep.Pauses != 1 || rep.PausedFor < cfg.PauseFor || rep.HeldBack == 0 {
 		t.Errorf("pause: %d spells, %s paused, %d jobs held back at the Resume; want 1, at least %s, some",

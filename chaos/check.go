@@ -72,6 +72,7 @@ type report struct {
 	Unslotted                          int // running keyed jobs seen without their key's slot
 	PeakRunning, PeakKeyRunning        int // most capped jobs, and most jobs of one key, with unexpired leases in a sample
 	PeakParked                         int // most keyed jobs parked in a sample
+	PeakAhead                          int // most capped jobs ahead of the Concurrency (leased, holding no slot) in a sample
 	ParkedLeft                         int // jobs and keys still parked at the end
 	CapFinished, CapFailed, CapUnended int
 	CapRetries, CapRepeats             int // runs again after the planned failure; other repeats
@@ -132,9 +133,9 @@ func (r *report) Details() string {
 	s += fmt.Sprintf("\nchaos: unique_tries=%d unique_jobs_per_key=%d..%d unique_finished=%d unique_failed=%d unique_unended=%d unique_runs=%d unique_runs_outcome_not_taken=%d unique_planned_retries=%d unique_repeats=%d unique_early_takeovers=%d unique_keys_stuck=%d unique_bad_holders=%d",
 		r.UniqueTries, r.UniqueMinPerKey, r.UniqueMaxPerKey, r.UniqueFinished, r.UniqueFailed, r.UniqueUnended, r.UniqueRuns, r.UniqueNotTaken,
 		r.UniqueRetries, r.UniqueRepeats, r.UniqueEarly, r.UniqueStuck, r.UniqueBadHolders)
-	s += fmt.Sprintf("\nchaos: capped_queue_jobs=%d concurrency=%d keyed_queue_jobs=%d key_concurrency=%d limit_keys=%d cap_samples=%d cap_samples_skipped=%d peak_running=%d peak_key_running=%d peak_parked=%d unslotted=%d parked_left=%d capped_finished=%d capped_failed=%d capped_unended=%d capped_planned_retries=%d capped_repeats=%d pauses=%d pause_seconds=%.1f held_back=%d",
+	s += fmt.Sprintf("\nchaos: capped_queue_jobs=%d concurrency=%d keyed_queue_jobs=%d key_concurrency=%d limit_keys=%d cap_samples=%d cap_samples_skipped=%d peak_running=%d peak_key_running=%d peak_parked=%d peak_ahead=%d unslotted=%d parked_left=%d capped_finished=%d capped_failed=%d capped_unended=%d capped_planned_retries=%d capped_repeats=%d pauses=%d pause_seconds=%.1f held_back=%d",
 		r.CapJobs, r.CapConcurrency, r.KeyJobs, r.KeyConcurrency, r.LimitKeys, r.CapSamples, r.CapSamplesSkipped,
-		r.PeakRunning, r.PeakKeyRunning, r.PeakParked, r.Unslotted, r.ParkedLeft, r.CapFinished, r.CapFailed, r.CapUnended,
+		r.PeakRunning, r.PeakKeyRunning, r.PeakParked, r.PeakAhead, r.Unslotted, r.ParkedLeft, r.CapFinished, r.CapFailed, r.CapUnended,
 		r.CapRetries, r.CapRepeats, r.Pauses, r.PausedFor.Seconds(), r.HeldBack)
 	s += fmt.Sprintf("\nchaos: cancel_jobs=%d cancel_tried=%d cancel_calls=%d cancels=%d cancel_not_cancelable=%d cancel_hit_running=%d cancel_hit_waiting=%d canceled=%d canceled_running=%d canceled_by_handler=%d canceled_by_reaper=%d canceled_by_release=%d finished=%d finished_ignoring_cancel=%d finished_raced_cancel=%d cancel_timed=%d cancel_p50=%s cancel_p99=%s cancel_max=%s cancel_msg_p99=%s cancel_heartbeat_p99=%s cancel_over_1s=%d cancel_by_heartbeat=%d progress_stored=%d progress_lease_lost=%d progress_oom=%d progress_errors=%d cancel_repeats=%d stuck=%d wrong_registry=%d bad_end=%d canceled_unasked=%d runs_after_cancel=%d heard_late=%d progress_violations=%d cancel_unresolved=%d",
 		r.CancelJobs, r.CancelTried, r.CancelCalls, r.Cancels, r.CancelNotCancelable, r.CancelHitRunning, r.CancelHitWaiting,

@@ -25,8 +25,8 @@ import (
 // cfg.CappedJobs jobs of each are placed evenly among the plain jobs (job k
 // with the wave of plain job k×Jobs/CappedJobs), so every fault strikes
 // them. A job works 10 to 99 ms, or 2.5 leases (one in 30: its lease is
-// renewed under the cap); one in ten fails at its first attempt and is
-// retried.
+// renewed under the cap), or, every other one of the capped queue, not at
+// all; one in ten fails at its first attempt and is retried.
 //
 // A checker samples both queues throughout (startCapChecker), and the
 // keyed queue is paused for cfg.PauseFor at 75% of the faults, while
@@ -72,6 +72,11 @@ func (h *harness) newCapJob(q *rqgo.Queue, n int) *capJob {
 	switch {
 	case n%30 == 15:
 		j.ms = int(h.cfg.Lease.Milliseconds() * 5 / 2)
+	case q == h.capQ && n%2 == 0:
+		// None: its handler returns within a round trip, so the workers
+		// take capped jobs ahead (see dequeue.lua) and start them in the
+		// slots of those that end.
+		j.ms = 0
 	default:
 		j.ms = 10 + (n*37)%90
 	}
@@ -130,16 +135,18 @@ func (h *harness) enqueueCap(j *capJob) error {
 }
 
 // capScript samples, at one instant of Redis's clock, the jobs of the two
-// queues whose leases have not expired. It writes nothing, and runs while
-// Redis is out of memory.
+// queues whose leases have not expired, less, in the capped queue, those
+// still ahead of its Concurrency (fetched ahead, holding no slot: see
+// dequeue.lua). It writes nothing, and runs while Redis is out of memory.
 //
 // KEYS[1] the capped queue's active zset, KEYS[2] the keyed queue's,
-// KEYS[3] the keyed queue's parked zset, KEYS[4..] its slots zsets, one per
-// limit key; ARGV[1] the keyed queue's job key prefix.
+// KEYS[3] the keyed queue's parked zset, KEYS[4] the capped queue's ahead
+// zset, KEYS[5..] the keyed queue's slots zsets, one per limit key; ARGV[1]
+// the keyed queue's job key prefix.
 //
 // Returns {now_ms, capped ids, keyed ids, their limit keys (from the job
 // hashes), per limit key the members of its slots zset whose lease has not
-// expired, parked jobs}.
+// expired, parked jobs, capped ids still ahead}.
 var capScript = redis.NewScript(`#!lua flags=no-writes,allow-oom
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -150,7 +157,7 @@ for i, id in ipairs(keyed) do
   keys[i] = redis.call('HGET', ARGV[1] .. id, 'limit_key') or ''
 end
 local slots = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local held = {}
   for _, id in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
     local d = tonumber(redis.call('ZSCORE', KEYS[2], id))
@@ -160,7 +167,16 @@ for i = 4, #KEYS do
   end
   slots[#slots + 1] = held
 end
-return {now, redis.call('ZRANGEBYSCORE', KEYS[1], live, '+inf'), keyed, keys, slots, redis.call('ZCARD', KEYS[3])}
+local capped, ahead = {}, {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], live, '+inf')) do
+  local a = tonumber(redis.call('ZSCORE', KEYS[4], id))
+  if a and a > now then
+    ahead[#ahead + 1] = id
+  else
+    capped[#capped + 1] = id
+  end
+end
+return {now, capped, keyed, keys, slots, redis.call('ZCARD', KEYS[3]), ahead}
 `)
 
 // capStats is what the checker saw.
@@ -169,6 +185,7 @@ type capStats struct {
 	capViolations, keyViolations int
 	unslotted                    int // running keyed jobs missing from their key's slots
 	peak, peakKey, peakParked    int
+	peakAhead                    int      // most capped jobs ahead at a sample
 	notes                        []string // the first violations
 }
 
@@ -178,7 +195,8 @@ type capStats struct {
 func (h *harness) startCapChecker() (stop func() capStats) {
 	c := redis.NewClient(&redis.Options{Addr: h.redis.addr(), DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, MaxRetries: -1, PoolSize: 1})
-	keys := []string{prefixKey(capQueueName, "active"), prefixKey(keyQueueName, "active"), prefixKey(keyQueueName, "parked")}
+	keys := []string{prefixKey(capQueueName, "active"), prefixKey(keyQueueName, "active"), prefixKey(keyQueueName, "parked"),
+		prefixKey(capQueueName, "ahead")}
 	for k := range h.cfg.LimitKeys {
 		keys = append(keys, prefixKey(keyQueueName, "slots:"+limitKeyName(k)))
 	}
@@ -207,7 +225,7 @@ func (h *harness) startCapChecker() (stop func() capStats) {
 			ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 			res, err := capScript.Run(ctx, c, keys, jobPrefix).Slice()
 			cancel()
-			if err != nil || len(res) != 6 {
+			if err != nil || len(res) != 7 {
 				st.skipped++
 				continue
 			}
@@ -218,6 +236,7 @@ func (h *harness) startCapChecker() (stop func() capStats) {
 			slotSets, _ := res[4].([]any)
 			parked, _ := res[5].(int64)
 			st.peak = max(st.peak, len(capped))
+			st.peakAhead = max(st.peakAhead, len(strs(res[6])))
 			st.peakParked = max(st.peakParked, int(parked))
 			if len(capped) > h.cfg.CapConcurrency {
 				st.capViolations++
@@ -379,7 +398,7 @@ func (h *harness) checkCaps(ctx context.Context, r *report, st capStats, runs ma
 	r.CapConcurrency, r.KeyConcurrency, r.LimitKeys = h.cfg.CapConcurrency, h.cfg.KeyConcurrency, h.cfg.LimitKeys
 	r.CapSamples, r.CapSamplesSkipped = st.samples, st.skipped
 	r.CapViolations, r.KeyCapViolations, r.Unslotted = st.capViolations, st.keyViolations, st.unslotted
-	r.PeakRunning, r.PeakKeyRunning, r.PeakParked = st.peak, st.peakKey, st.peakParked
+	r.PeakRunning, r.PeakKeyRunning, r.PeakParked, r.PeakAhead = st.peak, st.peakKey, st.peakParked, st.peakAhead
 
 	// Which registries of the two queues hold each job.
 	where := map[string][]string{}

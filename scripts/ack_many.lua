@@ -20,7 +20,10 @@
 --         workers at the next ack of a job leased under it, or when their
 --         hold ends.)
 -- ARGV[3..] job id, attempt token the worker was given, result JSON: one
---           triple per job
+--           triple per job; then, when the worker started jobs it held
+--           ahead (dequeue.lua's ARGV[6]) in the slots of these, an empty
+--           string and their ids: each leaves the queue's ahead zset
+--           <prefix>:{<queue>}:ahead, holding the slot of the job it followed
 --
 -- Returns one code per job, in order: 1 = recorded, 2 = recorded, and the
 -- job's end is owed to dependents in other queues (see ended in
@@ -45,7 +48,12 @@ local base = string.sub(KEYS[3], 1, -5)
 -- roll a script back); it is refused like a stale token.
 local hs = {}
 local flagged, deps, keyed = false, false, false
+local last = #ARGV -- the last argument of the jobs' triples
 for i = 3, #ARGV, 3 do
+  if ARGV[i] == '' then
+    last = i - 1
+    break
+  end
   local h = redis.pcall('HMGET', KEYS[3] .. ARGV[i], 'token', 'result_ttl_ms', 'flags')
   if type(h) == 'table' and h[3] and h[3] ~= '' then
     flagged = true
@@ -70,7 +78,7 @@ end
 local out = {}
 local finished = {}
 local freeing = false
-for i = 3, #ARGV, 3 do
+for i = 3, last, 3 do
   local id = ARGV[i]
   local k = KEYS[3] .. id
   local h = hs[i]
@@ -118,6 +126,16 @@ for i = 3, #ARGV, 3 do
 end
 if #finished > 0 then
   redis.call('ZADD', KEYS[2], unpack(finished))
+end
+-- Jobs that were ahead now hold the slots of jobs that ended. (One whose
+-- lease was lost meanwhile may be ahead in another worker now: it then
+-- counts as holding a slot early, which only leaves a slot unused.)
+if last < #ARGV then
+  local next = {}
+  for i = last + 2, #ARGV do
+    next[#next + 1] = ARGV[i]
+  end
+  redis.pcall('ZREM', base .. 'ahead', unpack(next))
 end
 if freeing and not KEYS[4] and ARGV[2] ~= '0' then
   freed(base)

@@ -24,6 +24,13 @@
 -- ARGV[5] the worker's free handler slots: under a Concurrency, it takes no
 --         more than those (at least one) so that jobs it would hold ahead
 --         do not take the queue's slots from workers that could run them
+-- ARGV[6] under a Concurrency (and no rate or key limits), the most jobs to
+--         hand out *ahead*, beyond the slots: leased but holding no slot,
+--         for the worker to start in the slot of one of its jobs that ends
+--         (see ack_many.lua); absent or 0: none
+-- ARGV[7] how many of the worker's jobs hold a slot and have not ended (its
+--         running handlers, at most): with the slots this call hands out,
+--         the most jobs ahead it can start
 --
 -- The queue's flow hash <prefix>:{<queue>}:flow (limits.go; its key is KEYS[6]
 -- less "job:", as are those below) holds its limits and whether it is
@@ -41,7 +48,11 @@
 -- the queue when one of its jobs leaves the active set (unslot in
 -- prelude.lua), or when its time in parkkeys comes (here).
 --
--- Returns {next_ms, now_ms, left, active, hold, hold_ms, parked, <job 1>,
+-- Jobs handed out ahead are also in the zset <prefix>:{<queue>}:ahead (id
+-- -> lease deadline, renewed with the lease: extend.lua). The slots in use
+-- are the jobs whose lease has not expired less those still ahead.
+--
+-- Returns {next_ms, now_ms, left, active, hold, hold_ms, parked, ahead, <job 1>,
 -- <job 2>, ...}: next_ms is the earliest remaining scheduled time or time to look at
 -- a parked key (0 when none), now_ms the jobs' started_at, left the ready
 -- jobs still pending, active the size of the active set. hold says why the
@@ -51,7 +62,8 @@
 -- them; hold_ms is in how long the earliest lease expires), 3 its Rate
 -- (for hold_ms). parked is how many of its jobs are parked for their keys
 -- (-1 without a flow hash: the acks of its jobs then need not tell anyone
--- of the slots they free, see ack_many.lua's ARGV[2]). While it holds, the
+-- of the slots they free, see ack_many.lua's ARGV[2]). ahead is how many of
+-- the jobs, the last ones, are handed out ahead (ARGV[6]). While it holds, the
 -- wake list keeps its token, so that enqueues wake nobody. Each job is 18
 -- elements: id, token, attempt (the new ones), then the values (nil when
 -- absent) of the hash fields id, func, args, max_retries, timeout_ms,
@@ -105,10 +117,11 @@ for _, id in ipairs(due) do
   end
 end
 
-local out = {0, now, 0, active, 0, 0, -1}
+local out = {0, now, 0, active, 0, 0, -1, 0}
 local ask = tonumber(ARGV[1])
 local lim, keyed, hold = nil, false, 0
 local qgap, qt0, qa, qfree
+local aheadKey, ahead = nil, 0
 if #flow > 0 then
   lim = {}
   for f = 1, #flow, 2 do
@@ -129,9 +142,14 @@ if #flow > 0 then
   if lim.paused == 1 then
     hold, ask = 1, 0
   end
-  if ask > 0 and (lim.concurrency or 0) > 0 then
+  if hold == 0 and (lim.concurrency or 0) > 0 then
+    aheadKey = base .. 'ahead'
     ask = math.min(ask, math.max(tonumber(ARGV[5]) or ask, 1))
-    qfree = lim.concurrency - redis.call('ZCOUNT', KEYS[2], '(' .. nows, '+inf')
+    qfree = lim.concurrency - redis.call('ZCOUNT', KEYS[2], '(' .. nows, '+inf') +
+      redis.call('ZCOUNT', aheadKey, '(' .. nows, '+inf')
+    if not keyed and (lim.rate or 0) <= 0 then
+      ahead = tonumber(ARGV[6]) or 0
+    end
     if qfree <= 0 then
       hold, ask = 2, 0
     else
@@ -239,6 +257,17 @@ end
 local n = 0
 local scanned = 0
 local deadline = string.format('%d', now + tonumber(ARGV[2]))
+-- Jobs ahead are taken only from those no other worker could start now:
+-- beyond the free slots this call leaves.
+local slotted = nil
+if ahead > 0 then
+  ahead = math.min(ahead, ask + (tonumber(ARGV[7]) or 0), left - math.max(qfree, 0))
+end
+local aheadIds = {}
+if ahead > 0 then
+  slotted = ask
+  ask = ask + ahead
+end
 while left > 0 and n < ask and scanned < 1000 do
   local ids = redis.call('LPOP', KEYS[1], string.format('%d', ask - n))
   if not ids then
@@ -331,6 +360,10 @@ while left > 0 and n < ask and scanned < 1000 do
       leased[#leased + 1] = deadline
       leased[#leased + 1] = id
       n = n + 1
+      if slotted and n > slotted then
+        aheadIds[#aheadIds + 1] = deadline
+        aheadIds[#aheadIds + 1] = id
+      end
       if #leased >= 1000 then
         redis.call('ZADD', KEYS[2], unpack(leased))
         leased = {}
@@ -356,6 +389,10 @@ while left > 0 and n < ask and scanned < 1000 do
   if #leased > 0 then
     redis.call('ZADD', KEYS[2], unpack(leased))
   end
+end
+if #aheadIds > 0 then
+  redis.call('ZADD', aheadKey, unpack(aheadIds))
+  out[8] = #aheadIds / 2
 end
 if active == 0 and n > 0 then
   -- Idle workers reap a queue only while it has leases: tell them.
@@ -392,7 +429,7 @@ if lim then
       hold = 3
       out[6] = math.ceil(qt0 + n * qgap - lim.per_ms / 100 - now)
     end
-    if qfree and n >= qfree then
+    if qfree and (slotted or n) >= qfree then
       hold = 2
     end
   end

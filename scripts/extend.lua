@@ -23,7 +23,8 @@ local deadline = now + tonumber(ARGV[1])
 -- Under a Concurrency or KeyConcurrency (the flow hash, see dequeue.lua) a
 -- lease that has expired is lost even before a reaper takes the job: its
 -- slot may have gone to another job.
-local caps = redis.pcall('HMGET', string.sub(KEYS[2], 1, -5) .. 'flow', 'concurrency', 'key_concurrency')
+local base = string.sub(KEYS[2], 1, -5)
+local caps = redis.pcall('HMGET', base .. 'flow', 'concurrency', 'key_concurrency')
 local strict = type(caps) == 'table' and not caps.err and (caps[1] or caps[2]) and true
 local lost = {}
 for i = 2, #ARGV, 2 do
@@ -35,6 +36,10 @@ for i = 2, #ARGV, 2 do
   local d = h and h[1] == ARGV[i + 1] and tonumber(redis.call('ZSCORE', KEYS[1], id))
   if d and (not strict or d > now) then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+    if caps[1] then
+      -- A job held ahead of the Concurrency stays ahead (dequeue.lua).
+      redis.pcall('ZADD', base .. 'ahead', 'XX', deadline, id)
+    end
     if h[2] and string.find(h[2], 'c', 1, true) then
       lost[#lost + 1] = 'c:' .. ARGV[i + 1] -- a cancel was asked (cancel.lua)
     end

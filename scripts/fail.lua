@@ -51,6 +51,7 @@ if delay < 0 and h[2] and (string.find(h[2], 'd', 1, true) or canceled) then
 end
 local now = now_ms()
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.pcall('ZREM', base .. 'ahead', ARGV[1]) -- a job held ahead (dequeue.lua)
 redis.call('HDEL', KEYS[1], 'token')
 if h[2] then
   unslot_job(base, KEYS[1], ARGV[1], h[2])

@@ -75,8 +75,15 @@ local requeued, failedn, cleaned = 0, 0, 0
 local fresh = false -- this pass owes deliveries to other queues
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+-- Jobs handed out ahead (dequeue.lua) whose time ahead is over count as
+-- holding a slot; their entries go.
+local over = redis.pcall('ZRANGEBYSCORE', base .. 'ahead', '-inf', now, 'LIMIT', 0, limit)
+if type(over) == 'table' and #over > 0 then
+  redis.call('ZREM', base .. 'ahead', unpack(over))
+end
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
+  redis.pcall('ZREM', base .. 'ahead', id)
   local k = prefix .. id
   if redis.call('TYPE', k).ok == 'hash' then
     redis.call('HDEL', k, 'token')

@@ -36,6 +36,7 @@ if canceled then
 end
 local now = now_ms()
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.pcall('ZREM', base .. 'ahead', ARGV[1]) -- a job held ahead (dequeue.lua)
 redis.call('HDEL', KEYS[1], 'token')
 unslot_job(base, KEYS[1], ARGV[1], h[1])
 freed(base)
