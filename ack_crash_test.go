@@ -17,16 +17,27 @@ import (
 
 func init() { childModes["acker"] = childAcker }
 
-// ackBlocker holds up every batch of acks the worker sends: before it
-// reaches Redis ("before"), or after Redis ran it but before the worker
-// hears back ("after"). It prints "acking <n jobs>" first.
-type ackBlocker struct{ when string }
+// ackBlocker holds up the first batch of acks the worker sends in which
+// count (ackJobs when nil) finds some: before it reaches Redis ("before"),
+// or after Redis ran it but before the worker hears back ("after"). It
+// prints "acking <n>" first, n what count found.
+type ackBlocker struct {
+	when  string
+	count func(redis.Cmder) int
+}
+
+func (h ackBlocker) in(cmd redis.Cmder) int {
+	if h.count == nil {
+		return ackJobs(cmd)
+	}
+	return h.count(cmd)
+}
 
 func (h ackBlocker) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h ackBlocker) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n := ackJobs(cmd); n > 0 {
+		if n := h.in(cmd); n > 0 {
 			return h.hold(n, func() error { return next(ctx, cmd) })
 		}
 		return next(ctx, cmd)
@@ -37,7 +48,7 @@ func (h ackBlocker) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		n := 0
 		for _, c := range cmds {
-			n += ackJobs(c)
+			n += h.in(c)
 		}
 		if n > 0 {
 			return h.hold(n, func() error { return next(ctx, cmds) })

@@ -278,50 +278,12 @@ func storeMaxInt(m *atomic.Int64, v int64) {
 
 func init() { childModes["handover"] = childHandOver }
 
-// handOverBlocker holds up the first batch of acks that hands a slot to a
-// job started ahead: before it reaches Redis ("before"), or after Redis
-// ran it but before the worker hears back ("after"). It prints "handing
-// over <n>" first.
-type handOverBlocker struct{ when string }
-
-func (h handOverBlocker) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h handOverBlocker) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n := handOvers(cmd); n > 0 {
-			h.hold(n, func() { next(ctx, cmd) })
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h handOverBlocker) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		n := 0
-		for _, c := range cmds {
-			n += handOvers(c)
-		}
-		if n > 0 {
-			h.hold(n, func() { next(ctx, cmds) })
-		}
-		return next(ctx, cmds)
-	}
-}
-
-func (h handOverBlocker) hold(n int, send func()) {
-	if h.when == "after" {
-		send()
-	}
-	fmt.Printf("handing over %d\n", n)
-	select {} // until the test kills this process
-}
-
 // childHandOver runs a worker of queue "capped" whose handler "quick"
 // prints "ran <id> <attempt>" and returns, and whose first ack handing a
-// slot over is held up (handOverBlocker).
+// slot over is held up (ackBlocker counting handOvers).
 func childHandOver() int {
 	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv("RQGO_TEST_ADDR")})
-	rdb.AddHook(handOverBlocker{when: os.Getenv("RQGO_TEST_ACK_BLOCK")})
+	rdb.AddHook(ackBlocker{when: os.Getenv("RQGO_TEST_ACK_BLOCK"), count: handOvers})
 	lease, _ := time.ParseDuration(os.Getenv("RQGO_TEST_LEASE"))
 	w := NewWorker(rdb, WorkerOptions{
 		Queues: []string{"capped"},
@@ -382,7 +344,7 @@ func TestKilledWhileHandingOverLosesNothing(t *testing.T) {
 						if f := strings.Fields(l); len(f) == 3 && f[0] == "ran" {
 							ranInChild[f[1]] = true
 						}
-						if strings.HasPrefix(l, "handing over ") {
+						if strings.HasPrefix(l, "acking ") {
 							break wait
 						}
 					case <-timeout:
