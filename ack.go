@@ -113,24 +113,22 @@ func (w *Worker) fetchWithAcks() (*scriptCall, int64) {
 	if w.fetchDone || w.fetchCtx == nil || w.fetchCtx.Err() != nil {
 		return nil, 0
 	}
-	w.mu.Lock()
-	free := w.opts.Concurrency - int(w.inflight.Load()) - len(w.held)
-	stopping := w.stopping
-	w.mu.Unlock()
-	if free <= 0 || stopping {
-		return nil, 0
-	}
-	q, st := &w.queues[0], w.qstate[0]
-	st.dirty.Store(false) // a wake-up while it travels marks the queue again
 	// Jobs ahead, to start in the slots of its jobs as they end: as many as
 	// handlers returned within a round trip since the last such fetch (as
 	// the fetch loop takes jobs ahead), so a worker whose handlers take
 	// longer takes none.
 	quick := w.quick.Load()
 	w.mu.Lock()
+	free := w.opts.Concurrency - int(w.inflight.Load()) - len(w.held)
 	ahead := max(min(w.opts.Prefetch-len(w.held), int(quick-w.ackedQuick)), 0)
+	stopping := w.stopping
 	w.mu.Unlock()
+	if free <= 0 || stopping {
+		return nil, 0
+	}
 	w.ackedQuick = quick
+	q, st := &w.queues[0], w.qstate[0]
+	st.dirty.Store(false) // a wake-up while it travels marks the queue again
 	return &scriptCall{s: dequeueScript, keys: q.dequeueKeys,
 		args: []any{free, w.opts.Lease.Milliseconds(), w.id, w.nonce, free, ahead, w.inflight.Load()}}, st.goes.Load()
 }

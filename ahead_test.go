@@ -58,8 +58,8 @@ func ackAhead(t *testing.T, e *testEnv, q *Queue, id string, next ...string) {
 // Under a Concurrency, a fetch hands out jobs ahead beyond the free slots:
 // leased, in the ahead zset, holding no slot, and only as many as the
 // worker's jobs holding slots can pass theirs to. An ack hands a slot over
-// to a job that was ahead, so the slots in use stay the same; a job whose
-// time ahead ended counts as holding one.
+// to a job that was ahead, so the slots in use stay the same; a renewal
+// keeps a job ahead, and a job ahead whose lease expires frees none.
 func TestDequeueAhead(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *testEnv) {
 		ctx := t.Context()
@@ -80,7 +80,7 @@ func TestDequeueAhead(t *testing.T) {
 			t.Fatalf("first fetch: slots %v, ahead %v, hold %d; want %v in the 2 slots, %v ahead (one per slot handed out), hold 2",
 				slotted, ahead, hold, ids[:2], ids[2:4])
 		}
-		zs, err := e.rdb.ZRangeWithScores(ctx, q.k.base+"ahead", 0, -1).Result()
+		zs, err := e.rdb.ZRangeWithScores(ctx, q.k.ahead(), 0, -1).Result()
 		if err != nil || len(zs) != 2 {
 			t.Fatalf("ahead zset %v, %v; want the 2 jobs ahead", zs, err)
 		}
@@ -103,7 +103,7 @@ func TestDequeueAhead(t *testing.T) {
 		}
 		// ids[0] ends and hands its slot to ids[2]: still full.
 		ackAhead(t, e, q, ids[0], ids[2])
-		if left := e.rdb.ZRange(ctx, q.k.base+"ahead", 0, -1).Val(); !slices.Equal(left, ids[3:4]) {
+		if left := e.rdb.ZRange(ctx, q.k.ahead(), 0, -1).Val(); !slices.Equal(left, ids[3:4]) {
 			t.Fatalf("ahead after the hand-over: %v, want %v", left, ids[3:4])
 		}
 		if s, a, hold := dequeueAhead(t, e, q, 10, 0, 0); len(s)+len(a) != 0 || hold != 2 {
@@ -120,14 +120,14 @@ func TestDequeueAhead(t *testing.T) {
 		if err != nil || len(lost) != 0 {
 			t.Fatalf("renewal: %v, %v", lost, err)
 		}
-		if a, l := e.rdb.ZScore(ctx, q.k.base+"ahead", ids[3]).Val(), e.rdb.ZScore(ctx, q.k.active(), ids[3]).Val(); a != l {
+		if a, l := e.rdb.ZScore(ctx, q.k.ahead(), ids[3]).Val(), e.rdb.ZScore(ctx, q.k.active(), ids[3]).Val(); a != l {
 			t.Fatalf("after its renewal, job ahead until %v, its lease until %v; want the same", a, l)
 		}
 		if s, a, hold := dequeueAhead(t, e, q, 10, 0, 0); len(s)+len(a) != 0 || hold != 2 {
 			t.Fatalf("after the renewal: %v, %v, hold %d; want nothing, hold 2", s, a, hold)
 		}
 		// ids[3]'s lease expires: it held no slot, so none frees.
-		for _, z := range []string{q.k.active(), q.k.base + "ahead"} {
+		for _, z := range []string{q.k.active(), q.k.ahead()} {
 			if err := e.rdb.ZAdd(ctx, z, redis.Z{Score: 1, Member: ids[3]}).Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -215,7 +215,7 @@ return redis.call('ZCOUNT', KEYS[1], now, '+inf') - redis.call('ZCOUNT', KEYS[2]
 				return
 			default:
 			}
-			if n, err := used.Run(ctx, e.rdb, []string{q.k.active(), q.k.base + "ahead"}).Int64(); err == nil {
+			if n, err := used.Run(ctx, e.rdb, []string{q.k.active(), q.k.ahead()}).Int64(); err == nil {
 				storeMaxInt(&most, n)
 			}
 		}
@@ -261,7 +261,7 @@ return redis.call('ZCOUNT', KEYS[1], now, '+inf') - redis.call('ZCOUNT', KEYS[2]
 	if handed.n.Load() == 0 {
 		t.Error("no job was started ahead in another's slot")
 	}
-	if left := e.rdb.ZCard(ctx, q.k.base+"ahead").Val(); left != 0 {
+	if left := e.rdb.ZCard(ctx, q.k.ahead()).Val(); left != 0 {
 		t.Errorf("%d jobs left in the ahead zset", left)
 	}
 	t.Logf("%d of %d jobs started in the slot of another", handed.n.Load(), n)
@@ -355,7 +355,7 @@ func TestKilledWhileHandingOverLosesNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 				cmd.Wait()
-				if a := e.rdb.ZCard(ctx, q.k.base+"ahead").Val(); when == "before" && a == 0 {
+				if a := e.rdb.ZCard(ctx, q.k.ahead()).Val(); when == "before" && a == 0 {
 					t.Error("killed with its hand-over unsent, but no job is ahead in Redis")
 				}
 
@@ -374,7 +374,7 @@ func TestKilledWhileHandingOverLosesNothing(t *testing.T) {
 				if c, _ := q.Counts(ctx); c != (Counts{Finished: n}) {
 					t.Errorf("Counts = %+v, want all %d finished", c, n)
 				}
-				if a := e.rdb.ZCard(ctx, q.k.base+"ahead").Val(); a != 0 {
+				if a := e.rdb.ZCard(ctx, q.k.ahead()).Val(); a != 0 {
 					t.Errorf("%d jobs left ahead", a)
 				}
 			})
@@ -424,7 +424,7 @@ func TestStrandedJobsAheadGoBack(t *testing.T) {
 		if h[0] != "queued" || (h[1] != nil && h[1] != "0") {
 			t.Errorf("the job given back is %v, attempt %v; want queued, no attempt counted", h[0], h[1])
 		}
-		if a := e.rdb.ZCard(ctx, q.k.base+"ahead").Val(); a != 0 {
+		if a := e.rdb.ZCard(ctx, q.k.ahead()).Val(); a != 0 {
 			t.Errorf("%d jobs left ahead", a)
 		}
 	})

@@ -163,7 +163,7 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		}
 		switch {
 		case ready:
-		case held > 0 || w.holding():
+		case w.holding():
 			w.waitFreed(ctx) // a held job goes back after maxHold
 		default:
 			w.block(ctx, lastSweep.Add(w.maxBlock))

@@ -60,6 +60,7 @@ func (k keys) slot() string              { return k.base + "slot" }
 func (k keys) parked() string            { return k.base + "parked" }
 func (k keys) park(key string) string    { return k.base + "park:" + key }
 func (k keys) parkKeys() string          { return k.base + "parkkeys" }
+func (k keys) ahead() string             { return k.base + "ahead" }
 func (k keys) slots(key string) string   { return k.base + "slots:" + key }
 func (k keys) keyRate(key string) string { return k.base + "rate:" + key }
 
